@@ -1,0 +1,188 @@
+"""The ``itra-bench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from itra_bench import __version__
+from itra_bench.context import PRECISIONS
+from itra_bench.errors import UserError
+from itra_bench.registry import ENV_VAR, Registry, load_registry
+
+LIST_KINDS = ("models", "losses", "tasks", "suites", "plugins")
+
+
+def _plugin_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help=f"import MODULE as a plugin although it is not installed "
+                        f"(repeatable; also ${ENV_VAR}, comma-separated)")
+    p.add_argument("--disable-plugin", action="append", default=[], metavar="NAME",
+                   help="do not load the installed plugin NAME (entry-point name)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+def _task_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all subcommands."""
+    common = _plugin_flags()
+    parser = argparse.ArgumentParser(
+        prog="itra-bench", description="Evaluate image-text representation models.")
+    parser.add_argument("--version", action="version", version=f"itra-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="evaluate a model on tasks",
+                         description="Evaluate one model on tasks and suites; results go to "
+                                     "--output, one JSON per (model, task, variant).")
+    run.add_argument("--model", required=True, metavar="SPEC",
+                     help="demo | openclip:ARCH[@WEIGHTS] | hf:PATH | sbert:PATH | "
+                          "timm:NAME[@WEIGHTS] | torchvision:NAME[@WEIGHTS] | "
+                          "torchhub:REPO:NAME")
+    run.add_argument("--tasks", required=True, nargs="+", metavar="TASK",
+                     help="task names, suite names or task .yaml files (space or comma "
+                          "separated)")
+    run.add_argument("--pretrained", metavar="PATH", help="local weights file for the model")
+    run.add_argument("--random-init", action="store_true",
+                     help="evaluate a model with random weights on purpose")
+    run.add_argument("--pooler", choices=("cls", "mean"),
+                     help="token pooling of transformer text encoders")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    run.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--data-root", default=".", help="folder that dataset paths are under")
+    run.add_argument("--output", default="itra-results", help="results folder")
+    run.add_argument("--cache-dir", default="~/.cache/itra_bench/features",
+                     help="feature cache folder")
+    run.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    run.add_argument("--overwrite", action="store_true",
+                     help="recompute results that already exist")
+    run.add_argument("--skip-corrupt", action="store_true",
+                     help="skip and count undecodable images instead of stopping")
+    run.add_argument("--task-option", type=_task_option, action="append", default=[],
+                     metavar="KEY=VALUE", help="option passed to tasks that take one")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    lst = sub.add_parser("list", parents=[common], help="show installed models, tasks, ...")
+    lst.add_argument("kind", choices=LIST_KINDS)
+
+    res = sub.add_parser("results", parents=[common],
+                         help="collate a results folder into a leaderboard")
+    res.add_argument("folder", help="results folder written by `itra-bench run`")
+    res.add_argument("--out", help="where to write leaderboard.csv/.md (default: FOLDER)")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from itra_bench.runner import RunConfig, outcome_table, run
+
+    for flag in ("batch_size",):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.workers < 0:
+        raise UserError("--workers must be 0 or more")
+    config = RunConfig(
+        model=args.model, tasks=args.tasks, device=args.device, precision=args.precision,
+        batch_size=args.batch_size, workers=args.workers, seed=args.seed,
+        data_root=args.data_root, output=args.output,
+        cache_dir=None if args.no_cache else args.cache_dir, overwrite=args.overwrite,
+        skip_corrupt=args.skip_corrupt, pretrained=args.pretrained,
+        random_init=args.random_init, pooler=args.pooler,
+        task_options=dict(args.task_option))
+    outcomes = run(config, registry, console, show_progress=not args.no_progress)
+    Console().print(outcome_table(outcomes, args.model))
+    console.print(f"results in {escape(args.output)}; collate with "
+                  f"`itra-bench results {escape(args.output)}`")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    out = Console()
+    table = Table(title=f"itra-bench {args.kind}")
+    if args.kind == "models":
+        for c in ("scheme", "example", "description", "plugin", "distribution"):
+            table.add_column(c)
+        for name, p in sorted(registry.models.items()):
+            table.add_row(name, p.item.example, p.item.description, p.plugin.name,
+                          p.plugin.distribution)
+    elif args.kind == "losses":
+        for c in ("loss", "description", "plugin", "distribution"):
+            table.add_column(c)
+        for name, p in sorted(registry.losses.items()):
+            table.add_row(name, p.item.description, p.plugin.name, p.plugin.distribution)
+    elif args.kind == "tasks":
+        for c in ("task", "protocol", "main score", "suites", "plugin", "distribution"):
+            table.add_column(c)
+        for name, p in sorted(registry.tasks.items()):
+            t = p.item
+            table.add_row(name, t.protocol, t.main_score, ", ".join(t.suites), p.plugin.name,
+                          p.plugin.distribution)
+    elif args.kind == "suites":
+        for c in ("suite", "tasks", "count", "plugin", "distribution"):
+            table.add_column(c)
+        for name, members in sorted(registry.suites.items()):
+            info = registry.suite_providers[name]
+            table.add_row(name, ", ".join(members), str(len(members)), info.name,
+                          info.distribution)
+    else:
+        for c in ("plugin", "module", "distribution"):
+            table.add_column(c)
+        for name, info in sorted(registry.plugins.items()):
+            table.add_row(name, info.module, info.distribution)
+    out.print(table)
+    return 0
+
+
+def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from pathlib import Path
+
+    from itra_bench.leaderboard import write_leaderboard
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"results folder not found: {folder}")
+    board = write_leaderboard(folder, args.out)
+    if not board.models:
+        raise UserError(f"no itra-bench result files under {folder}")
+    out = Path(args.out or folder)
+    Console().print(board.to_rich())
+    console.print(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.md'}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "results": _cmd_results}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``itra-bench`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        registry = load_registry(args.plugin, args.disable_plugin)
+        return COMMANDS[args.command](args, registry, console)
+    except UserError as exc:
+        if args.debug:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; results written so far are kept[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

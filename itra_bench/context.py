@@ -1,0 +1,56 @@
+"""The run context a task receives: device, precision, batching, cache, progress, output."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from itra_bench.feature_cache import FeatureCache
+from itra_bench.progress import ProgressReporter
+
+PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+
+
+@dataclass
+class RunContext:
+    """Everything a task needs from the runner besides the model.
+
+    options: task options from the command line (``--task-option key=value``), for tasks that
+    take parameters (k of k-NN, ...). output_dir: a folder for the task's extra files.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    batch_size: int = 64
+    workers: int = 0
+    seed: int = 0
+    data_root: Path = field(default_factory=Path.cwd)
+    output_dir: Path = field(default_factory=Path.cwd)
+    cache: FeatureCache | None = None
+    skip_corrupt: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    progress: ProgressReporter = field(default_factory=lambda: ProgressReporter(enabled=False))
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed-precision context for model forward passes, per ``precision``."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "amp_bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
+    from itra_bench.errors import UserError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is visible. Use --device cpu or auto.")
+    return torch.device(name)

@@ -1,0 +1,1 @@
+"""Readers of image data on disk (and embedded), feeding the shared protocols."""

@@ -1,0 +1,78 @@
+"""Image-caption tables in the trainer's CSV format (``filepath`` and ``title`` columns).
+
+Several rows may share an image: each row is one caption of it. Relative image paths are
+resolved against the CSV file's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+from PIL import Image
+
+from itra_bench.datasets.image_source import ImageSource
+from itra_bench.errors import MissingDataError, UserError
+
+
+class CaptionsCSV(ImageSource):
+    """Unique images of a caption table, with ``captions`` and ``text_to_image`` aligned."""
+
+    def __init__(self, path: str | Path, separator: str = "\t", img_key: str = "filepath",
+                 caption_key: str = "title") -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MissingDataError(
+                f"caption table not found: {self.path}. Expected a {_sep_name(separator)}-"
+                f"separated file with a header naming the columns {img_key!r} and {caption_key!r}."
+            )
+        self.paths: list[Path] = []
+        self.captions: list[str] = []
+        self.text_to_image: list[int] = []
+        index_of: dict[str, int] = {}
+        with open(self.path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, delimiter=separator)
+            header = next(reader, None)
+            if header is None:
+                raise UserError(f"{self.path} is empty; it needs a header line and caption rows.")
+            missing = [k for k in (img_key, caption_key) if k not in header]
+            if missing:
+                raise UserError(
+                    f"{self.path}, line 1: header {header} lacks column(s) {missing}. Name the "
+                    f"columns {img_key!r} and {caption_key!r}, or set img_key / caption_key "
+                    f"(and separator, now {separator!r})."
+                )
+            ii, ci = header.index(img_key), header.index(caption_key)
+            for line_no, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise UserError(
+                        f"{self.path}, line {line_no}: expected {len(header)} "
+                        f"{_sep_name(separator)}-separated fields, found {len(row)}. "
+                        "Quote fields that contain the separator."
+                    )
+                file, caption = row[ii], row[ci]
+                if file not in index_of:
+                    index_of[file] = len(self.paths)
+                    p = Path(file)
+                    self.paths.append(p if p.is_absolute() else self.path.parent / p)
+                self.captions.append(caption)
+                self.text_to_image.append(index_of[file])
+        if not self.captions:
+            raise UserError(f"{self.path} has a header but no caption rows.")
+        self.identity = "captions:" + hashlib.sha256(self.path.read_bytes()).hexdigest()[:20]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def open_image(self, index: int) -> Image.Image:
+        return Image.open(self.paths[index])
+
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])
+
+
+def _sep_name(separator: str) -> str:
+    return {"\t": "tab", ",": "comma"}.get(separator, repr(separator))

@@ -1,0 +1,242 @@
+"""Task types shared by many datasets: image classification under the zero-shot, linear-probe,
+k-NN and clustering protocols, and image-text retrieval.
+
+A dataset plugs in through a small data object (where its images and labels come from); the
+task type holds the control flow once, so adding a dataset is a data change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from itra_bench.context import RunContext
+from itra_bench.datasets.captions_csv import CaptionsCSV
+from itra_bench.datasets.imagefolder import LAYOUT as IMAGEFOLDER_LAYOUT
+from itra_bench.datasets.imagefolder import ImageFolderSplit
+from itra_bench.encoding import EncodedImages, encode_images, encode_texts
+from itra_bench.model import IMAGE, TEXT, EncoderModel
+from itra_bench.protocols.clustering import clustering_scores
+from itra_bench.protocols.knn import knn_classification
+from itra_bench.protocols.linear_probe import linear_probe
+from itra_bench.protocols.retrieval import retrieval_metrics
+from itra_bench.protocols.zeroshot import build_zeroshot_classifier, zeroshot_classification
+from itra_bench.task import Task, TaskResult
+
+
+class LabelledImages(Protocol):
+    """An image source with integer ``targets`` and ``classes`` (folder or class names)."""
+
+    targets: list[int]
+    classes: list[str]
+    identity: str
+
+    def __len__(self) -> int: ...
+
+
+class ClassificationData(Protocol):
+    """Where a classification dataset's splits come from."""
+
+    layout: str
+
+    def split(self, data_root: Path, name: str) -> LabelledImages:
+        """Open split ``name`` (raising MissingDataError when absent)."""
+        ...
+
+    def required_paths(self, data_root: Path, splits: list[str]) -> list[Path]:
+        """Files and folders that must exist for ``splits``."""
+        ...
+
+
+@dataclass
+class ImageFolderData:
+    """An ImageFolder tree ``root/<split>/<class>/<image>``; relative roots are under
+    ``--data-root``."""
+
+    root: str
+    layout: str = IMAGEFOLDER_LAYOUT
+
+    def _root(self, data_root: Path) -> Path:
+        return Path(data_root) / self.root
+
+    def split(self, data_root: Path, name: str, classes: list[str] | None = None
+              ) -> ImageFolderSplit:
+        return ImageFolderSplit(self._root(data_root), name, classes)
+
+    def required_paths(self, data_root: Path, splits: list[str]) -> list[Path]:
+        return [self._root(data_root) / s for s in splits]
+
+
+def _pretty_classname(folder: str) -> str:
+    return folder.replace("_", " ")
+
+
+def _labels_of(source: LabelledImages, encoded: EncodedImages) -> torch.Tensor:
+    return torch.tensor(source.targets, dtype=torch.long)[encoded.indices]
+
+
+def _details(*encoded: EncodedImages) -> dict[str, Any]:
+    skipped = [s for e in encoded for s in e.skipped]
+    return {"skipped_corrupt": skipped} if skipped else {}
+
+
+CLASSIFICATION_PROTOCOLS = ("zeroshot", "linear_probe", "knn", "clustering")
+_MAIN_SCORES = {"zeroshot": "acc1", "linear_probe": "acc1", "knn": "acc1", "clustering": "nmi"}
+
+
+@dataclass
+class ClassificationTask(Task):
+    """One image-classification dataset evaluated under one protocol.
+
+    zeroshot needs image and text towers and uses ``classnames`` x ``templates``;
+    linear_probe and knn fit on ``train_split`` (linear_probe picks its L2 strength on
+    ``val_split``, or on a part carved from the training split); clustering uses the
+    evaluation split alone.
+    """
+
+    name: str = ""
+    data: Any = None
+    protocol: str = "zeroshot"
+    eval_split: str = "test"
+    train_split: str = "train"
+    val_split: str | None = None
+    classnames: list[str] | None = None
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    knn_k: int = 20
+    knn_weighting: str = "uniform"
+    knn_temperature: float = 0.07
+    suites: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in CLASSIFICATION_PROTOCOLS:
+            raise ValueError(f"protocol must be one of {CLASSIFICATION_PROTOCOLS}")
+        self.main_score = _MAIN_SCORES[self.protocol]
+        self.modalities = frozenset({IMAGE, TEXT} if self.protocol == "zeroshot" else {IMAGE})
+        self.layout = self.data.layout
+
+    def _splits(self) -> list[str]:
+        if self.protocol in ("linear_probe", "knn"):
+            extra = [self.val_split] if self.val_split else []
+            return [self.train_split, *extra, self.eval_split]
+        return [self.eval_split]
+
+    def required_paths(self, data_root: Path) -> list[Path]:
+        return self.data.required_paths(data_root, self._splits())
+
+    def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        test = self.data.split(ctx.data_root, self.eval_split)
+        test_enc = encode_images(model, test, ctx, split=self.eval_split)
+        test_y = _labels_of(test, test_enc)
+        num_classes = len(test.classes)
+        if self.protocol == "zeroshot":
+            names = self.classnames or [_pretty_classname(c) for c in test.classes]
+            classifier = build_zeroshot_classifier(
+                lambda texts: encode_texts(model, texts, ctx, "encode class prompts"),
+                names, self.templates)
+            metrics = zeroshot_classification(test_enc.features, classifier, test_y)
+            return TaskResult(metrics, self.main_score, len(test_y), _details(test_enc))
+        if self.protocol == "clustering":
+            metrics = clustering_scores(test_enc.features, test_y, num_clusters=num_classes,
+                                        seed=ctx.seed)
+            return TaskResult(metrics, self.main_score, len(test_y), _details(test_enc))
+
+        train = self.data.split(ctx.data_root, self.train_split)
+        train_enc = encode_images(model, train, ctx, split=self.train_split)
+        train_y = _labels_of(train, train_enc)
+        encoded = [train_enc, test_enc]
+        if self.protocol == "knn":
+            metrics = knn_classification(
+                train_enc.features, train_y, test_enc.features, test_y, num_classes,
+                k=self.knn_k, weighting=self.knn_weighting, temperature=self.knn_temperature,
+                device=ctx.device)
+            details = {"k": self.knn_k, "weighting": self.knn_weighting}
+        else:
+            val_x = val_y = None
+            if self.val_split:
+                val = self.data.split(ctx.data_root, self.val_split)
+                val_enc = encode_images(model, val, ctx, split=self.val_split)
+                val_x, val_y = val_enc.features, _labels_of(val, val_enc)
+                encoded.append(val_enc)
+            metrics = linear_probe(train_enc.features, train_y, test_enc.features, test_y,
+                                   num_classes, val_x=val_x, val_y=val_y, seed=ctx.seed,
+                                   device=ctx.device)
+            details = {}
+        return TaskResult(metrics, self.main_score, len(test_y), {**details, **_details(*encoded)})
+
+
+class CaptionData(Protocol):
+    """Where a retrieval dataset's images and captions come from."""
+
+    layout: str
+
+    def load(self, data_root: Path) -> Any:
+        """An ImageSource with ``captions`` and ``text_to_image`` lists."""
+        ...
+
+    def required_paths(self, data_root: Path) -> list[Path]:
+        """Files that must exist."""
+        ...
+
+
+@dataclass
+class CaptionsCSVData:
+    """A caption table in the trainer's CSV format; relative paths are under ``--data-root``."""
+
+    file: str
+    separator: str = "\t"
+    img_key: str = "filepath"
+    caption_key: str = "title"
+
+    @property
+    def layout(self) -> str:
+        sep = {"\t": "tab", ",": "comma"}.get(self.separator, repr(self.separator))
+        return (f"{self.file}: a {sep}-separated table with a header naming the columns "
+                f"{self.img_key!r} (image path, relative to the table's folder) and "
+                f"{self.caption_key!r} (one caption per row; repeat the image for more captions)")
+
+    def load(self, data_root: Path) -> CaptionsCSV:
+        return CaptionsCSV(Path(data_root) / self.file, self.separator, self.img_key,
+                           self.caption_key)
+
+    def required_paths(self, data_root: Path) -> list[Path]:
+        return [Path(data_root) / self.file]
+
+
+@dataclass
+class RetrievalTask(Task):
+    """Image-text retrieval with one or more captions per image: R@1/5/10 both ways."""
+
+    name: str = ""
+    data: Any = None
+    suites: tuple[str, ...] = ()
+    description: str = ""
+    protocol: str = "retrieval"
+    main_score: str = "mean_recall"
+    modalities: frozenset[str] = frozenset({IMAGE, TEXT})
+
+    def __post_init__(self) -> None:
+        self.layout = self.data.layout
+
+    def required_paths(self, data_root: Path) -> list[Path]:
+        return self.data.required_paths(data_root)
+
+    def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        source = self.data.load(ctx.data_root)
+        enc = encode_images(model, source, ctx, split="retrieval")
+        # Drop captions of images that were skipped as corrupt, and renumber the rest.
+        new_index = {int(old): new for new, old in enumerate(enc.indices.tolist())}
+        keep = [t for t, img in enumerate(source.text_to_image) if img in new_index]
+        captions = [source.captions[t] for t in keep]
+        text_to_image = torch.tensor([new_index[source.text_to_image[t]] for t in keep])
+        text_features = encode_texts(model, captions, ctx, "encode captions")
+        metrics = retrieval_metrics(enc.features, text_features, text_to_image,
+                                    device=ctx.device)
+        details = {"num_images": len(enc.indices), "num_captions": len(captions),
+                   **_details(enc)}
+        return TaskResult(metrics, self.main_score, len(captions), details)
+
+

@@ -1,0 +1,80 @@
+"""Hook specifications: what a plugin can contribute to itra-bench.
+
+A plugin is any module or object with functions named like the hooks below and decorated
+with ``itra_bench.hookimpl``. Make it discoverable by declaring it in your package's
+``pyproject.toml``::
+
+    [project.entry-points.itra_bench]
+    my_plugin = "my_package.itra_plugin"
+
+After ``pip install``, ``itra-bench list plugins`` shows it. A module that is not installed
+can be loaded with ``--plugin my_module`` or ``ITRA_BENCH_PLUGINS=my_module``.
+
+Every name a plugin contributes (model scheme, loss, task, suite) must be unique across all
+installed plugins: a clash is an error that names both plugins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from itra_bench.losses import LossSpec
+    from itra_bench.model import ModelBuilder
+    from itra_bench.task import Task, TaskResult
+
+hookspec = pluggy.HookspecMarker("itra_bench")
+
+
+@hookspec
+def itra_bench_model_builders() -> Iterable[ModelBuilder]:
+    """Return the model families this plugin provides.
+
+    Each :class:`itra_bench.model.ModelBuilder` owns a *scheme*: the spec ``scheme:rest``
+    (or a bare ``scheme``) is handed to its ``build(rest, options)``, which returns an
+    :class:`itra_bench.model.EncoderModel` on the CPU. A builder must never download: weights
+    come from local paths, and a model with no weights must raise
+    :class:`itra_bench.errors.UserError` unless ``options.random_init`` is set.
+    """
+
+
+@hookspec
+def itra_bench_losses() -> Iterable[LossSpec]:
+    """Return the training objectives this plugin provides.
+
+    Each :class:`itra_bench.losses.LossSpec` names a loss and a factory returning an
+    ``nn.Module`` whose ``forward(image_features, text_features, logit_scale, **extra)``
+    returns a scalar loss (or a dict of named loss terms).
+    """
+
+
+@hookspec
+def itra_bench_tasks() -> Iterable[Task]:
+    """Return the evaluation tasks this plugin provides.
+
+    A :class:`itra_bench.task.Task` is a small declarative object: its name, suites,
+    required modalities, expected data layout, metrics and main score, and a
+    ``run(model, ctx)`` that usually calls one of the shared protocols in
+    ``itra_bench.protocols``. Tasks are listed cheaply: do no I/O here.
+    """
+
+
+@hookspec
+def itra_bench_suites() -> Mapping[str, Iterable[str]]:
+    """Return extra named suites: ``{suite_name: [task names]}``.
+
+    Suites named in a task's own ``suites`` field are collected automatically; this hook is
+    for suites that gather tasks of several plugins.
+    """
+
+
+@hookspec
+def itra_bench_result_written(task: Task, model_name: str, result: TaskResult, path: str,
+                              record: dict[str, Any]) -> None:
+    """Observe a result just written to the results store (e.g. to push it to a tracker).
+
+    ``record`` is the JSON document stored at ``path``. Return value is ignored.
+    """

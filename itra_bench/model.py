@@ -1,0 +1,77 @@
+"""The model contract every model plugin returns, and the options a builder receives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+IMAGE = "image"
+TEXT = "text"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Options from the command line that a model builder may honour.
+
+    pretrained: a local weights file given with ``--pretrained`` (overrides the one in the spec).
+    random_init: ``--random-init``; without it a builder must refuse a model with no weights.
+    pooler: ``cls`` or ``mean`` for transformer text encoders (None: the model's own default).
+    cache_dir: where builders look for locally cached pretrained weights.
+    seed: seed for any random initialisation, so random-init fingerprints are reproducible.
+    """
+
+    pretrained: str | None = None
+    random_init: bool = False
+    pooler: str | None = None
+    cache_dir: str | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EncoderModel(nn.Module):
+    """An image and/or text encoder as itra-bench evaluates it.
+
+    Subclasses set ``modalities``, ``fingerprint`` and (for image models) ``image_transform``,
+    and implement ``encode_image`` and/or ``encode_text``. Outputs are *not* normalised:
+    protocols normalise where their definition says so.
+    """
+
+    name: str = "model"
+    modalities: frozenset[str] = frozenset()
+    fingerprint: str = ""
+    image_transform: Callable[[Any], torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model's parameters live on (CPU for a parameter-free model)."""
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Embed a batch of preprocessed images ``[B, 3, H, W]`` into ``[B, D]``."""
+        raise NotImplementedError(f"{self.name} has no image encoder")
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Embed a list of strings into ``[B, D]`` (tokenisation happens inside)."""
+        raise NotImplementedError(f"{self.name} has no text encoder")
+
+
+@dataclass(frozen=True)
+class ModelBuilder:
+    """A model family a plugin provides, addressed by ``scheme:`` in a model spec.
+
+    ``build(rest, options)`` receives what follows ``scheme:`` in the spec (an empty string for
+    a bare ``scheme``) and returns an :class:`EncoderModel` on the CPU.
+    """
+
+    scheme: str
+    build: Callable[[str, ModelOptions], EncoderModel]
+    description: str = ""
+    example: str = ""

@@ -1,0 +1,159 @@
+"""The plugin host: loads plugins from the ``itra_bench`` entry-point group (built-ins
+included), from ``--plugin MODULE`` and from ``ITRA_BENCH_PLUGINS``, and collects what they
+provide into name -> item tables, refusing clashes."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any, Generic, TypeVar
+
+import pluggy
+
+from itra_bench import hookspecs
+from itra_bench.errors import PluginClashError, UnknownNameError, UserError
+
+GROUP = "itra_bench"
+ENV_VAR = "ITRA_BENCH_PLUGINS"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded plugin: its registered name, the distribution that ships it, its module."""
+
+    name: str
+    distribution: str
+    module: str
+
+
+@dataclass(frozen=True)
+class Provided(Generic[T]):
+    """One named item and the plugin that provides it."""
+
+    name: str
+    item: T
+    plugin: PluginInfo
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins provide, by kind and name."""
+
+    pm: pluggy.PluginManager
+    plugins: dict[str, PluginInfo]
+    models: dict[str, Provided[Any]] = field(default_factory=dict)
+    losses: dict[str, Provided[Any]] = field(default_factory=dict)
+    tasks: dict[str, Provided[Any]] = field(default_factory=dict)
+    suites: dict[str, list[str]] = field(default_factory=dict)
+    suite_providers: dict[str, PluginInfo] = field(default_factory=dict)
+
+    def model_builder(self, scheme: str) -> Any:
+        """The builder owning ``scheme``; unknown schemes suggest close matches."""
+        if scheme not in self.models:
+            raise UnknownNameError("model", scheme, self.models)
+        return self.models[scheme].item
+
+    def loss(self, name: str) -> Any:
+        """The loss spec called ``name``."""
+        if name not in self.losses:
+            raise UnknownNameError("loss", name, self.losses)
+        return self.losses[name].item
+
+    def add_task(self, task: Any, plugin: PluginInfo) -> None:
+        """Register one task (and its suites), refusing a name another plugin already uses."""
+        _put(self.tasks, "task", task.name, task, plugin)
+        for suite in task.suites:
+            if suite in self.tasks:
+                raise PluginClashError(
+                    f"suite name {suite!r} (plugin {plugin.name!r}) is also a task name "
+                    f"(plugin {self.tasks[suite].plugin.name!r}); rename one of them"
+                )
+            self.suites.setdefault(suite, [])
+            self.suite_providers.setdefault(suite, plugin)
+            if task.name not in self.suites[suite]:
+                self.suites[suite].append(task.name)
+
+
+def _put(table: dict[str, Provided[Any]], kind: str, name: str, item: Any,
+         plugin: PluginInfo) -> None:
+    if not name:
+        raise UserError(f"plugin {plugin.name!r} ({plugin.distribution}) provides a {kind} "
+                        "with an empty name")
+    if name in table:
+        other = table[name].plugin
+        raise PluginClashError(
+            f"{kind} {name!r} is provided by two plugins: {other.name!r} "
+            f"(distribution {other.distribution}, module {other.module}) and {plugin.name!r} "
+            f"(distribution {plugin.distribution}, module {plugin.module}). Uninstall one, or "
+            f"block one with `--disable-plugin NAME`."
+        )
+    table[name] = Provided(name, item, plugin)
+
+
+def _module_name(obj: object) -> str:
+    return obj.__name__ if isinstance(obj, ModuleType) else type(obj).__module__
+
+
+def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = ()) -> Registry:
+    """Load every plugin and build the registry.
+
+    ``extra_modules`` are imported and registered as plugins although no distribution
+    declares them (``--plugin``); modules named in ``ITRA_BENCH_PLUGINS`` (comma-separated)
+    are added too. ``disabled`` names plugins (entry-point names) not to load.
+    """
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    disabled = set(disabled)
+    infos: dict[str, PluginInfo] = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        if ep.name in disabled or pm.has_plugin(ep.name):
+            continue
+        dist = ep.dist.name if ep.dist is not None else "?"
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise UserError(
+                f"plugin {ep.name!r} (entry point {ep.value!r} of distribution {dist}) failed "
+                f"to import: {type(exc).__name__}: {exc}. Fix or uninstall it, or skip it with "
+                f"`--disable-plugin {ep.name}`."
+            ) from exc
+        pm.register(plugin, name=ep.name)
+        infos[ep.name] = PluginInfo(ep.name, dist, _module_name(plugin))
+
+    env_modules = [m.strip() for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()]
+    for mod_name in [*extra_modules, *env_modules]:
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise UserError(
+                f"--plugin {mod_name!r}: cannot import it ({exc}). Give an importable module "
+                "name (on PYTHONPATH), not a file path."
+            ) from exc
+        if pm.is_registered(module):
+            continue
+        pm.register(module, name=mod_name)
+        infos[mod_name] = PluginInfo(mod_name, "(not installed: --plugin)", mod_name)
+
+    registry = Registry(pm=pm, plugins=infos)
+    for impl in pm.hook.itra_bench_model_builders.get_hookimpls():
+        for builder in impl.function() or ():
+            _put(registry.models, "model", builder.scheme, builder, infos[impl.plugin_name])
+    for impl in pm.hook.itra_bench_losses.get_hookimpls():
+        for spec in impl.function() or ():
+            _put(registry.losses, "loss", spec.name, spec, infos[impl.plugin_name])
+    for impl in pm.hook.itra_bench_tasks.get_hookimpls():
+        for task in impl.function() or ():
+            registry.add_task(task, infos[impl.plugin_name])
+    for impl in pm.hook.itra_bench_suites.get_hookimpls():
+        for suite, names in (impl.function() or {}).items():
+            registry.suites.setdefault(suite, [])
+            registry.suite_providers.setdefault(suite, infos[impl.plugin_name])
+            for name in names:
+                if name not in registry.suites[suite]:
+                    registry.suites[suite].append(name)
+    return registry

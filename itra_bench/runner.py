@@ -1,0 +1,226 @@
+"""``itra-bench run``: build the model, resolve tasks, run each, store the results."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from itra_bench.context import RunContext, resolve_device
+from itra_bench.errors import MissingDataError, UnknownNameError, UserError
+from itra_bench.feature_cache import FeatureCache
+from itra_bench.model import EncoderModel, ModelOptions
+from itra_bench.progress import ProgressReporter
+from itra_bench.registry import Registry
+from itra_bench.results import ResultStore
+from itra_bench.task import Task
+
+
+@dataclass
+class RunConfig:
+    """The settings of one ``itra-bench run`` (recorded in every result file)."""
+
+    model: str
+    tasks: list[str]
+    device: str = "auto"
+    precision: str = "fp32"
+    batch_size: int = 64
+    workers: int = 2
+    seed: int = 0
+    data_root: str = "."
+    output: str = "itra-results"
+    cache_dir: str | None = "~/.cache/itra_bench/features"
+    overwrite: bool = False
+    skip_corrupt: bool = False
+    pretrained: str | None = None
+    random_init: bool = False
+    pooler: str | None = None
+    task_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What happened to one task in a run."""
+
+    task: str
+    variant: str
+    status: str  # "done", "skipped (exists)", "skipped (<reason>)"
+    main_score: str = ""
+    value: float | None = None
+    seconds: float = 0.0
+    path: str = ""
+
+
+def parse_model_spec(spec: str, registry: Registry) -> tuple[str, str]:
+    """Split a model spec into (scheme, rest): ``scheme:rest``, a bare ``scheme``, or a
+    checkpoint file handled by the ``checkpoint`` scheme when a plugin provides it."""
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme in registry.models:
+        return scheme, rest
+    if not sep and spec in registry.models:
+        return spec, ""
+    if Path(spec).is_file() and "checkpoint" in registry.models:
+        return "checkpoint", spec
+    raise UnknownNameError(
+        "model", scheme if sep else spec, registry.models,
+        hint="A model spec is SCHEME:NAME (e.g. openclip:ViT-B-32@/path/weights.pt) or a "
+             "bare scheme such as `demo`.")
+
+
+def build_model(config: RunConfig, registry: Registry) -> EncoderModel:
+    """Build the model named by ``config.model`` on the CPU."""
+    scheme, rest = parse_model_spec(config.model, registry)
+    options = ModelOptions(pretrained=config.pretrained, random_init=config.random_init,
+                           pooler=config.pooler, cache_dir=config.cache_dir, seed=config.seed)
+    model = registry.model_builder(scheme).build(rest, options)
+    model.name = config.model
+    return model
+
+
+def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
+    """Expand task names, suite names and YAML task files into tasks (first mention wins)."""
+    from itra_bench.yaml_tasks import load_task_file
+
+    out: dict[str, Task] = {}
+    for raw in names:
+        for name in (n.strip() for n in raw.split(",")):
+            if not name:
+                continue
+            if name.endswith((".yaml", ".yml")):
+                task = load_task_file(name)
+                if task.name in registry.tasks:
+                    raise UserError(f"{name}: task name {task.name!r} is already provided by "
+                                    f"plugin {registry.tasks[task.name].plugin.name!r}; "
+                                    "choose another `name`.")
+                out.setdefault(task.name, task)
+            elif name in registry.tasks:
+                out.setdefault(name, registry.tasks[name].item)
+            elif name in registry.suites:
+                for member in registry.suites[name]:
+                    if member not in registry.tasks:
+                        raise UserError(f"suite {name!r} names task {member!r}, which no "
+                                        "installed plugin provides")
+                    out.setdefault(member, registry.tasks[member].item)
+            else:
+                raise UnknownNameError("task", name, [*registry.tasks, *registry.suites],
+                                       hint="Suites are accepted too (`itra-bench list "
+                                            "suites`), and so is a path to a task .yaml file.")
+    if not out:
+        raise UserError("--tasks is empty: name at least one task, suite or task .yaml file")
+    return list(out.values())
+
+
+def check_data(tasks: list[Task], data_root: Path) -> None:
+    """Fail before any encoding when a task's files are missing, listing all of them."""
+    problems = []
+    for task in tasks:
+        missing = [p for p in task.required_paths(data_root) if not p.exists()]
+        if missing:
+            problems.append(f"task {task.name!r}: missing " + ", ".join(map(str, missing))
+                            + f"\n    expected layout: {task.layout}")
+    if problems:
+        raise MissingDataError(
+            f"data not found under --data-root {data_root}:\n  " + "\n  ".join(problems))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(config: RunConfig, registry: Registry, console: Console | None = None,
+        show_progress: bool = True) -> list[Outcome]:
+    """Evaluate one model on the configured tasks; returns what happened to each."""
+    console = console or Console(stderr=True)
+    tasks = resolve_tasks(config.tasks, registry)
+    data_root = Path(config.data_root).expanduser()
+    device = resolve_device(config.device)
+    if config.precision == "amp_fp16" and device.type == "cpu":
+        raise UserError("--precision amp_fp16 needs a CUDA device; use amp_bf16 or fp32 on CPU")
+
+    _seed_everything(config.seed)
+    model = build_model(config, registry)
+    runnable, outcomes = [], []
+    for task in tasks:
+        lacking = sorted(task.modalities - model.modalities)
+        if lacking:
+            outcomes.append(Outcome(task.name, "", f"skipped: {config.model} has no "
+                                    f"{' or '.join(lacking)} encoder"))
+            console.print(f"[yellow]skip[/] {task.name}: model has no {'/'.join(lacking)} "
+                          "encoder")
+        else:
+            runnable.append(task)
+    if not runnable:
+        raise UserError(f"none of the requested tasks can run on {config.model} (modalities "
+                        f"{sorted(model.modalities)}): every one needs a missing encoder")
+    check_data(runnable, data_root)
+
+    model = model.to(device).eval()
+    store = ResultStore(config.output)
+    cache = FeatureCache(config.cache_dir) if config.cache_dir else None
+    progress = ProgressReporter(console, enabled=show_progress)
+    for task in runnable:
+        out_dir = store.path(model.name, model.fingerprint, task.name, "x").parent
+        ctx = RunContext(device=device, precision=config.precision,
+                         batch_size=config.batch_size, workers=config.workers,
+                         seed=config.seed, data_root=data_root, output_dir=out_dir,
+                         cache=cache, skip_corrupt=config.skip_corrupt,
+                         options=dict(config.task_options), progress=progress,
+                         console=console)
+        variant = task.variant(ctx)
+        path = store.path(model.name, model.fingerprint, task.name, variant)
+        if path.exists() and not config.overwrite:
+            record = store.read(path)
+            outcomes.append(Outcome(task.name, variant, "exists", record["main_score"],
+                                    record["main_score_value"], 0.0, str(path)))
+            continue
+        _seed_everything(config.seed)
+        console.print(f"[bold cyan]{task.name}[/] ({variant})")
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        result = task.run(model, ctx)
+        seconds = time.perf_counter() - t0
+        record = {
+            "model": {"name": model.name, "fingerprint": model.fingerprint,
+                      "modalities": sorted(model.modalities)},
+            "task": task.name, "variant": variant, "protocol": task.protocol,
+            "suites": list(task.suites),
+            "main_score": result.main_score,
+            "main_score_value": result.metrics[result.main_score],
+            "metrics": result.metrics, "num_samples": result.num_samples,
+            "details": result.details,
+            "config": {**asdict(config), "device": str(device)},
+            "started_at": started.isoformat(), "seconds": round(seconds, 3),
+        }
+        store.write(path, record)
+        registry.pm.hook.itra_bench_result_written(task=task, model_name=model.name,
+                                                   result=result, path=str(path),
+                                                   record=record)
+        skipped = result.details.get("skipped_corrupt")
+        if skipped:
+            console.print(f"[yellow]{task.name}: skipped {len(skipped)} corrupt image(s), "
+                          f"listed in {path}[/]")
+        outcomes.append(Outcome(task.name, variant, "done", result.main_score,
+                                result.metrics[result.main_score], seconds, str(path)))
+    return outcomes
+
+
+def outcome_table(outcomes: list[Outcome], model: str) -> Table:
+    """A summary table of a run for the terminal."""
+    table = Table(title=f"itra-bench run: {model}")
+    for col in ("task", "variant", "main score", "value", "seconds", "status"):
+        table.add_column(col, justify="right" if col in ("value", "seconds") else "left")
+    for o in outcomes:
+        table.add_row(o.task, o.variant, o.main_score,
+                      "" if o.value is None else f"{100 * o.value:.2f}",
+                      f"{o.seconds:.1f}" if o.status == "done" else "", o.status)
+    return table

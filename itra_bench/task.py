@@ -1,0 +1,59 @@
+"""The task contract: a small declarative object plus ``run(model, ctx) -> TaskResult``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from itra_bench.context import RunContext
+    from itra_bench.model import EncoderModel
+
+
+@dataclass
+class TaskResult:
+    """What a task measured.
+
+    metrics: flat name -> value; ``main_score`` names the one leaderboards rank by.
+    num_samples: evaluated examples (after any skipped corrupt images).
+    details: JSON-able extras (per-class scores, chosen hyper-parameters, skipped files).
+    """
+
+    metrics: dict[str, float]
+    main_score: str
+    num_samples: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.main_score not in self.metrics:
+            raise ValueError(f"main score {self.main_score!r} is not among {sorted(self.metrics)}")
+
+
+class Task:
+    """Base class of evaluation tasks.
+
+    Subclasses set the class attributes (or dataclass fields) below and implement ``run``.
+    ``layout`` is the human description of the files expected under ``--data-root``;
+    ``required_paths`` lists them so the runner can report exactly what is missing.
+    """
+
+    name: str = ""
+    suites: tuple[str, ...] = ()
+    modalities: frozenset[str] = frozenset()
+    protocol: str = ""
+    main_score: str = ""
+    description: str = ""
+    layout: str = ""
+
+    def variant(self, ctx: RunContext) -> str:
+        """Key of the protocol variant this run measures (one result file per variant)."""
+        return self.protocol or "default"
+
+    def required_paths(self, data_root: Path) -> list[Path]:
+        """Files and folders that must exist before ``run`` (none for embedded data)."""
+        return []
+
+    def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        """Evaluate ``model`` and return its metrics."""
+        raise NotImplementedError

@@ -1,0 +1,120 @@
+"""Tasks declared in a YAML file: a protocol plus a data layout, no code.
+
+Example (classification on an ImageFolder tree)::
+
+    name: my-pets
+    protocol: zeroshot          # zeroshot | linear_probe | knn | clustering | retrieval
+    root: pets                  # ROOT/<split>/<class>/<image>, relative to --data-root
+    split: test
+    templates: ["a photo of a {}, a type of pet."]
+
+Example (retrieval on the trainer's caption table)::
+
+    name: my-captions
+    protocol: retrieval
+    file: captions/val.tsv      # columns filepath<TAB>title
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from itra_bench.errors import UserError
+from itra_bench.generic_tasks import (
+    CLASSIFICATION_PROTOCOLS,
+    CaptionsCSVData,
+    ClassificationTask,
+    ImageFolderData,
+    RetrievalTask,
+)
+from itra_bench.task import Task
+
+PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, "retrieval")
+
+# key -> (type, required for which protocols, default)
+_COMMON: dict[str, tuple[type | tuple[type, ...], bool, Any]] = {
+    "name": (str, True, None),
+    "protocol": (str, True, None),
+    "description": (str, False, ""),
+    "suites": (list, False, []),
+}
+_CLASSIFICATION = {
+    "root": (str, True, None),
+    "split": (str, False, "test"),
+    "train_split": (str, False, "train"),
+    "val_split": (str, False, None),
+    "classnames": (list, False, None),
+    "templates": (list, False, ["a photo of a {}."]),
+    "k": (int, False, 20),
+    "weighting": (str, False, "uniform"),
+    "temperature": ((int, float), False, 0.07),
+}
+_RETRIEVAL = {
+    "file": (str, True, None),
+    "separator": (str, False, "\t"),
+    "img_key": (str, False, "filepath"),
+    "caption_key": (str, False, "title"),
+}
+_KNN_WEIGHTINGS = ("uniform", "distance", "softmax")
+
+
+def load_task_file(path: str | Path) -> Task:
+    """Build a task from a YAML file, with one clear error per wrong, missing or unknown key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"task file not found: {path}")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: expected a mapping of keys (name, protocol, ...), "
+                        f"got {type(doc).__name__}")
+    protocol = doc.get("protocol")
+    if protocol not in PROTOCOLS:
+        hint = f"missing key 'protocol'" if protocol is None else f"protocol {protocol!r}"
+        raise UserError(f"{path}: {hint}; set `protocol:` to one of {', '.join(PROTOCOLS)}")
+    schema = {**_COMMON, **(_RETRIEVAL if protocol == "retrieval" else _CLASSIFICATION)}
+    for key in doc:
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), schema, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{path}: unknown key {key!r}{hint} for protocol {protocol}; "
+                            f"valid keys: {', '.join(schema)}")
+    values: dict[str, Any] = {}
+    for key, (typ, required, default) in schema.items():
+        if key not in doc or doc[key] is None:
+            if required:
+                raise UserError(f"{path}: missing required key {key!r} for protocol {protocol}")
+            values[key] = default
+            continue
+        value = doc[key]
+        if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+            want = typ.__name__ if isinstance(typ, type) else "number"
+            raise UserError(f"{path}: key {key!r} must be a {want}, got "
+                            f"{type(value).__name__} ({value!r})")
+        if typ is list and not all(isinstance(v, str) for v in value):
+            raise UserError(f"{path}: key {key!r} must be a list of strings")
+        values[key] = value
+    for t in values.get("templates") or []:
+        if "{}" not in t and "{c}" not in t:
+            raise UserError(f"{path}: template {t!r} has no '{{}}' slot for the class name")
+    if protocol == "knn" and values["weighting"] not in _KNN_WEIGHTINGS:
+        raise UserError(f"{path}: key 'weighting' must be one of {_KNN_WEIGHTINGS}")
+
+    common = {"name": values["name"], "description": values["description"],
+              "suites": tuple(values["suites"])}
+    if protocol == "retrieval":
+        data = CaptionsCSVData(values["file"], values["separator"], values["img_key"],
+                               values["caption_key"])
+        return RetrievalTask(data=data, **common)
+    return ClassificationTask(
+        data=ImageFolderData(values["root"]), protocol=protocol, eval_split=values["split"],
+        train_split=values["train_split"], val_split=values["val_split"],
+        classnames=values["classnames"], templates=values["templates"], knn_k=values["k"],
+        knn_weighting=values["weighting"], knn_temperature=float(values["temperature"]),
+        **common)

@@ -1,0 +1,1 @@
+"""Built-in model and loss plugins (mounted as itra_bench.plugins)."""

@@ -1,0 +1,1 @@
+"""Built-in task plugins (mounted as itra_bench.tasks)."""
