@@ -13,3 +13,33 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("ITRA_BENCH_PLUGINS", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, out={self.out[-2000:]!r}, err={self.err[-2000:]!r})"
+
+
+@pytest.fixture
+def cli(capsys, tmp_path):
+    """Run ``itra-bench`` in-process; returns code, stdout and stderr (wide, no colour)."""
+    from itra_bench.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _wide_plain_console(monkeypatch):
+    # Rich wraps long messages at the terminal width; tests match on whole phrases.
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("TERM", "dumb")

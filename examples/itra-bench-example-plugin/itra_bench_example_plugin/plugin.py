@@ -1,0 +1,35 @@
+"""The plugin module that the ``itra_bench`` entry point names: one function per hook.
+
+itra-bench calls each ``@hookimpl`` function by name (see ``itra_bench.hookspecs``); a plugin
+implements only the hooks it needs. Hooks return cheap descriptions: models are built and
+data read only when a run asks for them.
+"""
+
+from __future__ import annotations
+
+from itra_bench import hookimpl
+from itra_bench.losses import LossSpec
+from itra_bench.model import ModelBuilder
+from itra_bench.task import Task
+from itra_bench_example_plugin import colorhist
+from itra_bench_example_plugin.losses import PairedCosineLoss
+from itra_bench_example_plugin.tasks import DigitsCentroidTask
+
+
+@hookimpl
+def itra_bench_model_builders() -> list[ModelBuilder]:
+    return [ModelBuilder("colorhist", colorhist.build,
+                         description="per-channel colour histogram (weight-free, image only)",
+                         example="colorhist:16")]
+
+
+@hookimpl
+def itra_bench_losses() -> list[LossSpec]:
+    return [LossSpec("example-cosine", PairedCosineLoss,
+                     description="mean (1 - cosine) between paired image and text features")]
+
+
+@hookimpl
+def itra_bench_tasks() -> list[Task]:
+    # The task's `suites` field puts it in the `example` suite; no itra_bench_suites needed.
+    return [DigitsCentroidTask()]
