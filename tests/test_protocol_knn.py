@@ -33,14 +33,16 @@ def test_matches_sklearn(weighting: str, k: int) -> None:
     expected_pred = reference.predict(test_x.numpy())
     expected_proba = reference.predict_proba(test_x.numpy())
 
-    scores = knn_scores(train_x, train_y, test_x, NUM_CLASSES, k=k, weighting=weighting,
-                        chunk_size=32)
+    scores = knn_scores(
+        train_x, train_y, test_x, NUM_CLASSES, k=k, weighting=weighting, chunk_size=32
+    )
     np.testing.assert_array_equal(scores.argmax(dim=1).numpy(), expected_pred)
     proba = (scores / scores.sum(dim=1, keepdim=True)).numpy()
     np.testing.assert_allclose(proba, expected_proba, atol=1e-5)
 
-    metrics = knn_classification(train_x, train_y, test_x, test_y, NUM_CLASSES, k=k,
-                                 weighting=weighting, chunk_size=32)
+    metrics = knn_classification(
+        train_x, train_y, test_x, test_y, NUM_CLASSES, k=k, weighting=weighting, chunk_size=32
+    )
     acc = accuracy_score(test_y.numpy(), expected_pred)
     assert 0.3 < acc < 0.95
     assert metrics["acc1"] == pytest.approx(acc)
@@ -76,14 +78,23 @@ def test_softmax_votes_follow_the_dino_formula(temperature: float) -> None:
     expected = torch.zeros(len(test_x), NUM_CLASSES, dtype=torch.float64)
     expected.scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
 
-    scores = knn_scores(train_x, train_y, test_x, NUM_CLASSES, k=k, weighting="softmax",
-                        temperature=temperature, chunk_size=50)
+    scores = knn_scores(
+        train_x,
+        train_y,
+        test_x,
+        NUM_CLASSES,
+        k=k,
+        weighting="softmax",
+        temperature=temperature,
+        chunk_size=50,
+    )
     assert torch.isfinite(scores).all()
     # Scores are the DINO votes up to one positive factor per test point.
     torch.testing.assert_close(
         scores.double() / scores.double().sum(dim=1, keepdim=True),
         expected / expected.sum(dim=1, keepdim=True),
-        rtol=1e-4, atol=1e-6,
+        rtol=1e-4,
+        atol=1e-6,
     )
 
 
@@ -103,10 +114,12 @@ def test_equal_similarities_keep_lower_training_indices() -> None:
 def test_chunking_does_not_change_results() -> None:
     train_x, train_y, test_x, test_y = _data(seed=2)
     for weighting in ("uniform", "distance", "softmax"):
-        whole = knn_scores(train_x, train_y, test_x, NUM_CLASSES, weighting=weighting,
-                           chunk_size=10_000)
-        chunked = knn_scores(train_x, train_y, test_x, NUM_CLASSES, weighting=weighting,
-                             chunk_size=7)
+        whole = knn_scores(
+            train_x, train_y, test_x, NUM_CLASSES, weighting=weighting, chunk_size=10_000
+        )
+        chunked = knn_scores(
+            train_x, train_y, test_x, NUM_CLASSES, weighting=weighting, chunk_size=7
+        )
         torch.testing.assert_close(whole, chunked)
 
 
@@ -120,11 +133,10 @@ def test_bad_inputs_raise() -> None:
         knn_classification(train_x, train_y + 10, test_x, test_y, NUM_CLASSES, k=5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_matches_cpu() -> None:
     train_x, train_y, test_x, test_y = _data(seed=3)
     for weighting in ("uniform", "distance", "softmax"):
         cpu = knn_scores(train_x, train_y, test_x, NUM_CLASSES, weighting=weighting)
-        cuda = knn_scores(train_x, train_y, test_x, NUM_CLASSES, weighting=weighting,
-                          device="cuda")
+        cuda = knn_scores(train_x, train_y, test_x, NUM_CLASSES, weighting=weighting, device="cuda")
         torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-4, atol=1e-5)

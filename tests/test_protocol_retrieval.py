@@ -32,11 +32,15 @@ def _clip_benchmark_recalls(images, texts, text_to_image, batch_size=16) -> dict
     for k in KS:
         metrics[f"image_retrieval_recall@{k}"] = (
             (batchify(recall_at_k, scores, positive_pairs, batch_size, "cpu", k=k) > 0)
-            .float().mean().item()
+            .float()
+            .mean()
+            .item()
         )
         metrics[f"text_retrieval_recall@{k}"] = (
             (batchify(recall_at_k, scores.T, positive_pairs.T, batch_size, "cpu", k=k) > 0)
-            .float().mean().item()
+            .float()
+            .mean()
+            .item()
         )
     return metrics
 
@@ -94,7 +98,7 @@ def test_ties_follow_stable_descending_sort_on_hand_made_case() -> None:
 def _exactly_scored_features(count: int, generator: torch.Generator) -> torch.Tensor:
     """Unit vectors with entries in {0, +-0.5, +-1}: their dot products are exact in float32
     whatever the summation order, so equal scores are bitwise equal on any chunking."""
-    halves = (torch.randint(0, 2, (count, 4), generator=generator).float() - 0.5)
+    halves = torch.randint(0, 2, (count, 4), generator=generator).float() - 0.5
     axes = torch.eye(4)[torch.randint(0, 4, (count,), generator=generator)]
     use_axis = torch.rand(count, 1, generator=generator) < 0.3
     return torch.where(use_axis, axes, halves)
@@ -141,7 +145,7 @@ def test_bad_inputs_raise() -> None:
         retrieval_metrics(images, texts, text_to_image, ks=(0,))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_matches_cpu() -> None:
     images, texts, text_to_image = _captioned_images(seed=3)
     cpu = retrieval_metrics(images, texts, text_to_image, chunk_size=16)

@@ -84,7 +84,7 @@ def fit_logistic_regression(
         max_iter=max_iter,
         max_eval=max_iter * 2,
         history_size=20,
-        tolerance_grad=1e-7,
+        tolerance_grad=1e-6,
         tolerance_change=1e-10,
         line_search_fn="strong_wolfe",
     )
@@ -178,8 +178,7 @@ def linear_probe(
     _check_xy("test", test_x, test_y, num_classes)
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(
-            f"training features have dimension {train_x.shape[1]}, test features "
-            f"{test_x.shape[1]}"
+            f"training features have dimension {train_x.shape[1]}, test features {test_x.shape[1]}"
         )
     grid = sorted({float(v) for v in (DEFAULT_L2_GRID if l2_grid is None else l2_grid)})
     if not grid or grid[0] < 0:
@@ -201,6 +200,11 @@ def linear_probe(
         val_x, val_y = train_x[val_idx], train_y[val_idx]
     else:
         _check_xy("validation", val_x, val_y, num_classes)
+        if val_x.shape[1] != train_x.shape[1]:
+            raise ValueError(
+                f"training features have dimension {train_x.shape[1]}, validation features "
+                f"{val_x.shape[1]}"
+            )
         fit_x, fit_y = train_x, train_y
         val_x, val_y = _preprocess(val_x, device), val_y.to(device=device, dtype=torch.long)
 
@@ -210,9 +214,7 @@ def linear_probe(
     # Strongest penalty first: each fit starts from the previous, smoother solution, which
     # converges faster, and ">" keeps the stronger l2 on equal accuracy.
     for l2 in reversed(grid):
-        init = fit_logistic_regression(
-            fit_std, fit_y, num_classes, l2, device, max_iter, init=init
-        )
+        init = fit_logistic_regression(fit_std, fit_y, num_classes, l2, device, max_iter, init=init)
         weight, bias = init
         acc = classification_metrics(val_std @ weight.T + bias, val_y)["acc1"]
         if acc > best_acc:

@@ -85,7 +85,9 @@ def retrieval_ranks(
     image_ranks = []
     for start in range(0, n_texts, chunk_size):
         scores = texts[start : start + chunk_size] @ images.T
-        image_ranks.append(stable_descending_rank(scores, text_to_image[start : start + chunk_size]))
+        image_ranks.append(
+            stable_descending_rank(scores, text_to_image[start : start + chunk_size])
+        )
 
     # Captions grouped by image, so each chunk of images finds its captions without an
     # [images x captions] mask.

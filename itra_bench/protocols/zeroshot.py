@@ -56,15 +56,14 @@ def build_zeroshot_classifier(
         missing = [c for c in classnames if c not in templates]
         if missing:
             raise ValueError(
-                f"class-specific prompts are missing for {len(missing)} classes, "
-                f"e.g. {missing[:3]}"
+                f"class-specific prompts are missing for {len(missing)} classes, e.g. {missing[:3]}"
             )
         prompts_per_class = [list(templates[c]) for c in classnames]
     else:
         if isinstance(templates, str):
             raise ValueError("templates must be a list of template strings, not one string")
         prompts_per_class = [[fill_template(t, c) for t in templates] for c in classnames]
-    empty = [c for c, prompts in zip(classnames, prompts_per_class) if not prompts]
+    empty = [c for c, prompts in zip(classnames, prompts_per_class, strict=True) if not prompts]
     if empty:
         raise ValueError(f"no prompts for {len(empty)} classes, e.g. {empty[:3]}")
 
