@@ -187,7 +187,12 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
         console.print(f"[bold cyan]{task.name}[/] ({variant})")
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        result = task.run(model, ctx)
+        try:
+            result = task.run(model, ctx)
+        except ValueError as exc:
+            # Protocols reject unusable inputs (k larger than the training set, an image
+            # with no caption, ...) with ValueError; that is the data's fault, not a crash.
+            raise UserError(f"task {task.name!r}: {exc}") from exc
         seconds = time.perf_counter() - t0
         record = {
             "model": {"name": model.name, "fingerprint": model.fingerprint,
