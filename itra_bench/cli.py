@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pretrained", metavar="PATH", help="local weights file for the model")
     run.add_argument("--random-init", action="store_true",
                      help="evaluate a model with random weights on purpose")
+    run.add_argument("--weights-cache", metavar="DIR",
+                     help="where pretrained tags are looked up (default: the libraries' own "
+                          "caches, e.g. ~/.cache/huggingface and torch.hub.get_dir())")
     run.add_argument("--pooler", choices=("cls", "mean"),
                      help="token pooling of transformer text encoders")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
@@ -102,6 +105,7 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
         cache_dir=None if args.no_cache else args.cache_dir, overwrite=args.overwrite,
         skip_corrupt=args.skip_corrupt, pretrained=args.pretrained,
         random_init=args.random_init, pooler=args.pooler,
+        weights_cache=args.weights_cache,
         task_options=dict(args.task_option))
     outcomes = run(config, registry, console, show_progress=not args.no_progress)
     Console().print(outcome_table(outcomes, args.model))

@@ -43,6 +43,7 @@ class RunConfig:
     pretrained: str | None = None
     random_init: bool = False
     pooler: str | None = None
+    weights_cache: str | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,7 +80,8 @@ def build_model(config: RunConfig, registry: Registry) -> EncoderModel:
     """Build the model named by ``config.model`` on the CPU."""
     scheme, rest = parse_model_spec(config.model, registry)
     options = ModelOptions(pretrained=config.pretrained, random_init=config.random_init,
-                           pooler=config.pooler, cache_dir=config.cache_dir, seed=config.seed)
+                           pooler=config.pooler, cache_dir=config.weights_cache,
+                           seed=config.seed)
     model = registry.model_builder(scheme).build(rest, options)
     model.name = config.model
     return model

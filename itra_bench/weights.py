@@ -8,7 +8,7 @@ import hashlib
 import os
 import pickle
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +113,13 @@ def _first(items: Iterable[str]) -> str:
 
 
 def load_weights_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
-                      architecture: str, suggestion: str = "") -> None:
+                      architecture: str, suggestion: str | Callable[[], str] = "") -> None:
     """Load ``state_dict`` into ``module`` strictly: every key present, none extra, shapes equal.
 
     On any mismatch nothing is loaded and a :class:`UserError` says how many keys are missing,
     unexpected or of the wrong shape (with the first few of each) and, when the caller could
-    tell, which architecture the weights look like (``suggestion``).
+    tell, which architecture the weights look like (``suggestion``, or a function computing
+    it, called only on a mismatch).
     """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -128,19 +129,29 @@ def load_weights_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
         for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape
     ]
     if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({_first(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches ({_first(mismatched)})")
-        advice = suggestion or (
-            f"Check that {architecture} is the architecture these weights were trained with."
-        )
-        raise UserError(f"weights file {source} does not match architecture {architecture}: "
-                        + ", ".join(parts) + ". " + advice)
+        if callable(suggestion):
+            suggestion = suggestion()
+        raise mismatch_error(source, architecture, missing, unexpected, mismatched, suggestion)
     module.load_state_dict(state_dict, strict=True)
+
+
+def mismatch_error(source: str, architecture: str, missing: Sequence[str],
+                   unexpected: Sequence[str], mismatched: Sequence[str],
+                   suggestion: str = "") -> UserError:
+    """The error for weights that do not fit an architecture, summarising each kind of
+    difference with its first few keys (``mismatched`` entries already show both shapes)."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({_first(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
+    if mismatched:
+        parts.append(f"{len(mismatched)} shape mismatches ({_first(mismatched)})")
+    advice = suggestion or (
+        f"Check that {architecture} is the architecture these weights were trained with."
+    )
+    return UserError(f"weights file {source} does not match architecture {architecture}: "
+                     + ", ".join(parts) + ". " + advice)
 
 
 def no_weights_error(spec: str, how: str) -> UserError:

@@ -76,7 +76,7 @@ def load_task_file(path: str | Path) -> Task:
                         f"got {type(doc).__name__}")
     protocol = doc.get("protocol")
     if protocol not in PROTOCOLS:
-        hint = f"missing key 'protocol'" if protocol is None else f"protocol {protocol!r}"
+        hint = "missing key 'protocol'" if protocol is None else f"protocol {protocol!r}"
         raise UserError(f"{path}: {hint}; set `protocol:` to one of {', '.join(PROTOCOLS)}")
     schema = {**_COMMON, **(_RETRIEVAL if protocol == "retrieval" else _CLASSIFICATION)}
     for key in doc:

@@ -7,12 +7,13 @@ shows the pipeline, not a good model. That is why ``demo`` needs no ``--random-i
 
 from __future__ import annotations
 
-import open_clip
-import torch
-
 from itra_bench import hookimpl
+from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.model import ModelBuilder, ModelOptions
+from itra_bench.weights import random_init_config, seeded_init
+
+from .openclip_models import OpenCLIPEncoder
 
 #: The architecture, in open_clip's model-config format.
 DEMO_CONFIG = {
@@ -25,39 +26,19 @@ DEMO_CONFIG = {
 DEMO_SEED = 0
 
 
-class DemoModel(EncoderModel):
-    """open_clip's CLIP class at the demo's tiny size, with its tokenizer and transform."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(DEMO_SEED)
-            self.clip = open_clip.CLIP(**DEMO_CONFIG)
-        self.clip.eval()
-        image_size = DEMO_CONFIG["vision_cfg"]["image_size"]
-        self.image_transform = open_clip.image_transform(image_size, is_train=False)
-        self.tokenizer = open_clip.tokenizer.SimpleTokenizer(
-            context_length=DEMO_CONFIG["text_cfg"]["context_length"])
-        self.modalities = frozenset({IMAGE, TEXT})
-        self.fingerprint = fingerprint({"builder": "demo", "config": DEMO_CONFIG,
-                                        "random_init": True, "seed": DEMO_SEED})
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_image(images)
-
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        return self.clip.encode_text(self.tokenizer(texts).to(self.device))
-
-
-def build_demo(rest: str, options: ModelOptions) -> DemoModel:
-    """The demo model (``rest`` must be empty)."""
-    from itra_bench.errors import UserError
+def build_demo(rest: str, options: ModelOptions) -> OpenCLIPEncoder:
+    """The demo model (``rest`` must be empty), built identically on every call."""
+    import open_clip  # imported here: listing plugins should not pay for it
 
     if rest:
         raise UserError(f"the demo model takes no argument (got 'demo:{rest}'); use --model demo")
-    return DemoModel()
-
-
+    with seeded_init(DEMO_SEED):
+        clip = open_clip.CLIP(**DEMO_CONFIG).eval()
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(
+        context_length=DEMO_CONFIG["text_cfg"]["context_length"])
+    transform = open_clip.image_transform(DEMO_CONFIG["vision_cfg"]["image_size"], is_train=False)
+    fp = fingerprint({"builder": "demo", "config": DEMO_CONFIG, **random_init_config(DEMO_SEED)})
+    return OpenCLIPEncoder(clip, tokenizer, transform, fp)
 @hookimpl
 def itra_bench_model_builders() -> list[ModelBuilder]:
     return [ModelBuilder("demo", build_demo, example="demo",

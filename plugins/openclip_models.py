@@ -2,20 +2,22 @@
 
 Spec forms (``--pretrained`` wins over the part after ``@``)::
 
-    openclip:ViT-B-32@/path/weights.pt        built-in architecture, local weights file
-    openclip:ViT-B-32@laion2b_s34b_b79k       an OpenCLIP pretrained tag, from the local cache only
-    openclip:/path/model_config.json@/path/w  a custom architecture (embed_dim, vision_cfg, text_cfg)
-    openclip:/path/folder                     a folder with open_clip_config.json and its weights
+    openclip:ViT-B-32@/path/weights.pt     built-in architecture, local weights file
+    openclip:ViT-B-32@laion2b_s34b_b79k    an OpenCLIP pretrained tag, from the local cache only
+    openclip:/path/config.json@/path/w.pt  custom architecture (embed_dim, vision_cfg, text_cfg)
+    openclip:/path/folder                  a folder with open_clip_config.json and its weights
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import json
+import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,7 @@ def build_openclip(rest: str, options: ModelOptions) -> OpenCLIPEncoder:
         raise UserError(f"{spec}: name an architecture, e.g. openclip:ViT-B-32@/path/weights.pt "
                         f"(known: {', '.join(open_clip.list_models()[:8])}, ...)")
     source = _ArchSource.resolve(arch, open_clip)
+    cache_dir = os.path.expanduser(options.cache_dir) if options.cache_dir else None
     ref = options.pretrained or at_part or source.folder_weights or ""
 
     weights_file: Path | None = None
@@ -83,7 +86,7 @@ def build_openclip(rest: str, options: ModelOptions) -> OpenCLIPEncoder:
             weights_file = Path(ref)
         elif open_clip.is_pretrained_cfg(source.builtin, ref):
             tag_cfg = open_clip.get_pretrained_cfg(source.builtin, ref)
-            weights_file = _cached_tag_file(source.builtin, ref, tag_cfg, options.cache_dir)
+            weights_file = _cached_tag_file(source.builtin, ref, tag_cfg, cache_dir)
         elif _looks_like_path(ref):
             weights_file = Path(ref)  # load_state_dict_file names the missing file
         else:
@@ -100,13 +103,13 @@ def build_openclip(rest: str, options: ModelOptions) -> OpenCLIPEncoder:
     quick_gelu = bool(tag_cfg.get("quick_gelu", False))
     preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
                   if k in tag_cfg}
-    with seeded_init(options.seed):
-        clip, transform, tokenizer = source.create(open_clip, quick_gelu, preprocess,
-                                                   options.cache_dir)
+    with seeded_init(options.seed), _quiet_random_init_warning():
+        clip, transform, tokenizer = source.create(open_clip, quick_gelu, preprocess, cache_dir)
     if weights_file is not None:
         state = _adapt_state_dict(clip, load_state_dict_file(weights_file))
         load_weights_into(clip, state, str(weights_file), source.label,
-                          suggestion=_suggest_architecture(state, weights_file, open_clip))
+                          suggestion=lambda: _suggest_architecture(state, weights_file,
+                                                                   open_clip))
 
     config: dict[str, Any] = {
         "scheme": SCHEME,
@@ -191,6 +194,28 @@ class _ArchSource:
             # Towers or tokenizers that open_clip takes from the HF hub fail here when offline.
             raise UserError(f"openclip:{self.label}: open_clip could not build this architecture "
                             f"offline: {type(exc).__name__}: {exc}") from exc
+
+
+class _DropRecords(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning() -> Iterator[None]:
+    # open_clip warns on the root logger that the model is random; here the weights are
+    # loaded right after (or random init was asked for), so the warning would mislead.
+    root = logging.getLogger()
+    drop = _DropRecords("No pretrained weights loaded")
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _create_from_config(open_clip: Any, model_cfg: dict[str, Any], preprocess_cfg: dict[str, Any],

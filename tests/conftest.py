@@ -43,3 +43,14 @@ def _wide_plain_console(monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("TERM", "dumb")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is visible (CI has no GPU)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -233,3 +233,33 @@ def test_result_documents_are_valid_json_with_provenance(cli, tmp_path):
     assert rec["schema"] == "itra-bench/result/v1"
     assert set(rec["metrics"]) == {"nmi", "ami"}
     assert rec["model"]["fingerprint"] and rec["started_at"] and rec["seconds"] >= 0
+
+
+def test_cuda_without_gpu_and_fp16_on_cpu_are_user_errors(cli, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        res = cli(*run_args(tmp_path, "--tasks", "digits-knn", "--device", "cuda"))
+        assert res.code == 2 and "no CUDA device" in res.err
+    res = cli(*run_args(tmp_path, "--tasks", "digits-knn", "--device", "cpu",
+                        "--precision", "amp_fp16"))
+    assert res.code == 2 and "amp_fp16 needs a CUDA device" in res.err
+
+
+def test_bf16_autocast_on_cpu_runs(cli, tmp_path):
+    res = cli(*run_args(tmp_path, "--tasks", "digits-knn", "--device", "cpu",
+                        "--precision", "amp_bf16"))
+    assert res.code == 0, res
+    assert records(tmp_path / "out")["digits-knn"]["config"]["precision"] == "amp_bf16"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "amp_bf16", "amp_fp16"])
+def test_demo_on_cuda_matches_cpu(cli, tmp_path, precision):
+    cpu = cli(*run_args(tmp_path / "cpu", "--tasks", "digits-knn", "--device", "cpu"))
+    gpu = cli(*run_args(tmp_path / "gpu", "--tasks", "digits-knn", "--device", "cuda",
+                        "--precision", precision))
+    assert cpu.code == 0 and gpu.code == 0, (cpu, gpu)
+    a = records(tmp_path / "cpu" / "out")["digits-knn"]["main_score_value"]
+    b = records(tmp_path / "gpu" / "out")["digits-knn"]["main_score_value"]
+    assert abs(a - b) < 0.02

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
-from sklearn.preprocessing import normalize
 from torch import Tensor
 
 
@@ -24,6 +21,11 @@ def clustering_scores(
     scikit-learn's ``normalized_mutual_info_score`` and ``adjusted_mutual_info_score`` with
     their default arithmetic-mean normalisation. Deterministic for a given ``seed``.
     """
+    # scikit-learn takes seconds to import; only runs that cluster should pay for it.
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+    from sklearn.preprocessing import normalize
+
     if features.ndim != 2:
         raise ValueError(f"features must be [N, D], got shape {tuple(features.shape)}")
     y = labels.detach().reshape(-1).cpu().numpy()
