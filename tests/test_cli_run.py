@@ -263,3 +263,23 @@ def test_demo_on_cuda_matches_cpu(cli, tmp_path, precision):
     a = records(tmp_path / "cpu" / "out")["digits-knn"]["main_score_value"]
     b = records(tmp_path / "gpu" / "out")["digits-knn"]["main_score_value"]
     assert abs(a - b) < 0.02
+
+
+def test_weights_for_another_architecture_is_one_clear_error(cli, tmp_path):
+    import copy
+
+    import open_clip
+    import torch
+
+    from itra_bench.plugins.demo_model import DEMO_CONFIG
+
+    (tmp_path / "tiny.json").write_text(json.dumps(DEMO_CONFIG))
+    other = copy.deepcopy(DEMO_CONFIG)
+    other["vision_cfg"]["layers"] = 3
+    torch.save(open_clip.CLIP(**other).state_dict(), tmp_path / "other.pt")
+    res = cli(*run_args(tmp_path, "--tasks", "digits-knn",
+                        model=f"openclip:{tmp_path / 'tiny.json'}@{tmp_path / 'other.pt'}"))
+    assert res.code == 2, res
+    assert str(tmp_path / "other.pt") in res.err and "unexpected keys" in res.err
+    assert "visual.transformer.resblocks.2" in res.err
+    assert "Traceback" not in res.err
