@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from itra_bench import __version__
-from itra_bench.context import PRECISIONS
+from itra_bench.context import PRECISIONS, default_workers
 from itra_bench.errors import UserError
 from itra_bench.registry import ENV_VAR, Registry, load_registry
 
@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     run.add_argument("--precision", default="fp32", choices=PRECISIONS)
     run.add_argument("--batch-size", type=int, default=64)
-    run.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    run.add_argument("--workers", type=int, default=default_workers(),
+                     help="DataLoader worker processes (default: CPU cores - 1, at most 8; "
+                          "here %(default)s)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--data-root", default=".", help="folder that dataset paths are under")
     run.add_argument("--output", default="itra-results", help="results folder")

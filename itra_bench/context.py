@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,12 @@ from itra_bench.feature_cache import FeatureCache
 from itra_bench.progress import ProgressReporter
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+
+
+def default_workers() -> int:
+    """DataLoader workers by default: one core is left to the forward pass (on 2 cores one
+    worker beats two; see benchmarks/README.md), at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 @dataclass

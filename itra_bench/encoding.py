@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,27 @@ def _collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> dict[s
     }
 
 
+def _batches(loader: DataLoader, in_main_process: bool) -> Iterator[dict[str, Any]]:
+    """The loader's batches; when decoding runs in this process it runs on one intra-op
+    thread, then the forward pass gets all threads back."""
+    # Per-image ToTensor/Normalize are too small to gain from several threads, and when a
+    # core is busy every parallel region waits for it (benchmarks/README.md measures this).
+    # Worker processes already run one thread each.
+    if not in_main_process:
+        yield from loader
+        return
+    batches, threads = iter(loader), torch.get_num_threads()
+    while True:
+        torch.set_num_threads(1)
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        finally:
+            torch.set_num_threads(threads)
+        yield batch
+
+
 def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
                   split: str = "") -> EncodedImages:
     """Embed every image of ``source`` (float32 on the CPU), reusing the feature cache.
@@ -83,7 +105,7 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
     label = f"encode {split or 'images'}"
     with ctx.progress.bar(label, total=len(source), unit="images") as bar, \
             torch.inference_mode(), ctx.autocast():
-        for batch in loader:
+        for batch in _batches(loader, ctx.workers == 0):
             for index, err in batch["failed"]:
                 if not ctx.skip_corrupt:
                     raise CorruptImageError(

@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from itra_bench.context import RunContext, resolve_device
+from itra_bench.context import RunContext, default_workers, resolve_device
 from itra_bench.errors import MissingDataError, UnknownNameError, UserError
 from itra_bench.feature_cache import FeatureCache
 from itra_bench.model import EncoderModel, ModelOptions
@@ -33,7 +33,7 @@ class RunConfig:
     device: str = "auto"
     precision: str = "fp32"
     batch_size: int = 64
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     seed: int = 0
     data_root: str = "."
     output: str = "itra-results"

@@ -3,22 +3,31 @@
 itra-bench calls each ``@hookimpl`` function by name (see ``itra_bench.hookspecs``); a plugin
 implements only the hooks it needs. Hooks return cheap descriptions: models are built and
 data read only when a run asks for them.
+
+itra-bench imports this module on every command, ``itra-bench list`` included, so it imports
+nothing heavy itself: the model module (and torchvision with it) is imported only when a
+``colorhist`` model is built.
 """
 
 from __future__ import annotations
 
 from itra_bench import hookimpl
 from itra_bench.losses import LossSpec
-from itra_bench.model import ModelBuilder
+from itra_bench.model import EncoderModel, ModelBuilder, ModelOptions
 from itra_bench.task import Task
-from itra_bench_example_plugin import colorhist
 from itra_bench_example_plugin.losses import PairedCosineLoss
 from itra_bench_example_plugin.tasks import DigitsCentroidTask
 
 
+def _build_colorhist(rest: str, options: ModelOptions) -> EncoderModel:
+    from itra_bench_example_plugin.colorhist import build
+
+    return build(rest, options)
+
+
 @hookimpl
 def itra_bench_model_builders() -> list[ModelBuilder]:
-    return [ModelBuilder("colorhist", colorhist.build,
+    return [ModelBuilder("colorhist", _build_colorhist,
                          description="per-channel colour histogram (weight-free, image only)",
                          example="colorhist:16")]
 
