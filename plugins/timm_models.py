@@ -8,7 +8,6 @@ carry a pretrained tag (``resnet50.a1_in1k``): it selects that tag's preprocessi
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from torch import nn
 from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import IMAGE, EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.model import ModelBuilder, ModelOptions
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -27,29 +26,13 @@ from itra_bench.weights import (
     seeded_init,
 )
 
+from .image_backbone import ImageBackbone
 from .image_transforms import ToRGB
 
 SCHEME = "timm"
 
 
-class TimmEncoder(EncoderModel):
-    """A timm model with its classifier removed: pooled pre-logits features."""
-
-    modalities = frozenset({IMAGE})
-
-    def __init__(self, backbone: nn.Module, image_transform: Callable[[Any], torch.Tensor],
-                 fingerprint: str) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.image_transform = image_transform
-        self.fingerprint = fingerprint
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Embed preprocessed images ``[B, 3, H, W]`` into ``[B, num_features]``."""
-        return self.backbone(images.to(self.device))
-
-
-def build_timm(rest: str, options: ModelOptions) -> TimmEncoder:
+def build_timm(rest: str, options: ModelOptions) -> ImageBackbone:
     """Build ``timm:NAME[@WEIGHTS]`` on the CPU in eval mode."""
     import timm
     from timm.data import create_transform, resolve_data_config
@@ -85,8 +68,8 @@ def build_timm(rest: str, options: ModelOptions) -> TimmEncoder:
                                               for k, v in data_config.items()}}
     if not weights:
         config.update(random_init_config(options.seed))
-    model = TimmEncoder(backbone, transform,
-                        fingerprint(config, [Path(weights)] if weights else []))
+    model = ImageBackbone(backbone, transform,
+                          fingerprint(config, [Path(weights)] if weights else []), spec)
     model.name = spec
     return model.eval()
 

@@ -28,7 +28,7 @@ from torch import nn
 from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import IMAGE, EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.model import ModelBuilder, ModelOptions
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -38,37 +38,14 @@ from itra_bench.weights import (
     state_dict_digest,
 )
 
+from .image_backbone import ImageBackbone
 from .image_transforms import IMAGENET_EVAL, describe_transform
 
 SCHEME = "torchhub"
 HUBCONF = "hubconf.py"
 
 
-class TorchHubEncoder(EncoderModel):
-    """A torch.hub model whose forward pass returns image features."""
-
-    modalities = frozenset({IMAGE})
-
-    def __init__(self, net: nn.Module, image_transform: Callable[[Any], torch.Tensor],
-                 fingerprint: str, label: str) -> None:
-        super().__init__()
-        self.net = net
-        self.image_transform = image_transform
-        self.fingerprint = fingerprint
-        self.label = label
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Embed preprocessed images ``[B, 3, H, W]`` into ``[B, D]``."""
-        out = self.net(images.to(self.device))
-        if not isinstance(out, torch.Tensor) or out.ndim != 2:
-            got = f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) \
-                else type(out).__name__
-            raise UserError(f"{self.label} returns {got}; itra-bench needs [batch, dim] "
-                            "features. Use an entrypoint that returns pooled features.")
-        return out
-
-
-def build_torchhub(rest: str, options: ModelOptions) -> TorchHubEncoder:
+def build_torchhub(rest: str, options: ModelOptions) -> ImageBackbone:
     """Build ``torchhub:REPO:NAME[@WEIGHTS]`` on the CPU in eval mode."""
     spec = f"{SCHEME}:{rest}"
     repo, sep, entry = rest.rpartition(":")
@@ -118,7 +95,7 @@ def build_torchhub(rest: str, options: ModelOptions) -> TorchHubEncoder:
         config["weights_sha256"] = state_dict_digest(net)
     else:
         config.update(random_init_config(options.seed))
-    model = TorchHubEncoder(net, IMAGENET_EVAL, fingerprint(config, files), spec)
+    model = ImageBackbone(net, IMAGENET_EVAL, fingerprint(config, files), spec)
     model.name = spec
     return model.eval()
 

@@ -23,7 +23,7 @@ from torch import nn
 from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import IMAGE, EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.model import ModelBuilder, ModelOptions
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -32,30 +32,14 @@ from itra_bench.weights import (
     seeded_init,
 )
 
+from .image_backbone import ImageBackbone
 from .image_transforms import IMAGENET_EVAL, ToRGB, describe_transform
 
 SCHEME = "torchvision"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
-class TorchvisionEncoder(EncoderModel):
-    """A torchvision classifier whose final linear layer is replaced by the identity."""
-
-    modalities = frozenset({IMAGE})
-
-    def __init__(self, backbone: nn.Module, image_transform: Callable[[Any], torch.Tensor],
-                 fingerprint: str) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.image_transform = image_transform
-        self.fingerprint = fingerprint
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Embed preprocessed images ``[B, 3, H, W]`` into penultimate features ``[B, D]``."""
-        return self.backbone(images.to(self.device))
-
-
-def build_torchvision(rest: str, options: ModelOptions) -> TorchvisionEncoder:
+def build_torchvision(rest: str, options: ModelOptions) -> ImageBackbone:
     """Build ``torchvision:NAME[@WEIGHTS]`` on the CPU in eval mode."""
     from torchvision.models import get_model, list_models
     from torchvision.transforms import Compose
@@ -100,7 +84,7 @@ def build_torchvision(rest: str, options: ModelOptions) -> TorchvisionEncoder:
     elif enum is None:
         config.update(random_init_config(options.seed))
     config["transform"] = describe_transform(transform)
-    model = TorchvisionEncoder(backbone, transform, fingerprint(config, files))
+    model = ImageBackbone(backbone, transform, fingerprint(config, files), spec)
     model.name = spec
     return model.eval()
 

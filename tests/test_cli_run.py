@@ -283,3 +283,18 @@ def test_weights_for_another_architecture_is_one_clear_error(cli, tmp_path):
     assert str(tmp_path / "other.pt") in res.err and "unexpected keys" in res.err
     assert "visual.transformer.resblocks.2" in res.err
     assert "Traceback" not in res.err
+
+
+def test_changed_image_invalidates_cached_features(cli, tmp_path):
+    from itra_test_plugin import PixelModel
+
+    make_image_folder(tmp_path / "data" / "pets", splits=("test",))
+    task = write_yaml(tmp_path / "t.yaml", "name: pets\nprotocol: clustering\nroot: pets\n")
+    args = run_args(tmp_path, "--tasks", task, "--data-root", tmp_path / "data", "--overwrite")
+    PixelModel.images_encoded = 0
+    assert cli(*args).code == 0
+    assert cli(*args).code == 0
+    assert PixelModel.images_encoded == 12  # the rerun came from the cache
+    Image.new("RGB", (24, 24), (1, 2, 3)).save(tmp_path / "data/pets/test/cat/0.jpg")
+    assert cli(*args).code == 0
+    assert PixelModel.images_encoded == 24

@@ -10,13 +10,11 @@ import csv
 import hashlib
 from pathlib import Path
 
-from PIL import Image
-
-from itra_bench.datasets.image_source import ImageSource
+from itra_bench.datasets.image_source import ImageFiles
 from itra_bench.errors import MissingDataError, UserError
 
 
-class CaptionsCSV(ImageSource):
+class CaptionsCSV(ImageFiles):
     """Unique images of a caption table, with ``captions`` and ``text_to_image`` aligned."""
 
     def __init__(self, path: str | Path, separator: str = "\t", img_key: str = "filepath",
@@ -62,17 +60,21 @@ class CaptionsCSV(ImageSource):
                 self.text_to_image.append(index_of[file])
         if not self.captions:
             raise UserError(f"{self.path} has a header but no caption rows.")
-        self.identity = "captions:" + hashlib.sha256(self.path.read_bytes()).hexdigest()[:20]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def open_image(self, index: int) -> Image.Image:
-        return Image.open(self.paths[index])
-
-    def describe(self, index: int) -> str:
-        return str(self.paths[index])
+        self.identity = "captions:" + _identity(self.path, self.paths)
 
 
 def _sep_name(separator: str) -> str:
     return {"\t": "tab", ",": "comma"}.get(separator, repr(separator))
+
+
+def _identity(table: Path, images: list[Path]) -> str:
+    """Digest of the table's location and bytes and of each image's path, size and mtime."""
+    digest = hashlib.sha256(f"{table.resolve()}\0".encode() + table.read_bytes())
+    for p in images:
+        try:
+            st = p.stat()
+            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        except OSError:
+            # A missing image is reported when it is decoded; it still shapes the identity.
+            digest.update(f"{p}\0missing\0".encode())
+    return digest.hexdigest()[:20]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PIL import Image
 
 
@@ -31,3 +33,18 @@ def load_rgb(source: ImageSource, index: int) -> Image.Image:
     with source.open_image(index) as img:
         img.load()
         return img.convert("RGB")
+
+
+class ImageFiles(ImageSource):
+    """An image source backed by a list of files (``self.paths``), set by the subclass."""
+
+    paths: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def open_image(self, index: int) -> Image.Image:
+        return Image.open(self.paths[index])
+
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from PIL import Image
-
-from itra_bench.datasets.image_source import ImageSource
+from itra_bench.datasets.image_source import ImageFiles
 from itra_bench.errors import MissingDataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -17,11 +15,11 @@ LAYOUT = "ROOT/<split>/<class name>/<image>.jpg (one folder per class, any of {}
 )
 
 
-class ImageFolderSplit(ImageSource):
+class ImageFolderSplit(ImageFiles):
     """One split of an ImageFolder tree, with integer targets in sorted class-folder order."""
 
     def __init__(self, root: str | Path, split: str, classes: list[str] | None = None) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()
         self.split = split
         split_dir = self.root / split
         if not split_dir.is_dir():
@@ -43,6 +41,9 @@ class ImageFolderSplit(ImageSource):
             )
         self.paths: list[Path] = []
         self.targets: list[int] = []
+        # Identity: every file's absolute path, size and modification time, so a changed,
+        # added or removed image (or another tree with the same names) is never served
+        # stale cached features.
         digest = hashlib.sha256()
         for label, cls in enumerate(self.classes):
             cls_dir = split_dir / cls
@@ -52,16 +53,8 @@ class ImageFolderSplit(ImageSource):
                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
                     self.paths.append(p)
                     self.targets.append(label)
-                    digest.update(f"{p.relative_to(self.root)}\0{p.stat().st_size}\0".encode())
+                    st = p.stat()
+                    digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
         if not self.paths:
             raise MissingDataError(f"no images under {split_dir}. Expected layout: {LAYOUT}")
         self.identity = f"imagefolder:{digest.hexdigest()[:20]}"
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def open_image(self, index: int) -> Image.Image:
-        return Image.open(self.paths[index])
-
-    def describe(self, index: int) -> str:
-        return str(self.paths[index])
