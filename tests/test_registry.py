@@ -109,3 +109,25 @@ def test_list_prints_a_table_with_distributions(cli, kind):
     expected = {"models": "openclip", "losses": "infonce", "tasks": "digits-retrieval",
                 "suites": "demo", "plugins": "demo_tasks"}[kind]
     assert expected in res.out
+
+
+def test_result_observer_hook_sees_each_written_result(cli, tmp_path, monkeypatch):
+    mod = write_module(tmp_path, monkeypatch, "observer_plugin", """
+        from itra_bench import hookimpl
+
+        SEEN = []
+
+        @hookimpl
+        def itra_bench_result_written(task, model_name, result, path, record):
+            SEEN.append((task.name, model_name, result.main_score, path,
+                         record["main_score_value"]))
+    """)
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--plugin", mod,
+              "--tasks", "digits-knn", "--output", tmp_path / "out", "--no-cache",
+              "--workers", "0", "--no-progress")
+    assert res.code == 0, res
+    import observer_plugin
+
+    [(task, model, main, path, value)] = observer_plugin.SEEN
+    assert (task, model, main) == ("digits-knn", "pixel", "acc1")
+    assert path.endswith("knn.json") and value > 0.9
