@@ -36,15 +36,63 @@ def _task_option(text: str) -> tuple[str, str]:
     return key, value
 
 
+MODES = ("zeroshot", "linear_probe", "finetune")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
+            from exc
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def task_options(args: argparse.Namespace) -> dict[str, object]:
+    """The task options of a ``run`` command line (what ``ctx.options`` holds)."""
+    if args.no_tuning and (args.lr is None or args.l2 is None):
+        raise UserError("--no-tuning needs both --lr and --l2")
+    if any(s == 0 or s < -1 for s in args.shots):
+        raise UserError(f"--shots takes positive counts or -1 (full set), got {args.shots}")
+    options: dict[str, object] = {"mode": args.mode, "shots": args.shots, "seeds": args.seeds,
+                                  "tuning": not args.no_tuning}
+    if args.no_tuning:
+        options.update(lr=args.lr, l2=args.l2)
+    options.update(dict(args.task_option))
+    return options
+
+
+def _protocol_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    elevater = p.add_argument_group("image classification protocols (ELEVATER tasks)")
+    elevater.add_argument("--mode", choices=MODES, default="zeroshot",
+                          help="zeroshot | linear_probe | finetune (default zeroshot)")
+    elevater.add_argument("--shots", type=_int_list, default=[-1], metavar="N[,N...]",
+                          help="training images per class for linear_probe/finetune; "
+                               "-1 = the full training set (default -1)")
+    elevater.add_argument("--seeds", type=_int_list, default=[0], metavar="S[,S...]",
+                          help="few-shot sampling seeds (default 0)")
+    elevater.add_argument("--no-tuning", action="store_true",
+                          help="skip the hyper-parameter search; needs --lr and --l2")
+    elevater.add_argument("--lr", type=float, help="learning rate when --no-tuning")
+    elevater.add_argument("--l2", type=float, help="L2 strength when --no-tuning")
+    elevater.add_argument("--task-option", type=_task_option, action="append", default=[],
+                          metavar="KEY=VALUE", help="option passed to tasks that take one")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all subcommands."""
     common = _plugin_flags()
+    protocol = _protocol_flags()
     parser = argparse.ArgumentParser(
         prog="itra-bench", description="Evaluate image-text representation models.")
     parser.add_argument("--version", action="version", version=f"itra-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common], help="evaluate a model on tasks",
+    run = sub.add_parser("run", parents=[common, protocol], help="evaluate a model on tasks",
                          description="Evaluate one model on tasks and suites; results go to "
                                      "--output, one JSON per (model, task, variant).")
     run.add_argument("--model", required=True, metavar="SPEC",
@@ -78,9 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="recompute results that already exist")
     run.add_argument("--skip-corrupt", action="store_true",
                      help="skip and count undecodable images instead of stopping")
-    run.add_argument("--task-option", type=_task_option, action="append", default=[],
-                     metavar="KEY=VALUE", help="option passed to tasks that take one")
+    run.add_argument("--skip-missing", action="store_true",
+                     help="run the tasks whose data is present, skipping the others")
+
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    check = sub.add_parser("check-data", parents=[common, protocol],
+                           help="show which tasks have their data, and the files looked for")
+    check.add_argument("--tasks", required=True, nargs="+", metavar="TASK")
+    check.add_argument("--data-root", default=".", help="folder that dataset paths are under")
 
     lst = sub.add_parser("list", parents=[common], help="show installed models, tasks, ...")
     lst.add_argument("kind", choices=LIST_KINDS)
@@ -108,7 +162,7 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
         skip_corrupt=args.skip_corrupt, pretrained=args.pretrained,
         random_init=args.random_init, pooler=args.pooler,
         weights_cache=args.weights_cache,
-        task_options=dict(args.task_option))
+        skip_missing=args.skip_missing, task_options=task_options(args))
     outcomes = run(config, registry, console, show_progress=not args.no_progress)
     Console().print(outcome_table(outcomes, args.model))
     console.print(f"results in {escape(args.output)}; collate with "
@@ -170,7 +224,34 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "results": _cmd_results}
+def _cmd_check_data(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from pathlib import Path
+
+    from itra_bench.runner import resolve_tasks
+
+    data_root = Path(args.data_root).expanduser()
+    options = task_options(args)
+    table = Table(title=f"data under {data_root} (--mode {args.mode})")
+    for c in ("task", "status", "files looked for (missing marked x)", "layout"):
+        table.add_column(c, overflow="fold")
+    missing_tasks = 0
+    for task in resolve_tasks(args.tasks, registry):
+        paths = task.required_paths(data_root, options)
+        missing = [p for p in paths if not p.exists()]
+        missing_tasks += bool(missing)
+        files = "\n".join(("x " if p in missing else "  ") + str(p) for p in paths) or \
+            "(embedded data)"
+        status = "[red]missing[/]" if missing else "[green]ready[/]"
+        table.add_row(task.name, status, escape(files), escape(task.layout))
+    Console().print(table)
+    if missing_tasks:
+        console.print(f"{missing_tasks} task(s) lack data; the files marked x were not found")
+        return 1
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "check-data": _cmd_check_data, "list": _cmd_list,
+            "results": _cmd_results}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

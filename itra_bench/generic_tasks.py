@@ -7,6 +7,7 @@ task type holds the control flow once, so adding a dataset is a data change.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -124,7 +125,7 @@ class ClassificationTask(Task):
             return [self.train_split, *extra, self.eval_split]
         return [self.eval_split]
 
-    def required_paths(self, data_root: Path) -> list[Path]:
+    def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
         return self.data.required_paths(data_root, self._splits())
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
@@ -221,7 +222,7 @@ class RetrievalTask(Task):
     def __post_init__(self) -> None:
         self.layout = self.data.layout
 
-    def required_paths(self, data_root: Path) -> list[Path]:
+    def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
         return self.data.required_paths(data_root)
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +45,7 @@ class RunConfig:
     random_init: bool = False
     pooler: str | None = None
     weights_cache: str | None = None
+    skip_missing: bool = False
     task_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,17 +122,28 @@ def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
     return list(out.values())
 
 
-def check_data(tasks: list[Task], data_root: Path) -> None:
-    """Fail before any encoding when a task's files are missing, listing all of them."""
-    problems = []
+def missing_data(tasks: list[Task], data_root: Path, options: Mapping[str, Any]
+                 ) -> dict[str, list[Path]]:
+    """For each task whose files are not all there, the paths that are missing."""
+    out = {}
     for task in tasks:
-        missing = [p for p in task.required_paths(data_root) if not p.exists()]
+        missing = [p for p in task.required_paths(data_root, options) if not p.exists()]
         if missing:
-            problems.append(f"task {task.name!r}: missing " + ", ".join(map(str, missing))
-                            + f"\n    expected layout: {task.layout}")
-    if problems:
+            out[task.name] = missing
+    return out
+
+
+def check_data(tasks: list[Task], data_root: Path, options: Mapping[str, Any]) -> None:
+    """Fail before any encoding when a task's files are missing, listing all of them."""
+    missing = missing_data(tasks, data_root, options)
+    if missing:
+        by_name = {t.name: t for t in tasks}
+        problems = [f"task {name!r}: missing " + ", ".join(map(str, paths))
+                    + f"\n    expected layout: {by_name[name].layout}"
+                    for name, paths in missing.items()]
         raise MissingDataError(
-            f"data not found under --data-root {data_root}:\n  " + "\n  ".join(problems))
+            f"data not found under --data-root {data_root}:\n  " + "\n  ".join(problems)
+            + "\n  (--skip-missing runs the tasks whose data is present)")
 
 
 def _seed_everything(seed: int) -> None:
@@ -153,7 +166,7 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
     model = build_model(config, registry)
     runnable, outcomes = [], []
     for task in tasks:
-        lacking = sorted(task.modalities - model.modalities)
+        lacking = sorted(task.required_modalities(config.task_options) - model.modalities)
         if lacking:
             outcomes.append(Outcome(task.name, "", f"skipped: {config.model} has no "
                                     f"{' or '.join(lacking)} encoder"))
@@ -164,22 +177,32 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
     if not runnable:
         raise UserError(f"none of the requested tasks can run on {config.model} (modalities "
                         f"{sorted(model.modalities)}): every one needs a missing encoder")
-    check_data(runnable, data_root)
+    if config.skip_missing:
+        missing = missing_data(runnable, data_root, config.task_options)
+        for name in missing:
+            console.print(f"[yellow]skip[/] {name}: data missing ({missing[name][0]} ...)")
+            outcomes.append(Outcome(name, "", "skipped: data missing"))
+        runnable = [t for t in runnable if t.name not in missing]
+        if not runnable:
+            raise MissingDataError(f"no requested task has its data under {data_root}; "
+                                   "`itra-bench check-data` lists what is looked for")
+    else:
+        check_data(runnable, data_root, config.task_options)
 
     model = model.to(device).eval()
     store = ResultStore(config.output)
     cache = FeatureCache(config.cache_dir) if config.cache_dir else None
     progress = ProgressReporter(console, enabled=show_progress)
-    for task in runnable:
-        out_dir = store.path(model.name, model.fingerprint, task.name, "x").parent
+    jobs = [(task, v) for task in runnable for v in task.variants(config.task_options)]
+    for task, v in jobs:
+        variant = v.name
+        path = store.path(model.name, model.fingerprint, task.name, variant)
         ctx = RunContext(device=device, precision=config.precision,
                          batch_size=config.batch_size, workers=config.workers,
-                         seed=config.seed, data_root=data_root, output_dir=out_dir,
+                         seed=config.seed, data_root=data_root, output_dir=path.parent,
                          cache=cache, skip_corrupt=config.skip_corrupt,
-                         options=dict(config.task_options), progress=progress,
+                         options={**config.task_options, **v.options}, progress=progress,
                          console=console)
-        variant = task.variant(ctx)
-        path = store.path(model.name, model.fingerprint, task.name, variant)
         if path.exists() and not config.overwrite:
             record = store.read(path)
             outcomes.append(Outcome(task.name, variant, "exists", record["main_score"],
@@ -199,7 +222,8 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
         record = {
             "model": {"name": model.name, "fingerprint": model.fingerprint,
                       "modalities": sorted(model.modalities)},
-            "task": task.name, "variant": variant, "protocol": task.protocol,
+            "task": task.name, "variant": variant, "variant_options": v.options,
+            "protocol": task.protocol,
             "suites": list(task.suites),
             "main_score": result.main_score,
             "main_score_value": result.metrics[result.main_score],

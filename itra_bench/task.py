@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,12 +31,25 @@ class TaskResult:
             raise ValueError(f"main score {self.main_score!r} is not among {sorted(self.metrics)}")
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One protocol variant of a task (e.g. 5-shot linear probe, seed 1): one result file.
+
+    ``options`` are merged over the run's task options when this variant runs.
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 class Task:
     """Base class of evaluation tasks.
 
     Subclasses set the class attributes (or dataclass fields) below and implement ``run``.
     ``layout`` is the human description of the files expected under ``--data-root``;
     ``required_paths`` lists them so the runner can report exactly what is missing.
+    ``ctx.options`` holds the run's task options (``--mode``, ``--shots``, ...) merged with
+    the options of the variant being run.
     """
 
     name: str = ""
@@ -46,11 +60,19 @@ class Task:
     description: str = ""
     layout: str = ""
 
-    def variant(self, ctx: RunContext) -> str:
-        """Key of the protocol variant this run measures (one result file per variant)."""
-        return self.protocol or "default"
+    def variants(self, options: Mapping[str, Any]) -> list[Variant]:
+        """The variants a run with these task options measures, one result file each.
 
-    def required_paths(self, data_root: Path) -> list[Path]:
+        Most tasks measure one; a task whose options multiply (shots x seeds) lists them all,
+        and the runner skips those already stored.
+        """
+        return [Variant(self.protocol or "default")]
+
+    def required_modalities(self, options: Mapping[str, Any]) -> frozenset[str]:
+        """Encoders the model needs for this run (by default ``modalities``)."""
+        return self.modalities
+
+    def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
         """Files and folders that must exist before ``run`` (none for embedded data)."""
         return []
 
