@@ -143,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="collate a results folder into a leaderboard")
     res.add_argument("folder", help="results folder written by `itra-bench run`")
     res.add_argument("--out", help="where to write leaderboard.csv/.md (default: FOLDER)")
+
+    sub_p = sub.add_parser("submit", parents=[common],
+                           help="combine ELEVATER prediction files into an EvalAI zip")
+    sub_p.add_argument("folder", help="one model's results folder (or any folder of "
+                                      "*.predictions.json files)")
+    sub_p.add_argument("-o", "--output", default="submission.zip", help="zip to write")
+    sub_p.add_argument("--variant", metavar="PREFIX",
+                       help="only prediction files whose variant starts with PREFIX, e.g. "
+                            "zeroshot or linear_probe-5shot")
     return parser
 
 
@@ -185,11 +194,13 @@ def _cmd_list(args: argparse.Namespace, registry: Registry, console: Console) ->
         for name, p in sorted(registry.losses.items()):
             table.add_row(name, p.item.description, p.plugin.name, p.plugin.distribution)
     elif args.kind == "tasks":
-        for c in ("task", "protocol", "main score", "suites", "plugin", "distribution"):
+        for c in ("task", "aliases", "protocol", "main score", "suites", "plugin",
+                  "distribution"):
             table.add_column(c)
         for name, p in sorted(registry.tasks.items()):
             t = p.item
-            table.add_row(name, t.protocol, t.main_score, ", ".join(t.suites), p.plugin.name,
+            table.add_row(name, ", ".join(a for a in t.aliases if a != name), t.protocol,
+                          t.main_score, ", ".join(t.suites), p.plugin.name,
                           p.plugin.distribution)
     elif args.kind == "suites":
         for c in ("suite", "tasks", "count", "plugin", "distribution"):
@@ -221,6 +232,38 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     out = Path(args.out or folder)
     Console().print(board.to_rich())
     console.print(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.md'}")
+    from itra_bench.vision_benchmark.summary import describe, write_summary
+
+    blocks = write_summary(folder, args.out)
+    if blocks:
+        for table in describe(blocks):
+            Console().print(table)
+        console.print(f"wrote {out / 'elevater_summary.md'} and {out / 'elevater_summary.csv'}")
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from pathlib import Path
+
+    from itra_bench.vision_benchmark.submission import find_prediction_files, write_submission
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"folder not found: {folder}")
+    files = find_prediction_files(folder)
+    if args.variant:
+        files = [f for f in files if f.name.startswith(args.variant)]
+    path, entries = write_submission(folder, args.output, files)
+    table = Table(title=f"EvalAI submission {path}")
+    for c in ("dataset", "model", "n_shot", "seeds", "predictions"):
+        table.add_column(c)
+    for e in entries:
+        shape = f"{len(e['predictions'])} x {len(e['predictions'][0])} x " \
+                f"{len(e['predictions'][0][0])}"
+        table.add_row(e["dataset_name"], e["model_name"], str(e["n_shot"]),
+                      ",".join(map(str, e["rnd_seeds"])), shape)
+    Console().print(table)
+    console.print(f"wrote {path} ({len(entries)} datasets)")
     return 0
 
 
@@ -251,7 +294,7 @@ def _cmd_check_data(args: argparse.Namespace, registry: Registry, console: Conso
 
 
 COMMANDS = {"run": _cmd_run, "check-data": _cmd_check_data, "list": _cmd_list,
-            "results": _cmd_results}
+            "results": _cmd_results, "submit": _cmd_submit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

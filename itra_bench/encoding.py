@@ -15,6 +15,7 @@ from itra_bench.datasets.image_source import ImageSource, load_rgb
 from itra_bench.errors import CorruptImageError
 from itra_bench.feature_cache import cache_key
 from itra_bench.model import EncoderModel
+from itra_bench.threads import torch_threads
 
 
 @dataclass
@@ -61,15 +62,12 @@ def _batches(loader: DataLoader, in_main_process: bool) -> Iterator[dict[str, An
     if not in_main_process:
         yield from loader
         return
-    batches, threads = iter(loader), torch.get_num_threads()
+    batches = iter(loader)
     while True:
-        torch.set_num_threads(1)
-        try:
-            batch = next(batches)
-        except StopIteration:
+        with torch_threads(1):
+            batch = next(batches, None)
+        if batch is None:
             return
-        finally:
-            torch.set_num_threads(threads)
         yield batch
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,11 @@ class EncoderModel(nn.Module):
         for b in self.buffers():
             return b.device
         return torch.device("cpu")
+
+    def visual_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the image tower (reported in ELEVATER submissions); all parameters
+        unless a subclass that knows its towers says otherwise."""
+        return self.parameters()
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Embed a batch of preprocessed images ``[B, 3, H, W]`` into ``[B, D]``."""

@@ -50,6 +50,7 @@ class Registry:
     losses: dict[str, Provided[Any]] = field(default_factory=dict)
     tasks: dict[str, Provided[Any]] = field(default_factory=dict)
     suites: dict[str, list[str]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
     suite_providers: dict[str, PluginInfo] = field(default_factory=dict)
 
     def model_builder(self, scheme: str) -> Any:
@@ -66,7 +67,18 @@ class Registry:
 
     def add_task(self, task: Any, plugin: PluginInfo) -> None:
         """Register one task (and its suites), refusing a name another plugin already uses."""
+        if task.name in self.aliases:
+            raise PluginClashError(f"task name {task.name!r} (plugin {plugin.name!r}) is "
+                                   f"already an alias of task {self.aliases[task.name]!r}")
         _put(self.tasks, "task", task.name, task, plugin)
+        for alias in task.aliases:
+            if alias == task.name:
+                continue
+            if alias in self.tasks or alias in self.aliases:
+                other = self.aliases.get(alias, alias)
+                raise PluginClashError(f"alias {alias!r} of task {task.name!r} (plugin "
+                                       f"{plugin.name!r}) is already taken by task {other!r}")
+            self.aliases[alias] = task.name
         for suite in task.suites:
             if suite in self.tasks:
                 raise PluginClashError(

@@ -105,8 +105,9 @@ def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
                                     f"plugin {registry.tasks[task.name].plugin.name!r}; "
                                     "choose another `name`.")
                 out.setdefault(task.name, task)
-            elif name in registry.tasks:
-                out.setdefault(name, registry.tasks[name].item)
+            elif name in registry.tasks or name in registry.aliases:
+                task = registry.tasks[registry.aliases.get(name, name)].item
+                out.setdefault(task.name, task)
             elif name in registry.suites:
                 for member in registry.suites[name]:
                     if member not in registry.tasks:
@@ -114,7 +115,8 @@ def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
                                         "installed plugin provides")
                     out.setdefault(member, registry.tasks[member].item)
             else:
-                raise UnknownNameError("task", name, [*registry.tasks, *registry.suites],
+                raise UnknownNameError("task", name,
+                                       [*registry.tasks, *registry.aliases, *registry.suites],
                                        hint="Suites are accepted too (`itra-bench list "
                                             "suites`), and so is a path to a task .yaml file.")
     if not out:

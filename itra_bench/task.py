@@ -53,6 +53,7 @@ class Task:
     """
 
     name: str = ""
+    aliases: tuple[str, ...] = ()
     suites: tuple[str, ...] = ()
     modalities: frozenset[str] = frozenset()
     protocol: str = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,13 @@ class HFDualEncoder(EncoderModel):
         self.padding: str | bool = "max_length" if pad_to_max_length else True
         self.fingerprint = fingerprint
         self._text_inputs = set(inspect.signature(model.get_text_features).parameters)
+
+    def visual_parameters(self) -> Iterator[nn.Parameter]:
+        """The vision tower and its projection."""
+        for name in ("vision_model", "visual_projection"):
+            module = getattr(self.model, name, None)
+            if module is not None:
+                yield from module.parameters()
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Embed preprocessed images ``[B, 3, H, W]`` into ``[B, D]`` (projected, unnormalised)."""

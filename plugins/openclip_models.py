@@ -56,6 +56,10 @@ class OpenCLIPEncoder(EncoderModel):
         self.image_transform = image_transform
         self.fingerprint = fingerprint
 
+    def visual_parameters(self) -> Iterator[nn.Parameter]:
+        """The image tower's parameters (``clip.visual``)."""
+        return self.clip.visual.parameters()
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Embed preprocessed images ``[B, 3, H, W]`` into ``[B, D]`` (not normalised)."""
         return self.clip.encode_image(images.to(self.device), normalize=False)

@@ -1,0 +1,123 @@
+"""ELEVATER prediction files and the EvalAI submission zip built from them.
+
+A prediction file holds one dataset, one mode and one or more sampling seeds, with the fields
+ELEVATER's own scripts write (model_name, dataset_name, num_trainable_params, num_params,
+num_visual_params, num_backbone_params, n_shot, rnd_seeds, predictions[seed][image][class]),
+floats rounded to 6 decimals. The submission combines the files of each dataset the way
+ELEVATER's ``prepare_submit`` does: ``num_trainable_params`` is averaged, ``rnd_seeds`` and
+``predictions`` are concatenated, and every other field must agree.
+(Field names and combination rule: Elevater_Toolkit_IC vision_benchmark/commands/
+prepare_submit.py and the predictions written by its commands.)
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from itra_bench.atomic_io import atomic_write, atomic_write_text
+from itra_bench.errors import UserError
+
+FIELDS = ("model_name", "dataset_name", "num_trainable_params", "num_params",
+          "num_visual_params", "num_backbone_params", "n_shot", "rnd_seeds", "predictions")
+AVERAGED = ("num_trainable_params",)
+CONCATENATED = ("rnd_seeds", "predictions")
+SUFFIX = ".predictions.json"
+PRECISION = 6
+
+
+def _rounded(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return round(obj, PRECISION)
+    if isinstance(obj, list):
+        return [_rounded(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    return obj
+
+
+def prediction_record(*, model_name: str, dataset_name: str, probabilities: np.ndarray,
+                      seed: int, n_shot: int, num_trainable_params: int, num_params: int,
+                      num_visual_params: int, num_backbone_params: int) -> dict[str, Any]:
+    """One ELEVATER prediction document for a single seed; ``probabilities`` is [N, C]."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probabilities must be [images, classes], got {probs.shape}")
+    return {
+        "model_name": model_name, "dataset_name": dataset_name,
+        "num_trainable_params": int(num_trainable_params), "num_params": int(num_params),
+        "num_visual_params": int(num_visual_params),
+        "num_backbone_params": int(num_backbone_params), "n_shot": int(n_shot),
+        "rnd_seeds": [int(seed)], "predictions": [np.round(probs, PRECISION).tolist()],
+    }
+
+
+def write_prediction_file(path: str | Path, record: dict[str, Any]) -> Path:
+    """Atomically write a prediction document (floats rounded to 6 decimals)."""
+    return atomic_write_text(path, json.dumps(_rounded(record)))
+
+
+def combine(records: Iterable[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One entry per dataset, combined as ELEVATER's prepare_submit does; files of one
+    dataset whose other fields disagree are refused, naming both files and the field."""
+    by_dataset: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for path, record in records:
+        missing = [f for f in FIELDS if f not in record]
+        if missing:
+            raise UserError(f"{path} is not an ELEVATER prediction file: it lacks {missing}")
+        by_dataset.setdefault(record["dataset_name"], []).append((path, record))
+    combined = []
+    for dataset in sorted(by_dataset):
+        group = by_dataset[dataset]
+        first_path, first = group[0]
+        entry: dict[str, Any] = {}
+        for field in FIELDS:
+            values = [r[field] for _, r in group]
+            if field in CONCATENATED:
+                entry[field] = [v for vs in values for v in vs]
+            elif field in AVERAGED:
+                entry[field] = float(np.mean(values))
+            else:
+                for path, record in group[1:]:
+                    if record[field] != first[field]:
+                        raise UserError(
+                            f"{path} and {first_path} (dataset {dataset!r}) disagree on "
+                            f"{field!r}: {record[field]!r} vs {first[field]!r}. Submit "
+                            "predictions of one model and one shot count per dataset.")
+                entry[field] = first[field]
+        combined.append(entry)
+    return combined
+
+
+def find_prediction_files(folder: str | Path) -> list[Path]:
+    """Every prediction file under ``folder`` (as written by ``itra-bench run``)."""
+    return sorted(Path(folder).rglob(f"*{SUFFIX}"))
+
+
+def write_submission(folder: str | Path, out: str | Path,
+                     files: list[Path] | None = None) -> tuple[Path, list[dict[str, Any]]]:
+    """Build ``out`` (a zip holding ``all_predictions.json`` = ``{"data": [...]}``) from the
+    prediction files under ``folder``; returns the path and the combined entries."""
+    files = files if files is not None else find_prediction_files(folder)
+    if not files:
+        raise UserError(f"no prediction files (*{SUFFIX}) under {folder}; run ELEVATER tasks "
+                        "with `itra-bench run ... --tasks elevater` first")
+    records = []
+    for path in files:
+        try:
+            records.append((path, json.loads(path.read_text())))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read prediction file {path}: {exc}") from exc
+    entries = combine(records)
+    payload = json.dumps(_rounded({"data": entries}))
+
+    def write(f: Any) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("all_predictions.json", payload)
+
+    return atomic_write(out, write), entries
