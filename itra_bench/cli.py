@@ -36,7 +36,7 @@ def _task_option(text: str) -> tuple[str, str]:
     return key, value
 
 
-MODES = ("zeroshot", "linear_probe", "finetune")
+MODES = ("zeroshot", "linear_probe")
 
 
 def _int_list(text: str) -> list[int]:
@@ -68,7 +68,7 @@ def _protocol_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     elevater = p.add_argument_group("image classification protocols (ELEVATER tasks)")
     elevater.add_argument("--mode", choices=MODES, default="zeroshot",
-                          help="zeroshot | linear_probe | finetune (default zeroshot)")
+                          help="zeroshot | linear_probe (default zeroshot)")
     elevater.add_argument("--shots", type=_int_list, default=[-1], metavar="N[,N...]",
                           help="training images per class for linear_probe/finetune; "
                                "-1 = the full training set (default -1)")
