@@ -141,3 +141,29 @@ def test_no_tuning_uses_the_given_hyper_parameters(cli, tmp_path, data_root):
               "--data-root", data_root, "--output", tmp_path / "out", "--mode", "linear_probe",
               "--no-tuning", "--lr", "0.05")
     assert res.code == 2 and "--no-tuning needs both --lr and --l2" in res.err
+
+
+def test_interrupted_suite_keeps_finished_datasets_and_resumes(cli, tmp_path, data_root,
+                                                               monkeypatch):
+    import itra_bench.tasks.elevater as elevater
+
+    real = elevater.elevater_metric
+    calls = {"n": 0}
+
+    def interrupt_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(elevater, "elevater_metric", interrupt_on_third)
+    res = run(cli, tmp_path, data_root)
+    assert res.code == 130 and "results written so far are kept" in res.err
+    done = {r["task"] for r in elevater_records(tmp_path / "out")}
+    assert len(done) >= 1 and len(done) < len(DATASETS)
+
+    monkeypatch.setattr(elevater, "elevater_metric", real)
+    res = run(cli, tmp_path, data_root)
+    assert res.code == 0, res
+    assert res.out.count("exists") == len(done)
+    assert {r["task"] for r in elevater_records(tmp_path / "out")} == set(DATASETS)
