@@ -36,7 +36,7 @@ def _task_option(text: str) -> tuple[str, str]:
     return key, value
 
 
-MODES = ("zeroshot", "linear_probe")
+MODES = ("zeroshot", "linear_probe", "finetune")
 
 
 def _int_list(text: str) -> list[int]:
@@ -57,7 +57,7 @@ def task_options(args: argparse.Namespace) -> dict[str, object]:
     if any(s == 0 or s < -1 for s in args.shots):
         raise UserError(f"--shots takes positive counts or -1 (full set), got {args.shots}")
     options: dict[str, object] = {"mode": args.mode, "shots": args.shots, "seeds": args.seeds,
-                                  "tuning": not args.no_tuning}
+                                  "tuning": not args.no_tuning, "knowledge": args.knowledge}
     if args.no_tuning:
         options.update(lr=args.lr, l2=args.l2)
     options.update(dict(args.task_option))
@@ -68,7 +68,8 @@ def _protocol_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     elevater = p.add_argument_group("image classification protocols (ELEVATER tasks)")
     elevater.add_argument("--mode", choices=MODES, default="zeroshot",
-                          help="zeroshot | linear_probe (default zeroshot)")
+                          help="zeroshot | linear_probe | finetune (full-model fine-tuning "
+                               "with a linear head; GPU in practice) (default zeroshot)")
     elevater.add_argument("--shots", type=_int_list, default=[-1], metavar="N[,N...]",
                           help="training images per class for linear_probe/finetune; "
                                "-1 = the full training set (default -1)")
@@ -78,6 +79,10 @@ def _protocol_flags() -> argparse.ArgumentParser:
                           help="skip the hyper-parameter search; needs --lr and --l2")
     elevater.add_argument("--lr", type=float, help="learning rate when --no-tuning")
     elevater.add_argument("--l2", type=float, help="L2 strength when --no-tuning")
+    elevater.add_argument("--knowledge", choices=("none", "wordnet"), default="none",
+                          help="zeroshot: append each class's WordNet definition to its "
+                               "prompts, as ELEVATER's K-LITE does (needs nltk and its "
+                               "wordnet corpus installed locally)")
     elevater.add_argument("--task-option", type=_task_option, action="append", default=[],
                           metavar="KEY=VALUE", help="option passed to tasks that take one")
     return p
