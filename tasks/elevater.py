@@ -1,10 +1,15 @@
 """ELEVATER's image-classification datasets as tasks: one task per dataset card, evaluated
-zero-shot or by linear probe on few-shot samples, scored with the card's own metric, and
-leaving ELEVATER prediction files for an EvalAI submission.
+zero-shot, by linear probe or by full-model fine-tuning on few-shot samples, scored with the
+card's own metric, and leaving ELEVATER prediction files for an EvalAI submission.
 
 ``itra-bench run --model M --tasks elevater`` runs the 20 datasets of the suite;
 ``--mode linear_probe --shots 5,10 --seeds 0,1,2`` the few-shot probes (one result file per
-shot count and seed). Cards live in ``itra_bench/vision_benchmark/cards/``.
+shot count and seed); ``--mode finetune`` trains the image tower with a linear head
+(``vision_benchmark/finetune.py``). Fine-tuning takes task options: ``epochs=N`` (per search
+run, default 10), ``final_epochs=N`` (default 50), ``train_batch_size=N`` (default 64) and
+``head_init=random|text`` (``text``: the head starts from the zero-shot class embeddings, as
+ELEVATER's ``INIT_HEAD_WITH_TEXT_ENCODER``; needs a text encoder). Cards live in
+``itra_bench/vision_benchmark/cards/``.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ from itra_bench.vision_benchmark.submission import (
     write_prediction_file,
 )
 
-MODES = ("zeroshot", "linear_probe")
+MODES = ("zeroshot", "linear_probe", "finetune")
 
 
-def variant_name(mode: str, shot: int, seed: int) -> str:
-    """The result-file key of one run: ``zeroshot`` or ``linear_probe-5shot-seed0``."""
+def variant_name(mode: str, shot: int, seed: int, knowledge: str = "none") -> str:
+    """The result-file key of one run: ``zeroshot``, ``zeroshot-wordnet`` (knowledge-augmented
+    prompts) or ``linear_probe-5shot-seed0``."""
     if mode == "zeroshot":
-        return "zeroshot"
+        return "zeroshot" if knowledge == "none" else f"zeroshot-{knowledge}"
     return f"{mode}-{'full' if shot == -1 else f'{shot}shot'}-seed{seed}"
 
 
@@ -79,12 +85,16 @@ class ElevaterTask(Task):
     def variants(self, options: Mapping[str, Any]) -> list[Variant]:
         mode = self._mode(options)
         if mode == "zeroshot":
-            return [Variant("zeroshot", {"shot": 0, "seed": 0})]
+            name = variant_name(mode, 0, 0, options.get("knowledge", "none"))
+            return [Variant(name, {"shot": 0, "seed": 0})]
         return [Variant(variant_name(mode, shot, seed), {"shot": shot, "seed": seed})
                 for shot in options.get("shots", [-1]) for seed in options.get("seeds", [0])]
 
     def required_modalities(self, options: Mapping[str, Any]) -> frozenset[str]:
-        return frozenset({IMAGE, TEXT}) if self._mode(options) == "zeroshot" else self.modalities
+        mode = self._mode(options)
+        if mode == "zeroshot" or (mode == "finetune" and _head_init(options) == "text"):
+            return frozenset({IMAGE, TEXT})
+        return self.modalities
 
     def _splits(self, options: Mapping[str, Any]) -> list[str]:
         return ["test"] if self._mode(options) == "zeroshot" else ["train", "test"]
@@ -95,23 +105,37 @@ class ElevaterTask(Task):
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
         mode = self._mode(ctx.options)
         shot, seed = int(ctx.options.get("shot", 0)), int(ctx.options.get("seed", 0))
+        if mode == "finetune":
+            return self._finetune(model, ctx, shot, seed)
         test = open_split(self.card, ctx.data_root, "test")
         test_enc = encode_images(model, test, ctx, split=f"{self.name}/test")
         test_y = _targets(test, test_enc.indices)
         details: dict[str, Any] = {"mode": mode, "n_shot": shot, "seed": seed}
         if mode == "zeroshot":
+            from itra_bench.vision_benchmark.knowledge import knowledge_prompts
+
+            kp = knowledge_prompts(list(self.card.classnames), list(self.card.templates),
+                                   ctx.options.get("knowledge", "none"))
             classifier = build_zeroshot_classifier(
                 lambda texts: encode_texts(model, texts, ctx, "encode class prompts"),
-                list(self.card.classnames), list(self.card.templates))
+                list(self.card.classnames), kp.prompts)
+            details.update(kp.summary())
             probs = zeroshot_probabilities(test_enc.features, classifier).cpu()
             trainable = 0
         else:
-            from itra_bench.vision_benchmark.linear_probe import elevater_linear_probe
+            from itra_bench.vision_benchmark.linear_probe import (
+                ElevaterProbeConfig,
+                elevater_linear_probe,
+                elevater_probe_shots,
+            )
 
             train = open_split(self.card, ctx.data_root, "train")
             train_enc = encode_images(model, train, ctx, split=f"{self.name}/train")
             train_y_all = _targets(train, train_enc.indices)
-            rows = sample_few_shot(train_y_all, shot, seed, self.card.num_classes)
+            # ELEVATER samples 2 shots for 1-shot (one trains, one validates) and then
+            # does not merge the validation image back.
+            sample, merge = elevater_probe_shots(shot)
+            rows = sample_few_shot(train_y_all, sample, seed, self.card.num_classes)
             tune = bool(ctx.options.get("tuning", True))
             # The probe is thousands of tiny mini-batch steps: on a CPU one thread is ~100x
             # faster than several waiting on each other (tests/test_elevater_linear_probe.py).
@@ -122,26 +146,106 @@ class ElevaterTask(Task):
                     self.card.num_classes, test_y=test_y, metric=self.card.metric,
                     multilabel=self.card.multilabel, seed=seed,
                     device=ctx.device, tune=tune, lr=ctx.options.get("lr"),
-                    l2=ctx.options.get("l2"))
+                    l2=ctx.options.get("l2"),
+                    config=ElevaterProbeConfig(merge_train_val=merge))
             probs = torch.as_tensor(probe.probs_test)
             trainable = self.card.num_classes * (train_enc.features.shape[1] + 1)
             details.update(num_train_images=len(rows), lr=probe.lr, l2=probe.l2,
                            val_score=probe.val_score)
+        num_params = sum(p.numel() for p in model.parameters())
+        if test_enc.skipped:
+            details["skipped_corrupt"] = test_enc.skipped
+        return self._finish(model, ctx, mode, shot, seed, probs, test_y, details,
+                            trainable=trainable, num_params=num_params)
+
+    def _finish(self, model: EncoderModel, ctx: RunContext, mode: str, shot: int, seed: int,
+                probs: torch.Tensor, test_y: torch.Tensor, details: dict[str, Any], *,
+                trainable: int, num_params: int) -> TaskResult:
+        """Score the test probabilities and write ELEVATER's prediction file."""
         metrics = {self.card.metric: elevater_metric(self.card.metric, probs, test_y)}
         if not self.card.multilabel and self.card.metric != "accuracy":
             metrics["accuracy"] = elevater_metric("accuracy", probs, test_y)
-        num_params = sum(p.numel() for p in model.parameters())
+        backbone_params = sum(p.numel() for p in model.parameters())
         record = prediction_record(
             model_name=model.name, dataset_name=self.card.name, probabilities=probs.numpy(),
             seed=seed, n_shot=shot, num_trainable_params=trainable, num_params=num_params,
             num_visual_params=sum(p.numel() for p in model.visual_parameters()),
-            num_backbone_params=num_params)
-        path = ctx.output_dir / (variant_name(mode, shot, seed) + SUFFIX)
+            num_backbone_params=backbone_params)
+        knowledge = ctx.options.get("knowledge", "none") if mode == "zeroshot" else "none"
+        path = ctx.output_dir / (variant_name(mode, shot, seed, knowledge) + SUFFIX)
         write_prediction_file(path, record)
         details["predictions"] = str(path)
-        if test_enc.skipped:
-            details["skipped_corrupt"] = test_enc.skipped
         return TaskResult(metrics, self.card.metric, len(test_y), details)
+
+    def _finetune(self, model: EncoderModel, ctx: RunContext, shot: int, seed: int
+                  ) -> TaskResult:
+        """ELEVATER's full-model fine-tuning on the ``shot``-shot sample of ``seed``."""
+        from itra_bench.vision_benchmark.finetune import FinetuneConfig, elevater_finetune
+        from itra_bench.vision_benchmark.linear_probe import elevater_probe_shots
+
+        options = ctx.options
+        train = open_split(self.card, ctx.data_root, "train")
+        test = open_split(self.card, ctx.data_root, "test")
+        train_y_all = _targets(train, torch.arange(len(train)))
+        test_y_all = _targets(test, torch.arange(len(test)))
+        # ELEVATER's finetune command runs 1-shot as 2-shot, keeping the validation image out.
+        sample, merge = elevater_probe_shots(shot)
+        rows = sample_few_shot(train_y_all, sample, seed, self.card.num_classes)
+        cfg = FinetuneConfig(epochs=_int_option(options, "epochs", 10),
+                             extra_final_epochs=_int_option(options, "final_epochs", 50)
+                             - _int_option(options, "epochs", 10),
+                             batch_size=_int_option(options, "train_batch_size", 64),
+                             merge_train_val=merge)
+        head = None
+        if _head_init(options) == "text":
+            head = build_zeroshot_classifier(
+                lambda texts: encode_texts(model, texts, ctx, "encode class prompts"),
+                list(self.card.classnames), list(self.card.templates))
+        result = elevater_finetune(
+            model, train, rows, train_y_all[rows], test, test_y_all, self.card.num_classes,
+            ctx, metric=self.card.metric, multilabel=self.card.multilabel, seed=seed,
+            tune=bool(options.get("tuning", True)), lr=options.get("lr"),
+            l2=options.get("l2"), head_init=head, config=cfg)
+        details: dict[str, Any] = {
+            "mode": "finetune", "n_shot": shot, "seed": seed,
+            "num_train_images": result.num_train_images, "lr": result.lr, "l2": result.l2,
+            "val_score": result.val_score, "epochs": result.epochs,
+            "search_epochs": cfg.epochs, "best_epoch": result.epoch,
+            "head_init": _head_init(options),
+            "num_trainable_params": result.num_trainable_params,
+            "train_loss": [round(x, 6) for x in result.train_loss],
+        }
+        if result.skipped:
+            details["skipped_corrupt"] = result.skipped
+        return self._finish(model, ctx, "finetune", shot, seed,
+                            torch.as_tensor(result.probs_test), test_y_all[result.test_indices],
+                            details, trainable=result.num_trainable_params,
+                            num_params=result.num_params)
+
+
+def _head_init(options: Mapping[str, Any]) -> str:
+    """The ``head_init`` task option of fine-tuning: ``random`` (default) or ``text``."""
+    from itra_bench.errors import UserError
+    from itra_bench.vision_benchmark.finetune import HEAD_INITS
+
+    value = str(options.get("head_init", "random"))
+    if value not in HEAD_INITS:
+        raise UserError(f"--task-option head_init={value}: choose {' or '.join(HEAD_INITS)}")
+    return value
+
+
+def _int_option(options: Mapping[str, Any], key: str, default: int) -> int:
+    """A positive integer task option (``--task-option key=N``)."""
+    from itra_bench.errors import UserError
+
+    raw = options.get(key, default)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if value <= 0:
+        raise UserError(f"--task-option {key}={raw}: expected a positive integer")
+    return value
 
 
 @hookimpl

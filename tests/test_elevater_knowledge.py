@@ -196,3 +196,39 @@ def test_missing_nltk_says_how_to_install(monkeypatch):
     msg = str(info.value)
     assert "nltk is not installed" in msg
     assert "pip install nltk && python -m nltk.downloader wordnet" in msg
+
+
+def test_knowledge_flag_end_to_end(cli, nltk_data, tmp_path):
+    from elevater_data import write_dataset
+
+    from itra_bench.results import iter_records
+    from itra_bench.vision_benchmark.cards import find_card
+
+    write_dataset(find_card("cifar-10"), tmp_path / "data", per_class=2)
+    args = ["run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", "cifar10",
+            "--data-root", tmp_path / "data", "--output", tmp_path / "out", "--no-cache",
+            "--workers", "0", "--no-progress"]
+    assert cli(*args).code == 0
+    res = cli(*args, "--knowledge", "wordnet")
+    assert res.code == 0, res
+    recs = {r["variant"]: r for _, r in iter_records(tmp_path / "out")}
+    assert set(recs) == {"zeroshot", "zeroshot-wordnet"}
+    details = recs["zeroshot-wordnet"]["details"]
+    assert details["knowledge"] == "wordnet"
+    assert list(details["knowledge_coverage"]) == [1, 10]  # only "dog" is in the tiny WordNet
+    assert details["predictions"].endswith("zeroshot-wordnet.predictions.json")
+    assert recs["zeroshot"]["details"]["knowledge"] == "none"
+
+
+def test_knowledge_flag_without_corpus_says_how_to_install(cli, tmp_path, monkeypatch):
+    from elevater_data import write_dataset
+
+    from itra_bench.vision_benchmark.cards import find_card
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "empty")])
+    monkeypatch.setattr(knowledge, "_READERS", {})
+    write_dataset(find_card("cifar-10"), tmp_path / "data", per_class=1)
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", "cifar10",
+              "--data-root", tmp_path / "data", "--output", tmp_path / "out", "--no-cache",
+              "--workers", "0", "--no-progress", "--knowledge", "wordnet")
+    assert res.code == 2 and "nltk.downloader wordnet" in res.err

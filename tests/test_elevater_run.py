@@ -167,3 +167,15 @@ def test_interrupted_suite_keeps_finished_datasets_and_resumes(cli, tmp_path, da
     assert res.code == 0, res
     assert res.out.count("exists") == len(done)
     assert {r["task"] for r in elevater_records(tmp_path / "out")} == set(DATASETS)
+
+
+def test_one_shot_probe_samples_two_as_elevater_does(cli, tmp_path, data_root):
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", "cifar10",
+              "--data-root", data_root, "--output", tmp_path / "out", "--no-cache",
+              "--workers", "0", "--no-progress", "--mode", "linear_probe", "--shots", "1")
+    assert res.code == 0, res
+    [rec] = elevater_records(tmp_path / "out")
+    assert rec["variant"] == "linear_probe-1shot-seed0"
+    assert rec["details"]["num_train_images"] == 20  # 2 per class: 1 trains, 1 validates
+    pred = json.loads(open(rec["details"]["predictions"]).read())
+    assert pred["n_shot"] == 1

@@ -28,7 +28,7 @@ class SummaryBlock:
 
     @property
     def title(self) -> str:
-        shots = "" if self.mode == "zeroshot" else (
+        shots = "" if self.mode.startswith("zeroshot") else (
             ", full" if self.shots == -1 else f", {self.shots}-shot")
         return f"{self.model}: {self.mode}{shots}"
 
@@ -53,7 +53,10 @@ def summarize(root: str | Path) -> list[SummaryBlock]:
         if r.get("protocol") != "elevater":
             continue
         d = r.get("details", {})
-        key = (r["model"]["name"], d.get("mode", "zeroshot"), int(d.get("n_shot", 0)))
+        mode = d.get("mode", "zeroshot")
+        if d.get("knowledge", "none") != "none":
+            mode = f"{mode}+{d['knowledge']}"
+        key = (r["model"]["name"], mode, int(d.get("n_shot", 0)))
         metric, per_seed = blocks[key].setdefault(r["task"], (r["main_score"], {}))
         per_seed[int(d.get("seed", 0))] = float(r["main_score_value"])
     return [SummaryBlock(m, mode, shots, dict(sorted(rows.items())))
