@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from itra_bench.protocols.linear_probe import (
     DEFAULT_L2_GRID,
+    SKLEARN_TOL,
     fit_logistic_regression,
     linear_probe,
     stratified_split,
@@ -73,6 +74,64 @@ def test_probe_matches_sklearn_end_to_end_with_one_l2() -> None:
     reference = _sklearn_fit(train_x, y[:600], 1e-2)
     assert metrics["l2"] == 1e-2
     assert abs(metrics["acc1"] - reference.score(test_x.double().numpy(), y[600:].numpy())) <= 0.01
+
+
+def test_chunked_loss_gives_the_same_fit() -> None:
+    # Several chunks (the last one short) must sum to the one-chunk objective and gradient.
+    x, y = _gaussians(5, 700, 20, noise=2.0, seed=8)
+    x = F.normalize(x, dim=-1)
+    whole = fit_logistic_regression(x, y, 5, 1e-2, max_iter=500)
+    chunked = fit_logistic_regression(x, y, 5, 1e-2, max_iter=500, chunk_size=256)
+    torch.testing.assert_close(chunked[0], whole[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(chunked[1], whole[1], atol=1e-4, rtol=0)
+
+
+def test_search_tolerance_fit_is_close_to_sklearn_default_tol() -> None:
+    # scikit-learn's default criterion, offered as SKLEARN_TOL: both land near the optimum.
+    x, y = _gaussians(5, 1000, 20, noise=2.0)
+    train_x, test_x = _standardised(x[:600], x[600:])
+    weight, bias = fit_logistic_regression(train_x, y[:600], 5, 1e-2, tol=SKLEARN_TOL)
+    reference = _sklearn_fit(train_x, y[:600], 1e-2)  # tight optimum
+    ours_proba = torch.softmax(test_x @ weight.T + bias, dim=1).numpy()
+    np.testing.assert_allclose(
+        ours_proba, reference.predict_proba(test_x.double().numpy()), atol=1e-2
+    )
+
+
+def test_warm_start_from_the_optimum_stays_there() -> None:
+    x, y = _gaussians(4, 400, 10, noise=1.5, seed=1)
+    x = F.normalize(x, dim=-1)
+    optimum = fit_logistic_regression(x, y, 4, 1e-2, max_iter=500)
+    again = fit_logistic_regression(x, y, 4, 1e-2, max_iter=500, init=optimum)
+    torch.testing.assert_close(again[0], optimum[0], atol=1e-4, rtol=0)
+
+
+def _sklearn_search(train_x, train_y, test_x, test_y, grid):
+    """linear_probe's protocol written with scikit-learn's LogisticRegression (default tol)."""
+    fit_idx, val_idx = stratified_split(train_y, 0.2, seed=0)
+    fit_x, val_x = _standardised(train_x[fit_idx], train_x[val_idx])
+    fit_y, val_y = train_y[fit_idx].numpy(), train_y[val_idx].numpy()
+    best_l2, best_acc = None, -1.0
+    for l2 in sorted(grid, reverse=True):
+        model = LogisticRegression(C=1 / (2 * len(fit_y) * l2), max_iter=1000)
+        acc = model.fit(fit_x.double().numpy(), fit_y).score(val_x.double().numpy(), val_y)
+        if acc > best_acc:
+            best_l2, best_acc = l2, acc
+    order = torch.cat([fit_idx, val_idx])
+    all_x, test_std = _standardised(train_x[order], test_x)
+    model = LogisticRegression(C=1 / (2 * len(order) * best_l2), max_iter=1000)
+    model.fit(all_x.double().numpy(), train_y[order].numpy())
+    return best_l2, model.score(test_std.double().numpy(), test_y.numpy())
+
+
+def test_search_matches_the_same_search_with_sklearn() -> None:
+    x, y = _gaussians(6, 1500, 30, noise=3.0, seed=9)
+    grid = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    ours = linear_probe(x[:1000], y[:1000], x[1000:], y[1000:], 6, l2_grid=grid)
+    l2, acc = _sklearn_search(x[:1000], y[:1000], x[1000:], y[1000:], grid)
+    assert 0.5 < acc < 0.95
+    assert ours["l2"] == l2
+    assert abs(ours["acc1"] - acc) <= 0.005
 
 
 def test_separable_data_is_classified_perfectly() -> None:
@@ -156,6 +215,8 @@ def test_bad_inputs_raise() -> None:
         linear_probe(x[:3], torch.tensor([0, 1, 2]), x, y, 3)
     with pytest.raises(ValueError, match="NaN"):
         linear_probe(x * float("nan"), y, x, y, 3)
+    with pytest.raises(ValueError, match="tol must be positive"):
+        fit_logistic_regression(x, y, 3, 1e-2, tol=0.0)
 
 
 @pytest.mark.gpu
