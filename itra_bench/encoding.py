@@ -53,13 +53,13 @@ def _collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> dict[s
     }
 
 
-def _batches(loader: DataLoader, in_main_process: bool) -> Iterator[dict[str, Any]]:
-    """The loader's batches; when decoding runs in this process it runs on one intra-op
-    thread, then the forward pass gets all threads back."""
+def loader_batches(loader: DataLoader) -> Iterator[dict[str, Any]]:
+    """The loader's batches; when it decodes in this process (no workers) decoding runs on
+    one intra-op thread, and the caller's work between batches gets all threads back."""
     # Per-image ToTensor/Normalize are too small to gain from several threads, and when a
     # core is busy every parallel region waits for it (benchmarks/README.md measures this).
     # Worker processes already run one thread each.
-    if not in_main_process:
+    if loader.num_workers > 0:
         yield from loader
         return
     batches = iter(loader)
@@ -103,7 +103,7 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
     label = f"encode {split or 'images'}"
     with ctx.progress.bar(label, total=len(source), unit="images") as bar, \
             torch.inference_mode(), ctx.autocast():
-        for batch in _batches(loader, ctx.workers == 0):
+        for batch in loader_batches(loader):
             for index, err in batch["failed"]:
                 if not ctx.skip_corrupt:
                     raise CorruptImageError(

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import copy
 import gc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,37 +64,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from itra_bench.context import RunContext
 from itra_bench.datasets.image_source import ImageSource, load_rgb
+from itra_bench.encoding import loader_batches
 from itra_bench.errors import CorruptImageError
 from itra_bench.model import EncoderModel
-from itra_bench.threads import torch_threads
 from itra_bench.vision_benchmark.few_shot import elevater_train_val_split
-from itra_bench.vision_benchmark.linear_probe import (
-    ELEVATER_L2_COARSE,
-    ELEVATER_L2_GRID,
-    ELEVATER_L2_SPANS,
-    ELEVATER_LR_GRID,
-    _linear_init,
-    _score,
-)
+from itra_bench.vision_benchmark.linear_probe import ElevaterProbeConfig, _linear_init, _score
 
 HEAD_INITS = ("random", "text")
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Training settings of ELEVATER's fine-tuning (defaults = ELEVATER's model configs)."""
-
-    epochs: int = 10
-    extra_final_epochs: int = 40
-    batch_size: int = 64
-    momentum: float = 0.9
-    nesterov: bool = False
-    val_split: float = 0.2
-    merge_train_val: bool = True
-    lr_grid: tuple[float, ...] = ELEVATER_LR_GRID
-    l2_grid: tuple[float, ...] = ELEVATER_L2_GRID
-    l2_coarse: tuple[int, ...] = ELEVATER_L2_COARSE
-    l2_spans: tuple[int, ...] = ELEVATER_L2_SPANS
+class FinetuneConfig(ElevaterProbeConfig):
+    """Training settings of ELEVATER's fine-tuning: the same TRAIN block of its model configs
+    as the linear probe (epochs, batch, SGD momentum, validation part, search grids)."""
 
 
 @dataclass
@@ -263,7 +245,7 @@ class _Runner:
                 for epoch in range(epochs):
                     classifier.train()
                     total, count = 0.0, 0
-                    for batch in _batches(loader):
+                    for batch in loader_batches(loader):
                         data = self._images(batch, self.source)
                         bar.advance(batch["count"])
                         if data is None or len(data[0]) == 1:
@@ -299,7 +281,7 @@ class _Runner:
         classifier.eval()
         out, rows = [], []
         with torch.no_grad(), self.ctx.autocast():
-            for batch in _batches(loader):
+            for batch in loader_batches(loader):
                 data = self._images(batch, dataset.source)
                 bar.advance(batch["count"])
                 if data is None:
@@ -309,22 +291,6 @@ class _Runner:
         if not out:
             raise ValueError("no image of the evaluation split could be decoded")
         return torch.cat(out), torch.cat(rows)
-
-
-def _batches(loader: DataLoader) -> Iterator[dict[str, Any]]:
-    """The loader's batches; decoding in this process runs on one intra-op thread."""
-    # As in itra_bench.encoding: per-image transforms gain nothing from several threads and
-    # wait on any busy core; worker processes already run one thread each.
-    if loader.num_workers > 0:
-        yield from loader
-        return
-    batches = iter(loader)
-    while True:
-        with torch_threads(1):
-            batch = next(batches, None)
-        if batch is None:
-            return
-        yield batch
 
 
 def _positions(dataset: _Labelled, rows: Tensor) -> Tensor:
