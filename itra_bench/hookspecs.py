@@ -16,7 +16,8 @@ installed plugins: a clash is an error that names both plugins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -59,6 +60,18 @@ def itra_bench_tasks() -> Iterable[Task]:
     required modalities, expected data layout, metrics and main score, and a
     ``run(model, ctx)`` that usually calls one of the shared protocols in
     ``itra_bench.protocols``. Tasks are listed cheaply: do no I/O here.
+    """
+
+
+@hookspec
+def itra_bench_task_file_protocols() -> Mapping[str, Callable[[dict[str, Any], Path], Task]]:
+    """Return ``{protocol: factory}`` for task files (``--tasks my_task.yaml``).
+
+    A task file names a ``protocol``; for a protocol listed here, ``factory(doc, path)``
+    receives the parsed YAML mapping and the file's path and returns the task, raising
+    :class:`itra_bench.errors.UserError` that names the file and the key on bad input. This
+    lets users point a task type at their own files in the same format. A plugin usually
+    builds its own built-in tasks from YAML cards through the same factory.
     """
 
 

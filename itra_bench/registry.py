@@ -51,6 +51,7 @@ class Registry:
     tasks: dict[str, Provided[Any]] = field(default_factory=dict)
     suites: dict[str, list[str]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    task_file_protocols: dict[str, Provided[Any]] = field(default_factory=dict)
     suite_providers: dict[str, PluginInfo] = field(default_factory=dict)
 
     def model_builder(self, scheme: str) -> Any:
@@ -161,6 +162,10 @@ def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
     for impl in pm.hook.itra_bench_tasks.get_hookimpls():
         for task in impl.function() or ():
             registry.add_task(task, infos[impl.plugin_name])
+    for impl in pm.hook.itra_bench_task_file_protocols.get_hookimpls():
+        for protocol, factory in (impl.function() or {}).items():
+            _put(registry.task_file_protocols, "task file protocol", protocol, factory,
+                 infos[impl.plugin_name])
     for impl in pm.hook.itra_bench_suites.get_hookimpls():
         for suite, names in (impl.function() or {}).items():
             registry.suites.setdefault(suite, [])

@@ -99,7 +99,8 @@ def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
             if not name:
                 continue
             if name.endswith((".yaml", ".yml")):
-                task = load_task_file(name)
+                task = load_task_file(name, {p: f.item for p, f in
+                                             registry.task_file_protocols.items()})
                 if task.name in registry.tasks:
                     raise UserError(f"{name}: task name {task.name!r} is already provided by "
                                     f"plugin {registry.tasks[task.name].plugin.name!r}; "

@@ -18,6 +18,7 @@ Example (retrieval on the trainer's caption table)::
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,51 @@ _RETRIEVAL = {
 _KNN_WEIGHTINGS = ("uniform", "distance", "softmax")
 
 
-def load_task_file(path: str | Path) -> Task:
-    """Build a task from a YAML file, with one clear error per wrong, missing or unknown key."""
+#: A field schema: key -> (accepted type(s), required, default).
+Schema = Mapping[str, tuple[Any, bool, Any]]
+
+
+def check_fields(doc: Mapping[str, Any], schema: Schema, path: Path, what: str
+                 ) -> dict[str, Any]:
+    """Validate a task file's mapping against ``schema`` and fill defaults.
+
+    An unknown key (with a close match suggested), a missing required key or a value of the
+    wrong type is a UserError naming ``path``, the key and ``what`` the file describes.
+    Lists must hold strings. Task-file factories of plugins use this too.
+    """
+    for key in doc:
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), schema, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{path}: unknown key {key!r}{hint} for {what}; "
+                            f"valid keys: {', '.join(schema)}")
+    values: dict[str, Any] = {}
+    for key, (typ, required, default) in schema.items():
+        if key not in doc or doc[key] is None:
+            if required:
+                raise UserError(f"{path}: missing required key {key!r} for {what}")
+            values[key] = default
+            continue
+        value = doc[key]
+        if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+            want = typ.__name__ if isinstance(typ, type) else "number"
+            raise UserError(f"{path}: key {key!r} must be a {want}, got "
+                            f"{type(value).__name__} ({value!r})")
+        if typ is list and not all(isinstance(v, str) for v in value):
+            raise UserError(f"{path}: key {key!r} must be a list of strings")
+        values[key] = value
+    return values
+
+
+def load_task_file(path: str | Path,
+                   protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]] | None = None
+                   ) -> Task:
+    """Build a task from a YAML file, with one clear error per wrong, missing or unknown key.
+
+    ``protocols`` adds task types that plugins declare for task files
+    (``itra_bench_task_file_protocols``); the built-in image protocols are always known.
+    """
+    protocols = protocols or {}
     path = Path(path)
     if not path.is_file():
         raise UserError(f"task file not found: {path}")
@@ -75,31 +119,14 @@ def load_task_file(path: str | Path) -> Task:
         raise UserError(f"{path}: expected a mapping of keys (name, protocol, ...), "
                         f"got {type(doc).__name__}")
     protocol = doc.get("protocol")
+    if protocol in protocols and protocol not in PROTOCOLS:
+        return protocols[protocol](doc, path)
     if protocol not in PROTOCOLS:
         hint = "missing key 'protocol'" if protocol is None else f"protocol {protocol!r}"
-        raise UserError(f"{path}: {hint}; set `protocol:` to one of {', '.join(PROTOCOLS)}")
+        known = ", ".join([*PROTOCOLS, *sorted(protocols)])
+        raise UserError(f"{path}: {hint}; set `protocol:` to one of {known}")
     schema = {**_COMMON, **(_RETRIEVAL if protocol == "retrieval" else _CLASSIFICATION)}
-    for key in doc:
-        if key not in schema:
-            close = difflib.get_close_matches(str(key), schema, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"{path}: unknown key {key!r}{hint} for protocol {protocol}; "
-                            f"valid keys: {', '.join(schema)}")
-    values: dict[str, Any] = {}
-    for key, (typ, required, default) in schema.items():
-        if key not in doc or doc[key] is None:
-            if required:
-                raise UserError(f"{path}: missing required key {key!r} for protocol {protocol}")
-            values[key] = default
-            continue
-        value = doc[key]
-        if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
-            want = typ.__name__ if isinstance(typ, type) else "number"
-            raise UserError(f"{path}: key {key!r} must be a {want}, got "
-                            f"{type(value).__name__} ({value!r})")
-        if typ is list and not all(isinstance(v, str) for v in value):
-            raise UserError(f"{path}: key {key!r} must be a list of strings")
-        values[key] = value
+    values = check_fields(doc, schema, path, f"protocol {protocol}")
     for t in values.get("templates") or []:
         if "{}" not in t and "{c}" not in t:
             raise UserError(f"{path}: template {t!r} has no '{{}}' slot for the class name")

@@ -131,3 +131,44 @@ def test_result_observer_hook_sees_each_written_result(cli, tmp_path, monkeypatc
     [(task, model, main, path, value)] = observer_plugin.SEEN
     assert (task, model, main) == ("digits-knn", "pixel", "acc1")
     assert path.endswith("knn.json") and value > 0.9
+
+
+def test_plugin_task_file_protocol(cli, tmp_path, monkeypatch):
+    mod = write_module(tmp_path, monkeypatch, "file_protocol_plugin", """
+        from itra_bench import hookimpl
+        from itra_bench.task import Task, TaskResult
+        from itra_bench.yaml_tasks import check_fields
+
+        class Constant(Task):
+            protocol = "constant"
+            main_score = "value"
+
+            def __init__(self, name, value):
+                self.name, self.value = name, value
+
+            def run(self, model, ctx):
+                return TaskResult({"value": self.value}, "value", 1)
+
+        def from_file(doc, path):
+            v = check_fields(doc, {"name": (str, True, None), "protocol": (str, True, None),
+                                   "value": (float, True, None)}, path, "protocol constant")
+            return Constant(v["name"], v["value"])
+
+        @hookimpl
+        def itra_bench_task_file_protocols():
+            return {"constant": from_file}
+    """)
+    good = tmp_path / "c.yaml"
+    good.write_text("name: const\nprotocol: constant\nvalue: 0.25\n")
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--plugin", mod,
+              "--tasks", good, "--output", tmp_path / "out", "--no-cache", "--no-progress")
+    assert res.code == 0, res
+    assert "25.00" in res.out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: const\nprotocol: constant\nvalu: 1.0\n")
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--plugin", mod,
+              "--tasks", bad, "--output", tmp_path / "out", "--no-cache", "--no-progress")
+    assert res.code == 2 and "unknown key 'valu' (did you mean 'value'?)" in res.err
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", good,
+              "--output", tmp_path / "out", "--no-cache", "--no-progress")
+    assert res.code == 2 and "protocol 'constant'" in res.err
