@@ -60,6 +60,10 @@ def task_options(args: argparse.Namespace) -> dict[str, object]:
                                   "tuning": not args.no_tuning, "knowledge": args.knowledge}
     if args.no_tuning:
         options.update(lr=args.lr, l2=args.l2)
+    if args.max_passages is not None:
+        if args.max_passages < 1:
+            raise UserError("--max-passages must be at least 1")
+        options["max_passages"] = args.max_passages
     options.update(dict(args.task_option))
     return options
 
@@ -83,6 +87,10 @@ def _protocol_flags() -> argparse.ArgumentParser:
                           help="zeroshot: append each class's WordNet definition to its "
                                "prompts, as ELEVATER's K-LITE does (needs nltk and its "
                                "wordnet corpus installed locally)")
+    text = p.add_argument_group("text tasks")
+    text.add_argument("--max-passages", type=int, metavar="N",
+                      help="MS MARCO: evaluate on N passages that always include every "
+                           "judged one (quick runs)")
     elevater.add_argument("--task-option", type=_task_option, action="append", default=[],
                           metavar="KEY=VALUE", help="option passed to tasks that take one")
     return p
