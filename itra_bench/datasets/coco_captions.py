@@ -1,0 +1,172 @@
+"""COCO caption annotations as retrieval data: the official captions JSON and Karpathy's split.
+
+Both readers expose the images that have at least one caption, in a fixed order, with
+``captions`` and ``text_to_image`` aligned (the shape :class:`~itra_bench.generic_tasks.
+RetrievalTask` consumes):
+
+- :class:`CocoCaptions` reads ``captions_val2017.json`` (or any file in the COCO captions
+  format) with pycocotools. Images are ordered by image id, as torchvision's ``CocoCaptions``
+  (and so clip-benchmark) orders them, whatever the order of the JSON's ``images`` list; each
+  image's captions keep the order of the JSON's ``annotations`` list.
+- :class:`KarpathyCaptions` reads Karpathy's ``dataset_coco.json`` (``{"images": [{"filepath",
+  "filename", "split", "sentences": [{"raw", ...}]}]}``) and keeps one split; images keep the
+  file's order, captions are each sentence's ``raw`` text.
+
+An image listed without any caption cannot be scored by text retrieval (no caption can find
+it), so it is left out and counted in ``uncaptioned``; retrieval runs on the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from itra_bench.datasets.image_source import ImageFiles
+from itra_bench.errors import MissingDataError, UserError
+
+COCO_LAYOUT = ("{annotations}: COCO captions JSON ({{'images': [{{'id', 'file_name'}}], "
+               "'annotations': [{{'image_id', 'caption'}}]}}); images at {images}/<file_name>")
+KARPATHY_LAYOUT = ("{file}: Karpathy's caption split ({{'images': [{{'filepath', 'filename', "
+                   "'split', 'sentences': [{{'raw'}}]}}]}}), split {split!r} evaluated; "
+                   "images at {images}/<filepath>/<filename>")
+
+
+class CaptionedImages(ImageFiles):
+    """Image files with their captions: ``captions[j]`` describes image ``text_to_image[j]``.
+
+    ``uncaptioned`` names the listed images left out for having no caption.
+    """
+
+    def __init__(self, kind: str, annotation_file: Path, paths: list[Path],
+                 captions: list[list[str]], uncaptioned: list[str]) -> None:
+        if not paths:
+            raise UserError(f"{annotation_file}: no image with a caption to evaluate")
+        self.paths = paths
+        self.captions = [c for per_image in captions for c in per_image]
+        self.text_to_image = [i for i, per_image in enumerate(captions) for _ in per_image]
+        self.uncaptioned = uncaptioned
+        self.identity = f"{kind}:" + _images_identity(annotation_file, paths)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able counts for a result's details."""
+        out: dict[str, Any] = {"images_without_captions": len(self.uncaptioned)}
+        if self.uncaptioned:
+            out["images_without_captions_examples"] = self.uncaptioned[:10]
+        return out
+
+
+def _images_identity(annotation_file: Path, paths: list[Path]) -> str:
+    """Digest of the annotation file's location and of each image's path, size and mtime.
+
+    The captions are not part of it: they are encoded, and cached, as texts.
+    """
+    digest = hashlib.sha256(f"{annotation_file.resolve()}\0".encode())
+    for p in paths:
+        try:
+            st = p.stat()
+            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        except OSError:
+            # A missing image is reported when it is decoded; it still shapes the identity.
+            digest.update(f"{p}\0missing\0".encode())
+    return digest.hexdigest()[:20]
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise MissingDataError(f"{what} not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg}); expected "
+                        f"{what}") from exc
+
+
+def _require(record: Any, keys: tuple[str, ...], where: str, path: Path) -> None:
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: {where} must be an object, got {type(record).__name__}")
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise UserError(f"{path}: {where} lacks key(s) {missing}; it needs {list(keys)}")
+
+
+class CocoCaptions(CaptionedImages):
+    """A COCO captions file (e.g. ``captions_val2017.json``) and its image folder."""
+
+    def __init__(self, annotation_file: str | Path, image_root: str | Path) -> None:
+        from pycocotools.coco import COCO
+
+        path, root = Path(annotation_file), Path(image_root)
+        what = "a COCO captions file ({'images': [...], 'annotations': [...]})"
+        doc = _read_json(path, what)
+        if not isinstance(doc, dict):
+            raise UserError(f"{path}: expected {what}, got a JSON {type(doc).__name__}")
+        for key in ("images", "annotations"):
+            if not isinstance(doc.get(key), list):
+                raise UserError(f"{path}: key {key!r} must hold a list; expected {what}")
+        for n, image in enumerate(doc["images"]):
+            _require(image, ("id", "file_name"), f"images[{n}]", path)
+        image_ids = {image["id"] for image in doc["images"]}
+        for n, ann in enumerate(doc["annotations"]):
+            _require(ann, ("id", "image_id", "caption"), f"annotations[{n}]", path)
+            if ann["image_id"] not in image_ids:
+                raise UserError(f"{path}: annotations[{n}] (id {ann['id']}) refers to image_id "
+                                f"{ann['image_id']}, which 'images' does not list")
+        # pycocotools announces its progress on stdout, which is the CLI's result table.
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO()
+            coco.dataset = doc
+            coco.createIndex()
+        paths: list[Path] = []
+        captions: list[list[str]] = []
+        uncaptioned: list[str] = []
+        for image_id in sorted(coco.imgs):
+            info = coco.imgs[image_id]
+            texts = [str(a["caption"]) for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id))]
+            if not texts:
+                uncaptioned.append(str(info["file_name"]))
+                continue
+            paths.append(root / info["file_name"])
+            captions.append(texts)
+        super().__init__("coco-captions", path, paths, captions, uncaptioned)
+
+
+class KarpathyCaptions(CaptionedImages):
+    """One split (``test``, ``val``, ``train`` or ``restval``) of Karpathy's ``dataset_*.json``."""
+
+    def __init__(self, split_file: str | Path, image_root: str | Path, split: str = "test"
+                 ) -> None:
+        path, root = Path(split_file), Path(image_root)
+        what = "Karpathy's caption split ({'images': [{'filepath', 'filename', 'split', " \
+               "'sentences'}]})"
+        doc = _read_json(path, what)
+        if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+            raise UserError(f"{path}: expected {what}")
+        paths: list[Path] = []
+        captions: list[list[str]] = []
+        uncaptioned: list[str] = []
+        splits: set[str] = set()
+        for n, image in enumerate(doc["images"]):
+            _require(image, ("filename", "split", "sentences"), f"images[{n}]", path)
+            splits.add(str(image["split"]))
+            if image["split"] != split:
+                continue
+            # Flickr30k's and Flickr8k's files have no filepath: images sit in the root.
+            rel = Path(image.get("filepath") or "") / image["filename"]
+            texts = []
+            for s, sentence in enumerate(image["sentences"]):
+                _require(sentence, ("raw",), f"images[{n}].sentences[{s}]", path)
+                texts.append(str(sentence["raw"]))
+            if not texts:
+                uncaptioned.append(str(rel))
+                continue
+            paths.append(root / rel)
+            captions.append(texts)
+        if not paths and not uncaptioned:
+            raise UserError(f"{path}: no image has split {split!r}; the file's splits are "
+                            f"{sorted(splits)}")
+        super().__init__(f"karpathy-{split}", path, paths, captions, uncaptioned)
