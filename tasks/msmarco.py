@@ -1,0 +1,349 @@
+"""MS MARCO passage ranking (dev, small): a text encoder embeds 8.8M passages and 6,980 queries;
+passages are ranked by cosine similarity with faiss and scored by MRR@10 (main), recall@50,
+recall@1000 and nDCG@10 (``itra_bench/protocols/ranking.py`` defines them).
+
+Passages stream from ``collection.tsv`` in batches into a float16 store on disk
+(``itra_bench/passage_store.py``) in the feature cache folder, keyed by the model fingerprint
+and the collection's identity; an interrupted encoding resumes where it stopped. Without a
+cache (``--no-cache``) the store lives in the results folder until the task finishes.
+
+Task options (``--task-option key=value``; the card sets the defaults):
+
+- ``max_passages=N`` (also ``--max-passages N``): a quick run on N passages: every passage
+  named in the qrels plus others drawn at random (fixed by ``--seed``); a separate result.
+- ``index=flat|ivf``: exact search (``IndexFlatIP``, default) or ``IndexIVFFlat``;
+  ``nlist=N`` and ``nprobe=N`` set the IVF cells and the cells searched.
+- ``block_rows=N``: passages searched per exact-search block (memory: N x dim x 4 bytes).
+- ``save_run=1``: write the ranking as ``<variant>.run.tsv`` (``qid<TAB>pid<TAB>rank``, MS
+  MARCO's run format) beside the result.
+
+Own files in the same format: a task file with ``protocol: msmarco_passage`` and the keys of
+``tasks/cards/msmarco-passage-dev.yaml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from itra_bench import hookimpl
+from itra_bench.context import RunContext
+from itra_bench.datasets.msmarco import (
+    LAYOUT,
+    iter_collection,
+    read_qrels,
+    read_queries,
+    scan_collection,
+)
+from itra_bench.encoding import encode_texts
+from itra_bench.errors import UserError
+from itra_bench.feature_cache import cache_key
+from itra_bench.model import TEXT, EncoderModel
+from itra_bench.passage_store import PassageStore
+from itra_bench.protocols.ranking import (
+    faiss_gpu_available,
+    ranked_lists,
+    ranking_metrics,
+    search_inner_product,
+)
+from itra_bench.task import Task, TaskResult, Variant
+from itra_bench.yaml_tasks import check_fields
+
+PROTOCOL = "msmarco_passage"
+CARDS_DIR = Path(__file__).parent / "cards"
+INDEXES = ("flat", "ivf")
+
+#: Task-file keys: (type, required, default).
+SCHEMA: dict[str, tuple[Any, bool, Any]] = {
+    "name": (str, True, None),
+    "protocol": (str, True, None),
+    "description": (str, False, ""),
+    "suites": (list, False, []),
+    "collection": (str, True, None),
+    "queries": (str, True, None),
+    "qrels": (str, True, None),
+    "depth": (int, False, 1000),
+    "index": (str, False, "flat"),
+    "nlist": (int, False, 4096),
+    "nprobe": (int, False, 32),
+    "query_prefix": (str, False, ""),
+    "passage_prefix": (str, False, ""),
+}
+
+
+def _positive_int(options: Mapping[str, Any], key: str, default: int | None) -> int | None:
+    raw = options.get(key, default)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if value <= 0:
+        raise UserError(f"--task-option {key}={raw}: expected a positive integer")
+    return value
+
+
+def _flag(options: Mapping[str, Any], key: str) -> bool:
+    raw = options.get(key, False)
+    if isinstance(raw, bool):
+        return raw
+    if str(raw).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(raw).lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise UserError(f"--task-option {key}={raw}: expected 1/0 (or true/false)")
+
+
+@dataclass
+class SearchSettings:
+    """The search of one run: index type and its parameters, and the optional subset size."""
+
+    index: str
+    nlist: int
+    nprobe: int
+    max_passages: int | None
+    block_rows: int
+
+    @property
+    def variant(self) -> str:
+        """``flat``, ``ivf4096-nprobe32``, with ``-max10000`` for a subset run."""
+        name = self.index if self.index == "flat" else f"ivf{self.nlist}-nprobe{self.nprobe}"
+        return name + (f"-max{self.max_passages}" if self.max_passages else "")
+
+
+def _collection_identity(path: Path) -> dict[str, Any]:
+    """What identifies a collection file without reading its gigabytes."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def select_rows(all_pids: np.ndarray, judged: np.ndarray, max_passages: int | None,
+                seed: int) -> tuple[np.ndarray | None, int]:
+    """Collection records to encode, and how many judged pids the collection lacks.
+
+    None means all records. Otherwise every record whose pid is in ``judged`` is kept, and
+    others are drawn at random with ``seed`` up to ``max_passages`` in all (sorted records).
+    """
+    is_judged = np.zeros(len(all_pids), dtype=bool)
+    step = 1 << 20
+    for start in range(0, len(all_pids), step):
+        is_judged[start:start + step] = np.isin(all_pids[start:start + step], judged)
+    missing = len(judged) - int(is_judged.sum())
+    if max_passages is None or max_passages >= len(all_pids):
+        return None, missing
+    judged_rows = np.flatnonzero(is_judged)
+    others = np.flatnonzero(~is_judged)
+    extra = max(0, max_passages - len(judged_rows))
+    chosen = np.random.default_rng(seed).choice(others, size=extra, replace=False)
+    return np.sort(np.concatenate([judged_rows, chosen])), missing
+
+
+def encode_collection(model: EncoderModel, collection: Path, store: PassageStore,
+                      ctx: RunContext, prefix: str = "") -> None:
+    """Embed the store's passages from ``collection`` batch by batch into ``store``,
+    continuing after the rows a previous, interrupted run wrote."""
+    rows = store.source_rows()
+    done = store.rows_done
+    batch: list[str] = []
+
+    def flush() -> None:
+        with torch.inference_mode(), ctx.autocast():
+            vectors = F.normalize(model.encode_text(batch).float(), dim=-1)
+        store.append(vectors.cpu().numpy())
+        bar.advance(len(batch))
+        batch.clear()
+
+    with ctx.progress.bar("encode passages", total=store.num_passages,
+                          unit="passages") as bar:
+        bar.advance(done)
+        position = 0  # next store row
+        try:
+            for record, (_, text) in enumerate(iter_collection(collection)):
+                if position >= store.num_passages:
+                    break
+                if rows is not None and record != rows[position]:
+                    continue
+                position += 1
+                if position <= done:
+                    continue
+                batch.append(prefix + text)
+                if len(batch) == ctx.batch_size:
+                    flush()
+            if batch:
+                flush()
+        finally:
+            store.close()
+    store.finish()
+
+
+@dataclass
+class MSMarcoPassageTask(Task):
+    """Passage ranking on MS MARCO-format files (collection, queries, qrels)."""
+
+    name: str = ""
+    collection: str = "msmarco/collection.tsv"
+    queries: str = "msmarco/queries.dev.small.tsv"
+    qrels: str = "msmarco/qrels.dev.small.tsv"
+    depth: int = 1000
+    index: str = "flat"
+    nlist: int = 4096
+    nprobe: int = 32
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    suites: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.protocol = PROTOCOL
+        self.main_score = "mrr@10"
+        self.modalities = frozenset({TEXT})
+        self.layout = (f"{LAYOUT}; this task reads {self.collection}, {self.queries} and "
+                       f"{self.qrels} under --data-root")
+
+    def settings(self, options: Mapping[str, Any]) -> SearchSettings:
+        """This run's search settings: task options over the card's defaults."""
+        index = str(options.get("index", self.index))
+        if index not in INDEXES:
+            raise UserError(f"--task-option index={index}: expected one of {', '.join(INDEXES)}")
+        return SearchSettings(
+            index=index, nlist=_positive_int(options, "nlist", self.nlist) or self.nlist,
+            nprobe=_positive_int(options, "nprobe", self.nprobe) or self.nprobe,
+            max_passages=_positive_int(options, "max_passages", None),
+            block_rows=_positive_int(options, "block_rows", 262_144) or 262_144)
+
+    def variants(self, options: Mapping[str, Any]) -> list[Variant]:
+        return [Variant(self.settings(options).variant)]
+
+    def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
+        return [Path(data_root) / f for f in (self.collection, self.queries, self.qrels)]
+
+    def _store(self, model: EncoderModel, ctx: RunContext, collection: Path,
+               settings: SearchSettings, judged: np.ndarray) -> PassageStore:
+        identity = _collection_identity(collection)
+        subset = None
+        if settings.max_passages:
+            subset = {"max_passages": settings.max_passages, "seed": ctx.seed,
+                      "judged": cache_key(pids=judged.tolist())}
+        key = cache_key(kind="msmarco-passages", model=model.fingerprint, collection=identity,
+                        subset=subset, prefix=self.passage_prefix, precision=ctx.precision)
+        root = (ctx.cache.root / "passages" / key if ctx.cache is not None
+                else ctx.output_dir / f".passage-store-{key[:16]}")
+        return PassageStore(root, key, info={"model": model.name, "collection": identity,
+                                             "subset": subset})
+
+    def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        settings = self.settings(ctx.options)
+        collection = Path(ctx.data_root) / self.collection
+        qrels = read_qrels(Path(ctx.data_root) / self.qrels)
+        queries = read_queries(Path(ctx.data_root) / self.queries)
+        qids = sorted(q for q, judged in qrels.items() if any(r > 0 for r in judged.values()))
+        lacking = [q for q in qids if q not in queries]
+        if lacking:
+            raise UserError(f"{ctx.data_root / self.queries}: {len(lacking)} queries of the "
+                            f"qrels have no text (qids {lacking[:5]}); use the queries file "
+                            f"that goes with {self.qrels}")
+        judged = np.array(sorted({p for judged in qrels.values() for p in judged}), np.int64)
+
+        store = self._store(model, ctx, collection, settings, judged)
+        if not store.complete:
+            if not store.started:
+                store.root.mkdir(parents=True, exist_ok=True)
+                scan = store.root / "scan-pids.i64"
+                count = scan_collection(collection, scan)
+                if count == 0:
+                    raise UserError(f"{collection}: no passages (expected {LAYOUT})")
+                all_pids = np.memmap(scan, dtype=np.int64, mode="r", shape=(count,))
+                rows, missing = select_rows(all_pids, judged, settings.max_passages, ctx.seed)
+                store.start(all_pids if rows is None else all_pids[rows], rows,
+                            judged_missing=missing)
+                del all_pids
+                scan.unlink()
+            encode_collection(model, collection, store, ctx, self.passage_prefix)
+        missing = int(store.meta["judged_missing"]) if store.meta else 0
+        if missing:
+            ctx.console.print(f"[yellow]{self.name}: {missing} passages named in the qrels are "
+                              f"not in {collection}[/]")
+
+        texts = [self.query_prefix + queries[q] for q in qids]
+        query_vectors = encode_texts(model, texts, ctx, "encode queries").numpy()
+        use_gpu = ctx.device.type == "cuda" and faiss_gpu_available()
+        with ctx.progress.bar(f"search ({settings.index})", total=store.num_passages,
+                              unit="passages") as bar:
+            scores, rows = search_inner_product(
+                store, query_vectors, self.depth, index=settings.index, nlist=settings.nlist,
+                nprobe=settings.nprobe, block_rows=settings.block_rows, use_gpu=use_gpu,
+                seed=ctx.seed, advance=bar.advance)
+        ranked = ranked_lists(scores, rows, store.pids, qids)
+        metrics = ranking_metrics(ranked, qrels)
+        details: dict[str, Any] = {
+            "num_queries": len(qids), "num_passages": store.num_passages,
+            "index": settings.index, "faiss_gpu": use_gpu, "depth": self.depth,
+        }
+        if settings.index == "ivf":
+            details.update(nlist=settings.nlist, nprobe=settings.nprobe)
+        if settings.max_passages:
+            details.update(max_passages=settings.max_passages, subset_seed=ctx.seed)
+        if missing:
+            details["judged_passages_missing"] = missing
+        if _flag(ctx.options, "save_run"):
+            details["run_file"] = str(self._save_run(ranked, ctx, settings.variant))
+        if ctx.cache is None:
+            store.remove()
+        else:
+            details["passage_store"] = str(store.root)
+        return TaskResult(metrics, self.main_score, len(qids), details)
+
+    @staticmethod
+    def _save_run(ranked: Mapping[int, list[int]], ctx: RunContext, variant: str) -> Path:
+        from itra_bench.atomic_io import atomic_write
+
+        path = ctx.output_dir / f"{variant}.run.tsv"
+
+        def write(f: Any) -> None:
+            for qid, pids in ranked.items():
+                f.write("".join(f"{qid}\t{pid}\t{rank}\n"
+                                for rank, pid in enumerate(pids, start=1)).encode())
+
+        return atomic_write(path, write)
+
+
+def task_from_file(doc: dict[str, Any], path: Path) -> MSMarcoPassageTask:
+    """A passage-ranking task from a task file or card (``protocol: msmarco_passage``)."""
+    values = check_fields(doc, SCHEMA, path, f"protocol {PROTOCOL}")
+    if values["index"] not in INDEXES:
+        raise UserError(f"{path}: key 'index' must be one of {', '.join(INDEXES)}")
+    for key in ("depth", "nlist", "nprobe"):
+        if values[key] < 1:
+            raise UserError(f"{path}: key {key!r} must be a positive integer")
+    if values["depth"] < 1000:
+        # recall@1000 needs 1000 ranked passages per query
+        raise UserError(f"{path}: key 'depth' must be at least 1000 (recall@1000)")
+    values.pop("protocol")
+    values["suites"] = tuple(values["suites"])
+    return MSMarcoPassageTask(**values)
+
+
+def builtin_tasks() -> list[Task]:
+    """The tasks of the shipped cards."""
+    tasks: list[Task] = []
+    for card in sorted(CARDS_DIR.glob("msmarco*.yaml")):
+        tasks.append(task_from_file(yaml.safe_load(card.read_text()), card))
+    return tasks
+
+
+@hookimpl
+def itra_bench_tasks() -> list[Task]:
+    return builtin_tasks()
+
+
+@hookimpl
+def itra_bench_task_file_protocols() -> dict[str, Any]:
+    return {PROTOCOL: task_from_file}
