@@ -1,0 +1,274 @@
+"""Semantic textual similarity: STS12-16, STS Benchmark and SICK-R, read as SentEval reads them.
+
+Each sentence pair is scored by the cosine similarity of its two embeddings, and the scores are
+correlated with the human ones (:mod:`itra_bench.protocols.similarity`). Main score:
+``spearman`` over all pairs of the task pooled, the number SimCSE's SentEval reports as
+``all`` for STS12-16 (for STS-B and SICK-R it is the test file's Spearman, as SimCSE reports).
+SentEval's ``wmean`` and ``mean`` over the files come beside it.
+
+Data layout under ``--data-root``: SentEval's ``data/downstream`` folder, as its
+``data/get_transfer_data.bash`` leaves it (paths from SentEval's ``senteval/engine.py``):
+``STS/STS12-en-test`` ... ``STS/STS16-en-test``, ``STS/STSBenchmark/sts-test.csv`` and
+``SICK/SICK_test_annotated.txt``. Like SentEval, sentences are split on whitespace and joined
+with single spaces before encoding (SimCSE's batcher), and STS pairs whose gold line is empty
+are skipped (counted in the result's details).
+
+Cards: ``tasks/cards/{sts12,...,sts16,stsb,sickr}.yaml``. A task file with ``protocol: sts``
+evaluates other files in the same formats::
+
+    name: my-sts
+    protocol: sts
+    format: stsbenchmark       # senteval | stsbenchmark | sick
+    root: STS/STSBenchmark     # folder, relative to --data-root
+    files: [sts-dev.csv]       # senteval: the <name> of STS.input.<name>.txt
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from itra_bench import hookimpl
+from itra_bench.context import RunContext
+from itra_bench.encoding import encode_texts
+from itra_bench.errors import UserError
+from itra_bench.model import TEXT, EncoderModel
+from itra_bench.protocols.similarity import (
+    correlation,
+    paired_cosine,
+    sts_correlations,
+    unique_texts,
+)
+from itra_bench.task import Task, TaskResult
+from itra_bench.yaml_tasks import check_fields, load_task_file
+
+PROTOCOL = "sts"
+FORMATS = ("senteval", "stsbenchmark", "sick")
+CARDS = Path(__file__).parent / "cards"
+BUILTIN = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
+
+_SCHEMA = {
+    "name": (str, True, None),
+    "protocol": (str, True, None),
+    "description": (str, False, ""),
+    "suites": (list, False, []),
+    "format": (str, True, None),
+    "root": (str, True, None),
+    "files": (list, True, None),
+}
+
+
+@dataclass
+class ScoredPairs:
+    """The scored sentence pairs of one file; ``unscored`` pairs (empty gold line) are not in
+    the lists."""
+
+    name: str
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: list[float]
+    unscored: int = 0
+
+
+def _normalise(sentence: str) -> str:
+    # SentEval splits sentences on whitespace and SimCSE's batcher joins the words with one
+    # space: encoders see the same strings here.
+    return " ".join(sentence.split())
+
+
+def _score(raw: str, path: Path, lineno: int, column: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise UserError(f"{path}:{lineno}: {column} {raw!r} is not a number; fix or remove "
+                        "the line") from None
+
+
+def read_senteval_sts(folder: Path, name: str) -> ScoredPairs:
+    """One SemEval STS file pair: ``STS.input.<name>.txt`` (sentence1 TAB sentence2) and
+    ``STS.gs.<name>.txt`` (one gold score a line; an empty line leaves the pair unscored)."""
+    inputs = folder / f"STS.input.{name}.txt"
+    gold = folder / f"STS.gs.{name}.txt"
+    in_lines = inputs.read_text(encoding="utf-8").splitlines()
+    gs_lines = gold.read_text(encoding="utf-8").splitlines()
+    if len(in_lines) != len(gs_lines):
+        raise UserError(f"{inputs} has {len(in_lines)} lines but {gold} has {len(gs_lines)}: "
+                        "the gold file needs one line (a score, or empty) per sentence pair")
+    pairs = ScoredPairs(name, [], [], [])
+    for lineno, (line, raw) in enumerate(zip(in_lines, gs_lines, strict=True), start=1):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise UserError(f"{inputs}:{lineno}: expected 2 tab-separated sentences, found "
+                            f"{len(fields)} fields")
+        if not raw.strip():
+            pairs.unscored += 1
+            continue
+        pairs.scores.append(_score(raw, gold, lineno, "gold score"))
+        pairs.sentences1.append(_normalise(fields[0]))
+        pairs.sentences2.append(_normalise(fields[1]))
+    return pairs
+
+
+def read_stsbenchmark(path: Path) -> ScoredPairs:
+    """STS Benchmark's csv as SentEval reads it: tab-separated, no header, no quoting;
+    genre, file, year, id, score, sentence1, sentence2 (later columns ignored)."""
+    pairs = ScoredPairs(path.name, [], [], [])
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.strip().split("\t")
+        if len(fields) < 7:
+            raise UserError(f"{path}:{lineno}: expected at least 7 tab-separated columns "
+                            "(genre, file, year, id, score, sentence1, sentence2), found "
+                            f"{len(fields)}")
+        pairs.scores.append(_score(fields[4], path, lineno, "score (column 5)"))
+        pairs.sentences1.append(_normalise(fields[5]))
+        pairs.sentences2.append(_normalise(fields[6]))
+    return pairs
+
+
+def read_sick(path: Path) -> ScoredPairs:
+    """SICK as SentEval reads it: tab-separated, a header line; pair_ID, sentence_A,
+    sentence_B, relatedness_score, entailment_judgment (later columns ignored)."""
+    pairs = ScoredPairs(path.name, [], [], [])
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fields = line.strip().split("\t")
+        if len(fields) < 4:
+            raise UserError(f"{path}:{lineno}: expected at least 4 tab-separated columns "
+                            "(pair_ID, sentence_A, sentence_B, relatedness_score), found "
+                            f"{len(fields)}")
+        if lineno == 1 and not _is_number(fields[3]):
+            continue  # the header (SentEval skips the first line)
+        pairs.scores.append(_score(fields[3], path, lineno, "relatedness_score (column 4)"))
+        pairs.sentences1.append(_normalise(fields[1]))
+        pairs.sentences2.append(_normalise(fields[2]))
+    return pairs
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class STSTask(Task):
+    """Cosine similarity of sentence pairs against human scores, over one or more files."""
+
+    name: str = ""
+    format: str = "senteval"
+    root: str = ""
+    files: tuple[str, ...] = ()
+    suites: tuple[str, ...] = ()
+    description: str = ""
+    modalities: frozenset[str] = field(default_factory=lambda: frozenset({TEXT}))
+    protocol: str = PROTOCOL
+    main_score: str = "spearman"
+    layout: str = ""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format {self.format!r}: choose one of {FORMATS}")
+        self.files = tuple(self.files)
+        self.suites = tuple(self.suites)
+        if not self.layout:
+            self.layout = self._layout()
+
+    def _layout(self) -> str:
+        if self.format == "senteval":
+            return (f"{self.root}/STS.input.<name>.txt and {self.root}/STS.gs.<name>.txt for "
+                    f"<name> in {', '.join(self.files)} (SentEval's data/downstream layout: "
+                    "input = sentence1<TAB>sentence2 per line; gold = one score per line, an "
+                    "empty line = unscored pair, skipped)")
+        what = ("STS Benchmark as SentEval reads it: tab-separated, no header; genre, file, "
+                "year, id, score, sentence1, sentence2"
+                if self.format == "stsbenchmark" else
+                "SICK as SentEval reads it: tab-separated with a header; pair_ID, sentence_A, "
+                "sentence_B, relatedness_score, entailment_judgment")
+        return f"{', '.join(f'{self.root}/{f}' for f in self.files)} ({what})"
+
+    def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
+        folder = data_root / self.root
+        if self.format == "senteval":
+            return [folder / f"STS.{kind}.{name}.txt" for name in self.files
+                    for kind in ("input", "gs")]
+        return [folder / f for f in self.files]
+
+    def load(self, data_root: Path) -> list[ScoredPairs]:
+        """The scored pairs of every file, in the card's order."""
+        folder = data_root / self.root
+        if self.format == "senteval":
+            return [read_senteval_sts(folder, name) for name in self.files]
+        reader = read_stsbenchmark if self.format == "stsbenchmark" else read_sick
+        return [reader(folder / f) for f in self.files]
+
+    def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        files = self.load(ctx.data_root)
+        texts = [t for p in files for t in (*p.sentences1, *p.sentences2)]
+        distinct, index = unique_texts(texts)
+        features = encode_texts(model, distinct, ctx, f"encode {self.name} sentences")[index]
+        system, gold, per_file = [], [], {}
+        start = 0
+        for p in files:
+            n = len(p.scores)
+            first = features[start:start + n]
+            second = features[start + n:start + 2 * n]
+            start += 2 * n
+            if n < 2:
+                raise ValueError(f"{p.name} has {n} scored pair(s); a correlation needs 2")
+            cos = paired_cosine(first, second)
+            scores = torch.tensor(p.scores, dtype=torch.float64)
+            c = correlation(cos, scores)
+            system.append(cos)
+            gold.append(scores)
+            per_file[p.name] = {"spearman": c.spearman, "pearson": c.pearson, "num_pairs": n,
+                                "unscored_pairs": p.unscored}
+        metrics = sts_correlations(system, gold)
+        details = {
+            "per_file": per_file,
+            "unscored_pairs": sum(p.unscored for p in files),
+            "aggregation": "spearman/pearson: all pairs pooled (SimCSE's 'all'); _wmean: "
+                           "per-file correlations weighted by pairs (SentEval's 'wmean'); "
+                           "_mean: unweighted (SentEval's 'mean')",
+        }
+        return TaskResult(metrics, self.main_score, sum(len(p.scores) for p in files), details)
+
+
+def sts_task_from_file(doc: dict[str, Any], path: Path) -> STSTask:
+    """Build an STS task from a task file or card (``protocol: sts``)."""
+    values = check_fields(doc, _SCHEMA, path, f"protocol {PROTOCOL}")
+    if values["format"] not in FORMATS:
+        raise UserError(f"{path}: key 'format' must be one of {', '.join(FORMATS)}, got "
+                        f"{values['format']!r}")
+    if not values["files"]:
+        raise UserError(f"{path}: key 'files' must list at least one file")
+    return STSTask(name=values["name"], format=values["format"], root=values["root"],
+                   files=tuple(values["files"]), suites=tuple(values["suites"]),
+                   description=values["description"])
+
+
+@lru_cache(maxsize=1)
+def builtin_tasks() -> tuple[Task, ...]:
+    """The STS tasks of the shipped cards."""
+    return tuple(load_task_file(CARDS / f"{name}.yaml", {PROTOCOL: sts_task_from_file})
+                 for name in BUILTIN)
+
+
+@hookimpl
+def itra_bench_tasks() -> list[Task]:
+    return list(builtin_tasks())
+
+
+@hookimpl
+def itra_bench_task_file_protocols() -> dict[str, Any]:
+    return {PROTOCOL: sts_task_from_file}
