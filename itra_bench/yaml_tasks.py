@@ -18,7 +18,7 @@ Example (retrieval on the trainer's caption table)::
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +145,12 @@ def load_task_file(path: str | Path,
         classnames=values["classnames"], templates=values["templates"], knn_k=values["k"],
         knn_weighting=values["weighting"], knn_temperature=float(values["temperature"]),
         **common)
+
+
+def load_cards(names: Iterable[str],
+               protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]]) -> list[Task]:
+    """The built-in tasks of the shipped cards ``itra_bench/tasks/cards/<name>.yaml``, read
+    and validated exactly as a user's task file of the same protocol."""
+    from itra_bench.tasks import CARDS_DIR
+
+    return [load_task_file(CARDS_DIR / f"{name}.yaml", protocols) for name in names]

@@ -30,8 +30,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
 from itra_bench.datasets.coco_captions import (
@@ -45,9 +43,8 @@ from itra_bench.errors import UserError
 from itra_bench.generic_tasks import RetrievalTask
 from itra_bench.model import EncoderModel
 from itra_bench.task import Task, TaskResult
-from itra_bench.yaml_tasks import Schema, check_fields
+from itra_bench.yaml_tasks import Schema, check_fields, load_cards
 
-CARDS = Path(__file__).parent / "cards"
 BUILTIN_CARDS = ("coco2017-retrieval", "coco-karpathy-5k")
 
 _COMMON: Schema = {
@@ -153,16 +150,9 @@ FACTORIES: dict[str, Callable[[dict[str, Any], Path], Task]] = {
 }
 
 
-def load_card(name: str) -> Task:
-    """A built-in task from its card ``tasks/cards/<name>.yaml``."""
-    path = CARDS / f"{name}.yaml"
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return FACTORIES[doc["protocol"]](doc, path)
-
-
 @hookimpl
 def itra_bench_tasks() -> list[Task]:
-    return [load_card(name) for name in BUILTIN_CARDS]
+    return load_cards(BUILTIN_CARDS, FACTORIES)
 
 
 @hookimpl

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
@@ -54,10 +53,10 @@ from itra_bench.protocols.ranking import (
     search_inner_product,
 )
 from itra_bench.task import Task, TaskResult, Variant
-from itra_bench.yaml_tasks import check_fields
+from itra_bench.yaml_tasks import check_fields, load_cards
 
 PROTOCOL = "msmarco_passage"
-CARDS_DIR = Path(__file__).parent / "cards"
+BUILTIN_CARDS = ("msmarco-passage-dev",)
 INDEXES = ("flat", "ivf")
 
 #: Task-file keys: (type, required, default).
@@ -331,17 +330,9 @@ def task_from_file(doc: dict[str, Any], path: Path) -> MSMarcoPassageTask:
     return MSMarcoPassageTask(**values)
 
 
-def builtin_tasks() -> list[Task]:
-    """The tasks of the shipped cards."""
-    tasks: list[Task] = []
-    for card in sorted(CARDS_DIR.glob("msmarco*.yaml")):
-        tasks.append(task_from_file(yaml.safe_load(card.read_text()), card))
-    return tasks
-
-
 @hookimpl
 def itra_bench_tasks() -> list[Task]:
-    return builtin_tasks()
+    return load_cards(BUILTIN_CARDS, {PROTOCOL: task_from_file})
 
 
 @hookimpl

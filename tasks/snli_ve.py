@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
@@ -50,9 +49,8 @@ from itra_bench.protocols.entailment import (
     train_transfer_classifier,
 )
 from itra_bench.task import Task, TaskResult
-from itra_bench.yaml_tasks import Schema, check_fields
+from itra_bench.yaml_tasks import Schema, check_fields, load_cards
 
-CARDS = Path(__file__).parent / "cards"
 BUILTIN_CARDS = ("snli-ve-zeroshot", "snli-ve-transfer")
 METHODS = {"snli_ve_zeroshot": "zeroshot", "snli_ve_transfer": "transfer"}
 LAYOUT = ("{train}{dev}, {test}: SNLI-VE JSONL, one pair a line with 'Flickr30K_ID', "
@@ -311,15 +309,9 @@ def snli_ve_task(doc: dict[str, Any], path: Path) -> Task:
     return SnliVeTask(method=method, train=values["train"], transfer=config, **common)
 
 
-def load_card(name: str) -> Task:
-    """A built-in task from its card ``tasks/cards/<name>.yaml``."""
-    path = CARDS / f"{name}.yaml"
-    return snli_ve_task(yaml.safe_load(path.read_text(encoding="utf-8")), path)
-
-
 @hookimpl
 def itra_bench_tasks() -> list[Task]:
-    return [load_card(name) for name in BUILTIN_CARDS]
+    return load_cards(BUILTIN_CARDS, dict.fromkeys(METHODS, snli_ve_task))
 
 
 @hookimpl

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +44,10 @@ from itra_bench.protocols.similarity import (
     unique_texts,
 )
 from itra_bench.task import Task, TaskResult
-from itra_bench.yaml_tasks import check_fields, load_task_file
+from itra_bench.yaml_tasks import check_fields, load_cards
 
 PROTOCOL = "sts"
 FORMATS = ("senteval", "stsbenchmark", "sick")
-CARDS = Path(__file__).parent / "cards"
 BUILTIN = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
 
 _SCHEMA = {
@@ -257,16 +255,9 @@ def sts_task_from_file(doc: dict[str, Any], path: Path) -> STSTask:
                    description=values["description"])
 
 
-@lru_cache(maxsize=1)
-def builtin_tasks() -> tuple[Task, ...]:
-    """The STS tasks of the shipped cards."""
-    return tuple(load_task_file(CARDS / f"{name}.yaml", {PROTOCOL: sts_task_from_file})
-                 for name in BUILTIN)
-
-
 @hookimpl
 def itra_bench_tasks() -> list[Task]:
-    return list(builtin_tasks())
+    return load_cards(BUILTIN, {PROTOCOL: sts_task_from_file})
 
 
 @hookimpl

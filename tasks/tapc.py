@@ -39,7 +39,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 from itra_bench import hookimpl
 from itra_bench.atomic_io import atomic_write_json
@@ -58,12 +57,11 @@ from itra_bench.model import IMAGE, TEXT, EncoderModel
 from itra_bench.protocols.vqa_accuracy import vqa_accuracy, vqa_accuracy_metrics
 from itra_bench.task import Task, TaskResult
 from itra_bench.vqa_statements import Statement, statement_for
-from itra_bench.yaml_tasks import check_fields
+from itra_bench.yaml_tasks import check_fields, load_cards
 
 PROTOCOL = "tapc-vqa"
 SUITE = "tapc"
-CARDS = Path(__file__).parent / "cards"
-CARD_FILES = ("tapc-vqav2-val.yaml",)
+BUILTIN_CARDS = ("tapc-vqav2-val",)
 ANSWER_TYPE_SOURCES = ("annotations", "rules")
 YES_NO, NUMBER, OTHER = "yes/no", "number", "other"
 #: A numeric candidate: digits, optionally with a decimal part ("2", "10", "1.5").
@@ -290,14 +288,9 @@ def task_from_doc(doc: dict[str, Any], path: Path) -> TapcVQATask:
                        answer_types=values["answer_types"])
 
 
-def load_card(path: Path) -> TapcVQATask:
-    """A task from a YAML card shipped with the package."""
-    return task_from_doc(yaml.safe_load(path.read_text(encoding="utf-8")), path)
-
-
 @hookimpl
 def itra_bench_tasks() -> list[Task]:
-    return [load_card(CARDS / name) for name in CARD_FILES]
+    return load_cards(BUILTIN_CARDS, {PROTOCOL: task_from_doc})
 
 
 @hookimpl

@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,9 @@ from itra_bench.errors import UserError
 from itra_bench.model import TEXT, EncoderModel
 from itra_bench.protocols.similarity import triplet_accuracy, unique_texts
 from itra_bench.task import Task, TaskResult
-from itra_bench.yaml_tasks import check_fields, load_task_file
+from itra_bench.yaml_tasks import check_fields, load_cards
 
 PROTOCOL = "triplets"
-CARDS = Path(__file__).parent / "cards"
 BUILTIN = ("wikisections",)
 
 _SCHEMA = {
@@ -159,16 +157,9 @@ def triplet_task_from_file(doc: dict[str, Any], path: Path) -> TripletTask:
                        suites=tuple(values["suites"]), description=values["description"])
 
 
-@lru_cache(maxsize=1)
-def builtin_tasks() -> tuple[Task, ...]:
-    """The triplet tasks of the shipped cards."""
-    return tuple(load_task_file(CARDS / f"{name}.yaml", {PROTOCOL: triplet_task_from_file})
-                 for name in BUILTIN)
-
-
 @hookimpl
 def itra_bench_tasks() -> list[Task]:
-    return list(builtin_tasks())
+    return load_cards(BUILTIN, {PROTOCOL: triplet_task_from_file})
 
 
 @hookimpl

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +48,9 @@ from itra_bench.errors import UserError
 from itra_bench.model import TEXT, EncoderModel
 from itra_bench.protocols.similarity import correlation, paired_cosine, unique_texts
 from itra_bench.task import Task, TaskResult
-from itra_bench.yaml_tasks import check_fields, load_task_file
+from itra_bench.yaml_tasks import check_fields, load_cards
 
 PROTOCOL = "wordsim"
-CARDS = Path(__file__).parent / "cards"
 BUILTIN = ("rg65", "simlex999", "wordsim353")
 SEPARATORS = ("auto", "\t", ";", ",", " ")
 #: Unusable lines shown in the details (all are counted).
@@ -242,16 +240,9 @@ def wordsim_task_from_file(doc: dict[str, Any], path: Path) -> WordSimTask:
                        description=values["description"])
 
 
-@lru_cache(maxsize=1)
-def builtin_tasks() -> tuple[Task, ...]:
-    """The word-similarity tasks of the shipped cards."""
-    return tuple(load_task_file(CARDS / f"{name}.yaml", {PROTOCOL: wordsim_task_from_file})
-                 for name in BUILTIN)
-
-
 @hookimpl
 def itra_bench_tasks() -> list[Task]:
-    return list(builtin_tasks())
+    return load_cards(BUILTIN, {PROTOCOL: wordsim_task_from_file})
 
 
 @hookimpl
