@@ -80,3 +80,20 @@ class Task:
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
         """Evaluate ``model`` and return its metrics."""
         raise NotImplementedError
+
+
+def positive_int_option(options: Mapping[str, Any], key: str, default: int | None) -> int | None:
+    """Task option ``key`` as a positive integer (``default`` when absent); anything else is a
+    user error naming ``--task-option key=...``."""
+    from itra_bench.errors import UserError
+
+    raw = options.get(key, default)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if value <= 0:
+        raise UserError(f"--task-option {key}={raw}: expected a positive integer")
+    return value

@@ -27,7 +27,7 @@ from itra_bench.context import RunContext
 from itra_bench.encoding import encode_images, encode_texts
 from itra_bench.model import IMAGE, TEXT, EncoderModel
 from itra_bench.protocols.zeroshot import build_zeroshot_classifier
-from itra_bench.task import Task, TaskResult, Variant
+from itra_bench.task import Task, TaskResult, Variant, positive_int_option
 from itra_bench.threads import torch_threads
 from itra_bench.vision_benchmark.cards import DatasetCard, builtin_cards
 from itra_bench.vision_benchmark.few_shot import sample_few_shot
@@ -191,10 +191,10 @@ class ElevaterTask(Task):
         # ELEVATER's finetune command runs 1-shot as 2-shot, keeping the validation image out.
         sample, merge = elevater_probe_shots(shot)
         rows = sample_few_shot(train_y_all, sample, seed, self.card.num_classes)
-        cfg = FinetuneConfig(epochs=_int_option(options, "epochs", 10),
-                             extra_final_epochs=_int_option(options, "final_epochs", 50)
-                             - _int_option(options, "epochs", 10),
-                             batch_size=_int_option(options, "train_batch_size", 64),
+        cfg = FinetuneConfig(epochs=positive_int_option(options, "epochs", 10),
+                             extra_final_epochs=positive_int_option(options, "final_epochs", 50)
+                             - positive_int_option(options, "epochs", 10),
+                             batch_size=positive_int_option(options, "train_batch_size", 64),
                              merge_train_val=merge)
         head = None
         if _head_init(options) == "text":
@@ -231,20 +231,6 @@ def _head_init(options: Mapping[str, Any]) -> str:
     value = str(options.get("head_init", "random"))
     if value not in HEAD_INITS:
         raise UserError(f"--task-option head_init={value}: choose {' or '.join(HEAD_INITS)}")
-    return value
-
-
-def _int_option(options: Mapping[str, Any], key: str, default: int) -> int:
-    """A positive integer task option (``--task-option key=N``)."""
-    from itra_bench.errors import UserError
-
-    raw = options.get(key, default)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        value = 0
-    if value <= 0:
-        raise UserError(f"--task-option {key}={raw}: expected a positive integer")
     return value
 
 

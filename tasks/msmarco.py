@@ -52,7 +52,7 @@ from itra_bench.protocols.ranking import (
     ranking_metrics,
     search_inner_product,
 )
-from itra_bench.task import Task, TaskResult, Variant
+from itra_bench.task import Task, TaskResult, Variant, positive_int_option
 from itra_bench.yaml_tasks import check_fields, load_cards
 
 PROTOCOL = "msmarco_passage"
@@ -75,19 +75,6 @@ SCHEMA: dict[str, tuple[Any, bool, Any]] = {
     "query_prefix": (str, False, ""),
     "passage_prefix": (str, False, ""),
 }
-
-
-def _positive_int(options: Mapping[str, Any], key: str, default: int | None) -> int | None:
-    raw = options.get(key, default)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        value = 0
-    if value <= 0:
-        raise UserError(f"--task-option {key}={raw}: expected a positive integer")
-    return value
 
 
 def _flag(options: Mapping[str, Any], key: str) -> bool:
@@ -213,10 +200,10 @@ class MSMarcoPassageTask(Task):
         if index not in INDEXES:
             raise UserError(f"--task-option index={index}: expected one of {', '.join(INDEXES)}")
         return SearchSettings(
-            index=index, nlist=_positive_int(options, "nlist", self.nlist) or self.nlist,
-            nprobe=_positive_int(options, "nprobe", self.nprobe) or self.nprobe,
-            max_passages=_positive_int(options, "max_passages", None),
-            block_rows=_positive_int(options, "block_rows", 262_144) or 262_144)
+            index=index, nlist=positive_int_option(options, "nlist", self.nlist) or self.nlist,
+            nprobe=positive_int_option(options, "nprobe", self.nprobe) or self.nprobe,
+            max_passages=positive_int_option(options, "max_passages", None),
+            block_rows=positive_int_option(options, "block_rows", 262_144) or 262_144)
 
     def variants(self, options: Mapping[str, Any]) -> list[Variant]:
         return [Variant(self.settings(options).variant)]

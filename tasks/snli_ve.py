@@ -22,7 +22,6 @@ Task files (``protocol: snli_ve_zeroshot`` or ``snli_ve_transfer``) name their o
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from itra_bench.context import RunContext
 from itra_bench.datasets.image_source import ImageFiles
 from itra_bench.encoding import encode_images, encode_texts
 from itra_bench.errors import MissingDataError, UserError
+from itra_bench.fingerprint import files_identity
 from itra_bench.model import IMAGE, TEXT, EncoderModel
 from itra_bench.protocols.entailment import (
     LABELS,
@@ -119,14 +119,7 @@ class SplitImages(ImageFiles):
         order: dict[str, int] = {}
         self.row_of_pair = [order.setdefault(i, len(order)) for i in split.image_ids]
         self.paths = [image_root / f"{image_id}.jpg" for image_id in order]
-        digest = hashlib.sha256(f"{split.path.resolve()}\0".encode())
-        for p in self.paths:
-            try:
-                st = p.stat()
-                digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-            except OSError:
-                digest.update(f"{p}\0missing\0".encode())  # reported when decoded
-        self.identity = "snli-ve:" + digest.hexdigest()[:20]
+        self.identity = "snli-ve:" + files_identity(self.paths, salt=str(split.path.resolve()))
 
 
 def _index(texts: list[str]) -> tuple[list[str], torch.Tensor]:

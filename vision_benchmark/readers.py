@@ -43,7 +43,6 @@ multilabel ones; ``label_matrix()`` gives the ``[N, C]`` 0/1 matrix for either.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -58,6 +57,7 @@ from PIL import Image
 
 from itra_bench.datasets.image_source import ImageSource
 from itra_bench.errors import CorruptImageError, MissingDataError, UserError
+from itra_bench.fingerprint import files_identity
 from itra_bench.vision_benchmark.cards import DatasetCard
 
 __all__ = ["ElevaterSplit", "expected_layout", "missing_files", "open_split"]
@@ -179,15 +179,8 @@ class ElevaterSplit(ImageSource):
                                     *self._zip_paths]))
         files += [self.root / m for w, m in zip(self._where, self._members, strict=True)
                   if w < 0]
-        digest = hashlib.sha256(f"{card.name}\0{split}\0{card.format}\0".encode())
-        for p in files:
-            try:
-                st = p.stat()
-            except OSError:  # a plain image file that is gone: open_image will name it
-                digest.update(f"{p}\0missing\0".encode())
-                continue
-            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        self.identity = f"elevater:{card.name}:{split}:{digest.hexdigest()[:20]}"
+        ident = files_identity(files, salt=f"{card.name}\0{split}\0{card.format}")
+        self.identity = f"elevater:{card.name}:{split}:{ident}"
 
     def __len__(self) -> int:
         return len(self._members)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from itra_bench.datasets.image_source import ImageFiles
 from itra_bench.errors import MissingDataError, UserError
+from itra_bench.fingerprint import files_identity
 
 
 class CaptionsCSV(ImageFiles):
@@ -60,21 +61,11 @@ class CaptionsCSV(ImageFiles):
                 self.text_to_image.append(index_of[file])
         if not self.captions:
             raise UserError(f"{self.path} has a header but no caption rows.")
-        self.identity = "captions:" + _identity(self.path, self.paths)
+        # The table's bytes (captions, order) and every image's path, size and mtime.
+        table = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        self.identity = "captions:" + files_identity(
+            self.paths, salt=f"{self.path.resolve()}\0{table}")
 
 
 def _sep_name(separator: str) -> str:
     return {"\t": "tab", ",": "comma"}.get(separator, repr(separator))
-
-
-def _identity(table: Path, images: list[Path]) -> str:
-    """Digest of the table's location and bytes and of each image's path, size and mtime."""
-    digest = hashlib.sha256(f"{table.resolve()}\0".encode() + table.read_bytes())
-    for p in images:
-        try:
-            st = p.stat()
-            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        except OSError:
-            # A missing image is reported when it is decoded; it still shapes the identity.
-            digest.update(f"{p}\0missing\0".encode())
-    return digest.hexdigest()[:20]

@@ -19,7 +19,6 @@ it), so it is left out and counted in ``uncaptioned``; retrieval runs on the oth
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from itra_bench.datasets.image_source import ImageFiles
 from itra_bench.errors import MissingDataError, UserError
+from itra_bench.fingerprint import files_identity
 
 COCO_LAYOUT = ("{annotations}: COCO captions JSON ({{'images': [{{'id', 'file_name'}}], "
                "'annotations': [{{'image_id', 'caption'}}]}}); images at {images}/<file_name>")
@@ -60,19 +60,11 @@ class CaptionedImages(ImageFiles):
 
 
 def _images_identity(annotation_file: Path, paths: list[Path]) -> str:
-    """Digest of the annotation file's location and of each image's path, size and mtime.
+    """Identity of the annotation file's location and of each image's path, size and mtime.
 
     The captions are not part of it: they are encoded, and cached, as texts.
     """
-    digest = hashlib.sha256(f"{annotation_file.resolve()}\0".encode())
-    for p in paths:
-        try:
-            st = p.stat()
-            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        except OSError:
-            # A missing image is reported when it is decoded; it still shapes the identity.
-            digest.update(f"{p}\0missing\0".encode())
-    return digest.hexdigest()[:20]
+    return files_identity(paths, salt=str(annotation_file.resolve()))
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -27,6 +27,7 @@ from PIL import Image
 from itra_bench.datasets.image_source import ImageFiles, ImageSource
 from itra_bench.datasets.imagefolder import IMAGE_EXTENSIONS
 from itra_bench.errors import MissingDataError, UserError
+from itra_bench.fingerprint import files_identity
 
 SPLITS = ("train", "test")
 
@@ -104,12 +105,8 @@ def _missing(path: Path, title: str, layout: str, torchvision_name: str) -> Miss
 
 
 def _files_digest(paths: Sequence[Path]) -> str:
-    """Digest of each file's absolute path, size and modification time."""
-    digest = hashlib.sha256()
-    for p in paths:
-        st = p.stat()
-        digest.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-    return digest.hexdigest()[:20]
+    """Identity of each file's absolute path, size and modification time."""
+    return files_identity(p.resolve() for p in paths)
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
