@@ -156,8 +156,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def run(config: RunConfig, registry: Registry, console: Console | None = None,
-        show_progress: bool = True) -> list[Outcome]:
-    """Evaluate one model on the configured tasks; returns what happened to each."""
+        show_progress: bool = True, model: EncoderModel | None = None) -> list[Outcome]:
+    """Evaluate one model on the configured tasks; returns what happened to each.
+
+    ``model`` evaluates an already built model (the trainer's current weights) instead of
+    building ``config.model``; its ``name`` and ``fingerprint`` must then be set.
+    """
     console = console or Console(stderr=True)
     tasks = resolve_tasks(config.tasks, registry)
     data_root = Path(config.data_root).expanduser()
@@ -166,7 +170,8 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
         raise UserError("--precision amp_fp16 needs a CUDA device; use amp_bf16 or fp32 on CPU")
 
     _seed_everything(config.seed)
-    model = build_model(config, registry)
+    if model is None:
+        model = build_model(config, registry)
     runnable, outcomes = [], []
     for task in tasks:
         lacking = sorted(task.required_modalities(config.task_options) - model.modalities)

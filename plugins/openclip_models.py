@@ -41,6 +41,14 @@ SCHEME = "openclip"
 FOLDER_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin",
                   "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin")
 FOLDER_CONFIG = "open_clip_config.json"
+#: Architectures shipped with itra-bench (the demo's), registered with open_clip by name.
+PACKAGED_CONFIGS = Path(__file__).parent / "model_configs"
+
+
+def register_packaged_configs(open_clip: Any) -> None:
+    """Make the architectures in :data:`PACKAGED_CONFIGS` known to open_clip by file stem."""
+    if not any(p.stem in open_clip.list_models() for p in PACKAGED_CONFIGS.glob("*.json")):
+        open_clip.add_model_config(PACKAGED_CONFIGS)
 
 
 class OpenCLIPEncoder(EncoderModel):
@@ -75,6 +83,7 @@ def build_openclip(rest: str, options: ModelOptions) -> OpenCLIPEncoder:
     import open_clip
 
     spec = f"{SCHEME}:{rest}"
+    register_packaged_configs(open_clip)
     arch, _, at_part = rest.partition("@")
     if not arch:
         raise UserError(f"{spec}: name an architecture, e.g. openclip:ViT-B-32@/path/weights.pt "

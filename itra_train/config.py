@@ -1,0 +1,243 @@
+"""Training settings: yacs defaults, a YAML file (``--config``) and command-line overrides.
+
+Every setting has one name, used as the YAML key and, with ``-`` for ``_``, as the flag
+(``image_model_builder`` / ``--image-model-builder``). Values come from the defaults below,
+then the YAML file, then the flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from yacs.config import CfgNode
+
+from itra_bench.errors import UserError
+
+IMAGE_BUILDERS = ("openclip", "torchvision", "timm", "torchhub")
+TEXT_BUILDERS = ("openclip", "huggingface", "sbert")
+PRECISIONS = ("fp32", "amp_bf16", "amp")
+HEADS = ("auto", "none", "linear")
+
+
+def defaults() -> CfgNode:
+    """The default settings (a fresh, mutable copy)."""
+    c = CfgNode()
+    # Towers.
+    c.image_model_builder = "openclip"
+    c.image_model = "RN50"
+    c.image_model_tag = ""
+    c.pretrained_image_model = False
+    c.text_model_builder = "openclip"
+    c.text_model = "RN50"
+    c.text_model_tag = ""
+    c.pretrained_text_model = False
+    c.text_pooler = ""
+    c.weights_cache = ""
+    c.image_head = "auto"
+    c.text_head = "auto"
+    c.embed_dim = 0
+    c.lock_image = False
+    c.lock_text = False
+    # Data.
+    c.train_data = ""
+    c.csv_separator = "\t"
+    c.csv_img_key = "filepath"
+    c.csv_caption_key = "title"
+    c.workers = 1
+    # Objective and optimisation.
+    c.loss = "infonce"
+    c.epochs = 32
+    c.batch_size = 64
+    c.lr = 5e-4
+    c.wd = 0.2
+    c.beta1 = 0.9
+    c.beta2 = 0.98
+    c.eps = 1e-6
+    c.warmup = 100
+    c.precision = "fp32"
+    c.accum_freq = 1
+    c.grad_clip_norm = 0.0
+    c.seed = 0
+    c.device = "auto"
+    # Logging, checkpoints, evaluation.
+    c.logs = "./logs"
+    c.name = ""
+    c.save_frequency = 1
+    c.log_every_n_steps = 10
+    c.resume = ""
+    c.eval_tasks = []
+    c.eval_every = 1
+    c.eval_data_root = "."
+    c.eval_batch_size = 64
+    c.progress = True
+    return c
+
+
+#: Settings that may change when a run is resumed: they steer the run, not what it computes.
+RESUMABLE = frozenset({
+    "epochs", "workers", "logs", "name", "save_frequency", "log_every_n_steps", "resume",
+    "eval_tasks", "eval_every", "eval_data_root", "eval_batch_size", "progress", "device",
+    "weights_cache", "train_data",
+})
+
+_HELP = {
+    "image_model_builder": f"image tower family: {' | '.join(IMAGE_BUILDERS)}",
+    "image_model": "architecture (openclip: a name or an open_clip config .json; torchhub: "
+                   "the repo, owner/repo or a folder)",
+    "image_model_tag": "openclip: pretrained tag or weights file; torchhub: the entrypoint; "
+                       "timm/torchvision: a weights file",
+    "pretrained_image_model": "start the image tower from its pretrained weights (local "
+                              "files only); otherwise from a seeded random initialisation",
+    "text_model_builder": f"text tower family: {' | '.join(TEXT_BUILDERS)}",
+    "text_model": "openclip: architecture; huggingface/sbert: a local model folder",
+    "text_model_tag": "openclip: pretrained tag or weights file",
+    "pretrained_text_model": "start the text tower from its pretrained weights",
+    "text_pooler": "cls | mean token pooling for huggingface text towers",
+    "weights_cache": "where pretrained tags are looked up",
+    "image_head": "projection after the image tower: auto (linear only when the towers' "
+                  "widths differ) | none | linear",
+    "text_head": "projection after the text tower (as --image-head)",
+    "embed_dim": "joint embedding width of linear heads (0: the smaller tower width)",
+    "lock_image": "freeze the image tower (LiT)",
+    "lock_text": "freeze the text tower",
+    "train_data": "CSV of image paths and captions (relative paths: from the CSV's folder)",
+    "csv_separator": "CSV column separator (default: tab)",
+    "csv_img_key": "column holding image paths",
+    "csv_caption_key": "column holding captions",
+    "workers": "DataLoader worker processes per training process",
+    "loss": "training objective (`itra-bench list losses`)",
+    "epochs": "number of epochs",
+    "batch_size": "batch size per process",
+    "lr": "peak learning rate (AdamW)",
+    "wd": "weight decay (not applied to biases, norms, embeddings' scale or logit scale)",
+    "beta1": "AdamW beta1", "beta2": "AdamW beta2", "eps": "AdamW epsilon",
+    "warmup": "linear warm-up steps before the cosine schedule",
+    "precision": f"{' | '.join(PRECISIONS)} (amp = float16 with a gradient scaler)",
+    "accum_freq": "accumulate this many batches per optimizer step (contrastive losses see "
+                  "the whole accumulated batch)",
+    "grad_clip_norm": "clip the gradient norm to this value (0: no clipping)",
+    "seed": "random seed",
+    "device": "auto | cpu | cuda (under torchrun each process takes cuda:LOCAL_RANK)",
+    "logs": "folder holding the run folders",
+    "name": "run folder name (default: a timestamp and the model names)",
+    "save_frequency": "write checkpoints/epoch_N.pt every N epochs (epoch_latest.pt always)",
+    "log_every_n_steps": "training log line every N optimizer steps",
+    "resume": "continue a run: latest (this run's epoch_latest.pt) or a checkpoint path",
+    "eval_tasks": "itra-bench tasks or suites evaluated on the current weights during training",
+    "eval_every": "evaluate every N epochs",
+    "eval_data_root": "--data-root of the evaluation tasks",
+    "eval_batch_size": "batch size of the evaluation tasks",
+    "progress": "rich progress bar on an interactive terminal",
+}
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
+    """The command line of ``itra-train``: one flag per setting, plus ``--config``."""
+    parser = argparse.ArgumentParser(
+        prog=prog, argument_default=argparse.SUPPRESS,
+        description="Train an image-text model; checkpoints load in `itra-bench run --model`.")
+    parser.add_argument("--config", metavar="YAML", help="settings file (flags override it)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="load an extra plugin module (losses, model builders)")
+    for key, value in defaults().items():
+        kwargs: dict[str, Any] = {"help": _HELP.get(key, ""), "dest": key}
+        if isinstance(value, bool):
+            parser.add_argument(_flag(key), action=argparse.BooleanOptionalAction, **kwargs)
+        elif isinstance(value, list):
+            parser.add_argument(_flag(key), nargs="+", metavar="TASK", **kwargs)
+        else:
+            choices = {"image_model_builder": IMAGE_BUILDERS, "text_model_builder": TEXT_BUILDERS,
+                       "precision": PRECISIONS, "image_head": HEADS, "text_head": HEADS}.get(key)
+            parser.add_argument(_flag(key), type=type(value), choices=choices, **kwargs)
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, prog: str = "itra-train"
+                ) -> tuple[CfgNode, list[str]]:
+    """Parse the command line into frozen settings; returns them and the ``--plugin`` list."""
+    args = vars(build_parser(prog).parse_args(argv))
+    plugins = args.pop("plugin", [])
+    cfg = defaults()
+    config_file = args.pop("config", None)
+    if config_file:
+        merge_file(cfg, config_file)
+    for key, value in args.items():
+        cfg[key] = value
+    validate(cfg)
+    cfg.freeze()
+    return cfg, plugins
+
+
+def merge_file(cfg: CfgNode, path: str) -> None:
+    """Merge a YAML settings file into ``cfg``, naming the file and key on bad input."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        cfg.merge_from_file(str(file))
+    except KeyError as exc:
+        known = ", ".join(sorted(cfg))
+        raise UserError(f"{path}: {exc.args[0]}; known settings: {known}") from exc
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from exc
+    except Exception as exc:  # yaml syntax errors
+        raise UserError(f"{path}: cannot read it as YAML settings: {exc}") from exc
+
+
+def validate(cfg: CfgNode) -> None:
+    """Reject impossible settings with a message naming the flag."""
+    positive = ("epochs", "batch_size", "accum_freq", "save_frequency", "log_every_n_steps",
+                "eval_every", "eval_batch_size")
+    for key in positive:
+        if cfg[key] < 1:
+            raise UserError(f"{_flag(key)} must be at least 1, got {cfg[key]}")
+    for key in ("workers", "warmup", "embed_dim"):
+        if cfg[key] < 0:
+            raise UserError(f"{_flag(key)} must be 0 or more, got {cfg[key]}")
+    for key in ("lr", "wd", "grad_clip_norm"):
+        if cfg[key] < 0:
+            raise UserError(f"{_flag(key)} must not be negative, got {cfg[key]}")
+    for key, allowed in (("image_model_builder", IMAGE_BUILDERS),
+                         ("text_model_builder", TEXT_BUILDERS), ("precision", PRECISIONS),
+                         ("image_head", HEADS), ("text_head", HEADS)):
+        if cfg[key] not in allowed:
+            raise UserError(f"{_flag(key)} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
+    if cfg.text_pooler not in ("", "cls", "mean"):
+        raise UserError(f"--text-pooler must be cls or mean, got {cfg.text_pooler!r}")
+    if not cfg.train_data:
+        raise UserError("--train-data is required: a CSV of image paths and captions")
+
+
+def as_dict(cfg: CfgNode) -> dict[str, Any]:
+    """The settings as a plain dict (what checkpoints and params.txt record)."""
+    return {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in cfg.items()}
+
+
+def from_dict(values: dict[str, Any]) -> CfgNode:
+    """Settings recorded in a checkpoint, completed by today's defaults for newer keys."""
+    cfg = defaults()
+    for key, value in values.items():
+        if key in cfg:
+            cfg[key] = value
+    return cfg
+
+
+def differences(saved: dict[str, Any], current: CfgNode) -> list[str]:
+    """The settings (outside :data:`RESUMABLE`) whose values differ, as readable lines."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if key in RESUMABLE:
+            continue
+        old, new = saved.get(key, "<unset>"), current.get(key, "<unset>")
+        if isinstance(old, list | tuple) and isinstance(new, list | tuple):
+            old, new = list(old), list(new)
+        if old != new:
+            out.append(f"{_flag(key)}: checkpoint {old!r}, now {new!r}")
+    return out

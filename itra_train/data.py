@@ -1,0 +1,88 @@
+"""Training data: an image-caption CSV (the ITRA / open_clip format) as a Dataset."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from itra_bench.errors import CorruptImageError, MissingDataError, UserError
+
+
+def _separator_name(sep: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon", " ": "space"}.get(sep, repr(sep))
+
+
+class CsvImageText(Dataset):
+    """Rows of (image path, caption) from a CSV with a header line.
+
+    Relative image paths are taken from the CSV's folder. Every path is checked when the
+    file is read, so a missing image stops the run before training, naming its row.
+    """
+
+    def __init__(self, path: str | Path, image_key: str = "filepath", caption_key: str = "title",
+                 separator: str = "\t", transform: Callable[[Image.Image], torch.Tensor] | None
+                 = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MissingDataError(f"--train-data {self.path}: no such file")
+        self.transform = transform
+        self.images: list[Path] = []
+        self.captions: list[str] = []
+        self.rows: list[int] = []  # 1-based line numbers, for messages
+        with open(self.path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, delimiter=separator)
+            header = next(reader, None)
+            if header is None:
+                raise UserError(f"{self.path}: the file is empty; expected a header line with "
+                                f"columns {image_key!r} and {caption_key!r}")
+            for key, flag in ((image_key, "--csv-img-key"), (caption_key, "--csv-caption-key")):
+                if key not in header:
+                    raise UserError(
+                        f"{self.path}: no column {key!r} ({flag}); the header "
+                        f"({_separator_name(separator)}-separated, --csv-separator) has columns "
+                        f"{header}")
+            img_col, cap_col = header.index(image_key), header.index(caption_key)
+            base = self.path.parent
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) <= max(img_col, cap_col):
+                    raise UserError(f"{self.path}, line {line}: {len(row)} column(s), the "
+                                    f"header has {len(header)}")
+                image = Path(row[img_col])
+                image = image if image.is_absolute() else base / image
+                if not image.is_file():
+                    raise MissingDataError(f"{self.path}, line {line}: image {image} does not "
+                                           "exist (relative paths are read from the CSV's "
+                                           "folder)")
+                self.images.append(image)
+                self.captions.append(row[cap_col])
+                self.rows.append(line)
+        if not self.images:
+            raise UserError(f"{self.path}: no data rows after the header; the training set "
+                            "is empty")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, str]:
+        path = self.images[index]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise CorruptImageError(f"{self.path}, line {self.rows[index]}: cannot decode image "
+                                    f"{path}: {exc}. Remove the row or replace the file.") from exc
+        return (self.transform(img) if self.transform else img), self.captions[index]
+
+
+def collate(batch: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:
+    """Stack images; keep captions as strings (towers tokenise them themselves)."""
+    images, captions = zip(*batch, strict=True)
+    return torch.stack(images), list(captions)

@@ -1,0 +1,33 @@
+"""The demo's training set: scikit-learn's digits training split as an image-caption CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from itra_bench.atomic_io import atomic_write_text
+from itra_bench.datasets.digits import DigitsSplit, captions_for
+
+
+def write_digits_csv(folder: Path) -> Path:
+    """Write ``folder/images/*.png`` and ``folder/train.csv`` (tab-separated ``filepath`` and
+    ``title``: one row per image and caption phrasing); returns the CSV's path. The held-out
+    split that the ``demo`` suite evaluates is never written."""
+    split = DigitsSplit("train")
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(len(split)):
+        name = f"digit_{i:04d}.png"
+        path = images / name
+        if not path.exists():
+            split.open_image(i).save(path)
+        rows.extend((f"images/{name}", caption) for caption in captions_for(split.targets[i]))
+    lines = ["filepath\ttitle"] + [f"{p}\t{c}" for p, c in rows]
+    return atomic_write_text(folder / "train.csv", "\n".join(lines) + "\n")
+
+
+def read_rows(path: Path) -> int:
+    """Number of data rows in a CSV written by :func:`write_digits_csv`."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return sum(1 for _ in csv.reader(handle, delimiter="\t")) - 1

@@ -1,0 +1,38 @@
+"""Evaluation during training: itra-bench tasks on the current weights, in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from yacs.config import CfgNode
+
+from itra_bench.registry import Registry
+from itra_bench.runner import RunConfig, run
+from itra_bench.weights import state_dict_digest
+
+from .towers import ItraModel
+
+
+def evaluate_in_process(model: ItraModel, cfg: CfgNode, registry: Registry, folder: Path,
+                        epoch: int, device: torch.device) -> dict[str, float]:
+    """Main scores (``task/variant/score`` -> value) of ``--eval-tasks`` at this epoch.
+
+    Results are stored like any ``itra-bench run`` under ``<run folder>/eval/``, one model
+    per epoch; features are not cached, since the weights change every epoch.
+    """
+    config = RunConfig(model=f"{folder.name}@epoch_{epoch}", tasks=list(cfg.eval_tasks),
+                       device=str(device), batch_size=cfg.eval_batch_size, workers=0,
+                       seed=cfg.seed, data_root=cfg.eval_data_root,
+                       output=str(folder / "eval"), cache_dir=None)
+    model.name = config.model
+    model.fingerprint = state_dict_digest(model)[:16]
+    was_training = model.training
+    try:
+        outcomes = run(config, registry, Console(stderr=True, quiet=True), show_progress=False,
+                       model=model)
+    finally:
+        model.train(was_training)
+    return {f"{o.task}/{o.variant}/{o.main_score}": float(o.value)
+            for o in outcomes if o.value is not None}

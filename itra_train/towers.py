@@ -1,0 +1,211 @@
+"""The trained model: image tower, text tower, projection heads and a learnable temperature.
+
+Towers are built by the same model plugins that evaluation uses (``openclip:``, ``timm:``,
+``hf:``, ...), from the trainer's ``--image-model-builder`` / ``--text-model-builder``
+settings, so whatever itra-bench can evaluate it can also train.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+from yacs.config import CfgNode
+
+from itra_bench.errors import UserError
+from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelOptions
+from itra_bench.registry import Registry
+
+#: CLIP's initial temperature (logit scale 1 / 0.07) and its cap (scale 100).
+INIT_LOGIT_SCALE = math.log(1 / 0.07)
+MAX_LOGIT_SCALE = math.log(100.0)
+#: ``--image-model-builder`` / ``--text-model-builder`` value -> itra-bench model scheme.
+SCHEMES = {"openclip": "openclip", "torchvision": "torchvision", "timm": "timm",
+           "torchhub": "torchhub", "huggingface": "hf", "sbert": "sbert"}
+
+
+def tower_spec(builder: str, model: str, tag: str, pretrained: bool) -> str:
+    """The itra-bench model spec (without ``scheme:``) of one tower's settings."""
+    if builder == "torchhub":
+        if not tag:
+            raise UserError("--image-model-builder torchhub needs --image-model-tag ENTRYPOINT "
+                            "(and --image-model REPO, e.g. facebookresearch/dino:main)")
+        return f"{model}:{tag}"
+    if builder in ("openclip", "timm", "torchvision") and tag and pretrained:
+        return f"{model}@{tag}"
+    return model
+
+
+def _tower(registry: Registry, builder: str, model: str, tag: str, pretrained: bool,
+           cfg: CfgNode, use_weights: bool) -> EncoderModel:
+    scheme = SCHEMES[builder]
+    rest = tower_spec(builder, model, tag, pretrained and use_weights)
+    load = pretrained and use_weights
+    options = ModelOptions(random_init=not load, seed=cfg.seed,
+                           pooler=cfg.text_pooler or None,
+                           cache_dir=cfg.weights_cache or None)
+    return registry.model_builder(scheme).build(rest, options)
+
+
+def _width(tower: EncoderModel, modality: str) -> int:
+    """The output width of a tower, found with one forward pass on a blank input."""
+    with torch.no_grad():
+        if modality == IMAGE:
+            if tower.image_transform is None:
+                raise UserError(f"{tower.name} has no image preprocessing; it cannot be the "
+                                "image tower")
+            pixels = tower.image_transform(Image.new("RGB", (224, 224)))[None]
+            return int(tower.encode_image(pixels).shape[-1])
+        return int(tower.encode_text(["a photo."]).shape[-1])
+
+
+def _head(kind: str, in_dim: int, out_dim: int) -> nn.Module:
+    if kind == "none":
+        if in_dim != out_dim:
+            raise UserError(f"a head of 'none' keeps width {in_dim}, but the joint space is "
+                            f"{out_dim} wide; use --image-head/--text-head linear")
+        return nn.Identity()
+    return nn.Linear(in_dim, out_dim, bias=False)
+
+
+def _freeze(params: Any) -> None:
+    for p in params:
+        p.requires_grad_(False)
+
+
+class ItraModel(EncoderModel):
+    """Image and text towers with optional projection heads, as trained by itra-train.
+
+    ``forward(images, texts)`` returns the projected (unnormalised) features of both
+    modalities and the temperature ``exp(logit_scale)``, which is what a loss consumes;
+    ``encode_image`` / ``encode_text`` give the same features to itra-bench's tasks.
+    """
+
+    modalities = frozenset({IMAGE, TEXT})
+
+    def __init__(self, image_tower: EncoderModel, text_tower: EncoderModel | None,
+                 image_head: nn.Module, text_head: nn.Module, lock_image: bool = False,
+                 lock_text: bool = False) -> None:
+        super().__init__()
+        self.image_tower = image_tower
+        # One module serves both modalities when the towers are one CLIP; storing it twice
+        # would duplicate its weights in the state dict.
+        self.text_tower = text_tower
+        self.image_head = image_head
+        self.text_head = text_head
+        self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
+        self.image_transform = image_tower.image_transform
+        self.lock_image, self.lock_text = lock_image, lock_text
+        self.fingerprint = ""
+
+    @property
+    def text_encoder(self) -> EncoderModel:
+        """The module that encodes text (the image tower when both are one CLIP)."""
+        return self.image_tower if self.text_tower is None else self.text_tower
+
+    def visual_parameters(self):  # type: ignore[override]
+        """The image tower's and image head's parameters."""
+        yield from self.image_tower.visual_parameters()
+        yield from self.image_head.parameters()
+
+    def train(self, mode: bool = True) -> ItraModel:
+        """Train mode, except for locked towers, which stay in eval mode (LiT)."""
+        super().train(mode)
+        if mode and self.lock_image:
+            self.image_tower.eval()
+        if mode and self.lock_text and self.text_tower is not None:
+            self.text_tower.eval()
+        return self
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Projected image features ``[B, D]`` (not normalised)."""
+        return self.image_head(self.image_tower.encode_image(images))
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Projected text features ``[B, D]`` (not normalised)."""
+        return self.text_head(self.text_encoder.encode_text(texts))
+
+    def forward(self, images: torch.Tensor, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Both modalities' features and the temperature, for a loss."""
+        return {"image_features": self.encode_image(images),
+                "text_features": self.encode_text(texts),
+                "logit_scale": self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()}
+
+
+def _shared_clip(cfg: CfgNode) -> bool:
+    return (cfg.image_model_builder == "openclip" and cfg.text_model_builder == "openclip"
+            and cfg.image_model == cfg.text_model and cfg.image_model_tag == cfg.text_model_tag
+            and cfg.pretrained_image_model == cfg.pretrained_text_model)
+
+
+def build_model(cfg: CfgNode, registry: Registry, use_weights: bool = True) -> ItraModel:
+    """The model described by the settings, on the CPU.
+
+    ``use_weights=False`` builds every tower from its seeded random initialisation, for
+    loading a checkpoint's weights over it (no pretrained file is needed then).
+    """
+    image = _tower(registry, cfg.image_model_builder, cfg.image_model, cfg.image_model_tag,
+                   cfg.pretrained_image_model, cfg, use_weights)
+    if IMAGE not in image.modalities:
+        raise UserError(f"--image-model {cfg.image_model}: this model has no image encoder")
+    shared = _shared_clip(cfg)
+    text = None if shared else _tower(registry, cfg.text_model_builder, cfg.text_model,
+                                      cfg.text_model_tag, cfg.pretrained_text_model, cfg,
+                                      use_weights)
+    text_encoder = image if text is None else text
+    if TEXT not in text_encoder.modalities:
+        raise UserError(f"--text-model {cfg.text_model}: this model has no text encoder")
+    _freeze_unused(image, text)
+
+    image_dim, text_dim = _width(image, IMAGE), _width(text_encoder, TEXT)
+    heads = (cfg.image_head, cfg.text_head)
+    if heads == ("auto", "auto") and image_dim == text_dim and not cfg.embed_dim:
+        kinds = ("none", "none")
+    else:
+        kinds = tuple("linear" if h == "auto" else h for h in heads)
+    joint = cfg.embed_dim or (min(image_dim, text_dim) if "linear" in kinds else image_dim)
+    image_head = _head(kinds[0], image_dim, joint)
+    text_head = _head(kinds[1], text_dim, joint)
+
+    model = ItraModel(image, text, image_head, text_head, cfg.lock_image, cfg.lock_text)
+    if cfg.lock_image:
+        if shared:
+            _freeze(image.clip.visual.parameters())
+        else:
+            _freeze(image.parameters())
+    if cfg.lock_text:
+        if shared:
+            visual = {id(p) for p in image.clip.visual.parameters()}
+            _freeze(p for p in image.parameters() if id(p) not in visual)
+        else:
+            _freeze(text_encoder.parameters())
+    return model
+
+
+def _freeze_unused(image: EncoderModel, text: EncoderModel | None) -> None:
+    """Freeze parameters no forward pass uses (DDP requires every trainable one to get a
+    gradient): the unused half of a CLIP used for one modality, and CLIP's own temperature,
+    which :class:`ItraModel` replaces with its own."""
+    for tower, used in ((image, "image"), (text, "text")):
+        clip = getattr(tower, "clip", None)
+        if clip is None:
+            continue
+        for name in ("logit_scale", "logit_bias"):
+            p = getattr(clip, name, None)
+            if isinstance(p, nn.Parameter):
+                p.requires_grad_(False)
+        if text is None:
+            continue  # one CLIP for both modalities
+        visual = {id(p) for p in clip.visual.parameters()}
+        for p in clip.parameters():
+            if (id(p) in visual) != (used == "image"):
+                p.requires_grad_(False)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
