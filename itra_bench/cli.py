@@ -165,7 +165,73 @@ def build_parser() -> argparse.ArgumentParser:
     sub_p.add_argument("--variant", metavar="PREFIX",
                        help="only prediction files whose variant starts with PREFIX, e.g. "
                             "zeroshot or linear_probe-5shot")
+    sub.add_parser("train", add_help=False, help="train a model (itra-train; "
+                   "`itra-bench train --help` lists its flags)")
+
+    demo = sub.add_parser("demo", parents=[common],
+                          help="train the tiny demo CLIP on digits, evaluate it, show the "
+                               "leaderboard")
+    demo.add_argument("--output", default="itra-demo-results", help="results folder")
+    demo.add_argument("--retrain", action="store_true",
+                      help="train again even if the cached demo checkpoint exists")
+    demo.add_argument("--workers", type=int, default=default_workers())
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    watch = sub.add_parser("watch", parents=[common, protocol],
+                           help="evaluate each checkpoint of a training run as it appears")
+    watch.add_argument("run_folder", metavar="LOGDIR",
+                       help="an itra-train run folder (<logs>/<name>)")
+    watch.add_argument("--tasks", required=True, nargs="+", metavar="TASK")
+    watch.add_argument("--once", action="store_true",
+                       help="evaluate the checkpoints present now, then stop")
+    watch.add_argument("--interval", type=float, default=60.0,
+                       help="seconds between looks for new checkpoints (default 60)")
+    watch.add_argument("--data-root", default=".", help="folder that dataset paths are under")
+    watch.add_argument("--output", help="results folder (default: LOGDIR/watch-results)")
+    watch.add_argument("--device", default="auto")
+    watch.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    watch.add_argument("--batch-size", type=int, default=64)
+    watch.add_argument("--workers", type=int, default=default_workers())
+    watch.add_argument("--seed", type=int, default=0)
+    watch.add_argument("--skip-missing", action="store_true")
     return parser
+
+
+def _cmd_demo(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from itra_bench.leaderboard import write_leaderboard
+    from itra_bench.runner import RunConfig, outcome_table, run
+    from itra_train.checkpoint_model import load_checkpoint_model
+    from itra_train.demo import train_demo
+
+    checkpoint = train_demo(workers=args.workers, retrain=args.retrain, console=console)
+    console.print(f"demo checkpoint: {escape(str(checkpoint))}")
+    model = load_checkpoint_model(checkpoint, registry)
+    model.name = "demo"
+    config = RunConfig(model="demo", tasks=["demo"], output=args.output,
+                       workers=args.workers, cache_dir=None, overwrite=True)
+    outcomes = run(config, registry, console, show_progress=not args.no_progress, model=model)
+    Console().print(outcome_table(outcomes, "demo"))
+    Console().print(write_leaderboard(args.output).to_rich())
+    console.print(f"results in {escape(args.output)}; the same weights are `--model demo`")
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from pathlib import Path
+
+    from itra_bench.runner import RunConfig
+    from itra_train.watch import CSV_NAME, PLOT_NAME, watch
+
+    folder = Path(args.run_folder)
+    base = RunConfig(model="", tasks=args.tasks, device=args.device, precision=args.precision,
+                     batch_size=args.batch_size, workers=args.workers, seed=args.seed,
+                     data_root=args.data_root,
+                     output=args.output or str(folder / "watch-results"), cache_dir=None,
+                     skip_missing=args.skip_missing, task_options=task_options(args))
+    rows = watch(folder, base, registry, console, once=args.once, interval=args.interval)
+    console.print(f"{len(rows)} checkpoint(s) evaluated: {escape(str(folder / CSV_NAME))}, "
+                  f"{escape(str(folder / PLOT_NAME))}")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> int:
@@ -307,11 +373,17 @@ def _cmd_check_data(args: argparse.Namespace, registry: Registry, console: Conso
 
 
 COMMANDS = {"run": _cmd_run, "check-data": _cmd_check_data, "list": _cmd_list,
-            "results": _cmd_results, "submit": _cmd_submit}
+            "results": _cmd_results, "submit": _cmd_submit, "demo": _cmd_demo,
+            "watch": _cmd_watch}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``itra-bench`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from itra_train.cli import main as train_main
+
+        return train_main(argv[1:], prog="itra-bench train")
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     try:

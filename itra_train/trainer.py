@@ -32,6 +32,8 @@ from .schedule import adamw, cosine_lr
 from .towers import ItraModel, build_model, count_parameters
 
 FEATURES = ("image_features", "text_features")
+#: What the model gives a loss (LossSpec.needs is checked against it at start-up).
+PROVIDED = frozenset({"image_features", "text_features", "logit_scale"})
 
 
 class TrainingDiverged(UserError):
@@ -77,9 +79,15 @@ class Trainer:
         self.log = self.out.log
         if cfg.loss not in registry.losses:
             raise UnknownNameError("loss", cfg.loss, registry.losses)
+        spec = registry.losses[cfg.loss].item
+        lacking = [need for need in spec.needs if need not in PROVIDED]
+        if lacking:
+            raise UserError(f"--loss {cfg.loss} needs {', '.join(lacking)}, which this model "
+                            f"does not provide (it gives {', '.join(sorted(PROVIDED))}); choose "
+                            "another --loss or add what it needs")
         seed_all(cfg.seed)
         self.model: ItraModel = build_model(cfg, registry).to(world.device)
-        self.loss_fn: nn.Module = registry.losses[cfg.loss].item.factory().to(world.device)
+        self.loss_fn: nn.Module = spec.factory().to(world.device)
         trainable, total = count_parameters(self.model)
         if trainable == 0:
             raise UserError("nothing to train: both towers are locked and there is no head")
@@ -182,7 +190,7 @@ class Trainer:
             kept = f"the last good checkpoint {last} is kept" if last.exists() else \
                 "no checkpoint was written yet"
             raise TrainingDiverged(
-                f"the loss is {float(loss)} at epoch {self.state.epoch + 1}, step "
+                f"the loss is {float(loss.detach())} at epoch {self.state.epoch + 1}, step "
                 f"{self.state.step + 1}; training stopped and nothing was saved ({kept}). "
                 "Lower --lr, set --grad-clip-norm, or use --precision fp32 / amp_bf16.")
 
@@ -278,8 +286,13 @@ class Trainer:
         if not interactive:
             yield lambda loss: None
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(TextColumn(f"epoch {epoch + 1}/{self.cfg.epochs}"), BarColumn(),
                       MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),

@@ -12,6 +12,8 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Keep every test's feature cache and plugin env var private."""
     monkeypatch.delenv("ITRA_BENCH_PLUGINS", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The `demo` model trains on first use; never into the user's own cache.
+    monkeypatch.setenv("ITRA_BENCH_DEMO_DIR", str(tmp_path / "demo-cache"))
     yield
 
 
@@ -21,6 +23,20 @@ class CliResult:
 
     def __repr__(self) -> str:
         return f"CliResult(code={self.code}, out={self.out[-2000:]!r}, err={self.err[-2000:]!r})"
+
+
+@pytest.fixture
+def train(capsys):
+    """Run ``itra-train`` in-process; returns code, stdout and stderr."""
+    from itra_train.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def _finetune(model, data_root, shots=2, **kwargs):
 @pytest.mark.slow
 def test_cli_finetune_writes_result_and_prediction_file(cli, tmp_path, data_root):
     out = tmp_path / "out"
-    res = cli("run", "--model", "demo", "--tasks", "cifar-10", "--data-root", data_root,
+    res = cli("run", "--model", "demo:random", "--tasks", "cifar-10", "--data-root", data_root,
               "--mode", "finetune", "--shots", "2", "--seeds", "0", "--no-tuning", "--lr",
               "0.01", "--l2", "0.0001", "--workers", "0", "--no-progress", "--output", out,
               "--no-cache")
@@ -88,7 +88,7 @@ def test_cli_finetune_writes_result_and_prediction_file(cli, tmp_path, data_root
 
 def test_original_model_untouched_and_runs_are_deterministic(data_root, tmp_path):
     registry = load_registry()
-    model = build_model(RunConfig(model="demo", tasks=[]), registry).eval()
+    model = build_model(RunConfig(model="demo:random", tasks=[]), registry).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     grads = [p.requires_grad for p in model.parameters()]
     task = registry.tasks["cifar-10"].item
@@ -179,7 +179,7 @@ def test_text_head_starts_from_the_given_class_embeddings(data_root):
 
 @pytest.mark.gpu
 def test_finetune_on_cuda_with_amp_fp16(cli, tmp_path, data_root):
-    res = cli("run", "--model", "demo", "--tasks", "cifar-10", "--data-root", data_root,
+    res = cli("run", "--model", "demo:random", "--tasks", "cifar-10", "--data-root", data_root,
               "--mode", "finetune", "--shots", "2", "--no-tuning", "--lr", "0.01", "--l2",
               "0.0001", "--task-option", "final_epochs=5", "--device", "cuda", "--precision",
               "amp_fp16", "--workers", "1", "--no-progress", "--output", tmp_path / "out",

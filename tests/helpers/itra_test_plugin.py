@@ -58,3 +58,12 @@ def _build(rest: str, options: ModelOptions) -> PixelModel:
 @hookimpl
 def itra_bench_model_builders():
     return [ModelBuilder("pixel", _build, description="test model", example="pixel")]
+
+
+@hookimpl
+def itra_bench_losses():
+    from itra_bench.losses import LossSpec
+    from itra_bench.plugins.losses import InfoNCE
+
+    return [LossSpec("needs-teacher", InfoNCE, description="InfoNCE that claims to need a "
+                     "teacher (tests the trainer's start-up check)", needs=("teacher",))]

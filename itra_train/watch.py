@@ -1,0 +1,110 @@
+"""``itra-bench watch``: evaluate each checkpoint of a training run once, as it appears.
+
+For every ``checkpoints/epoch_N.pt`` (``epoch_latest.pt`` is a moving copy and is skipped),
+the tasks run through ``itra-bench run --model epoch_N.pt`` (the checkpoint carries its model
+settings); results go to the usual store, one row per epoch to
+``evaluation_metrics_all.csv`` and a plot of every main score over epochs to
+``evaluation_metrics_all.png``, both beside ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from itra_bench.atomic_io import atomic_write, atomic_write_text
+from itra_bench.errors import UserError
+from itra_bench.registry import Registry
+from itra_bench.runner import RunConfig, run
+
+CSV_NAME = "evaluation_metrics_all.csv"
+PLOT_NAME = "evaluation_metrics_all.png"
+_EPOCH = re.compile(r"epoch_(\d+)\.pt$")
+
+
+def checkpoints(run_folder: Path) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of the run's numbered checkpoints, in epoch order."""
+    folder = run_folder / "checkpoints"
+    found = []
+    for path in folder.glob("epoch_*.pt"):
+        match = _EPOCH.search(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    columns = ["epoch", "checkpoint"]
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: int(r["epoch"])))
+    atomic_write_text(path, buffer.getvalue())
+
+
+def plot(rows: list[dict[str, str]], path: Path) -> None:
+    """One panel per main score, over epochs, written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    scores = [k for k in rows[0] if k not in ("epoch", "checkpoint")] if rows else []
+    if not scores:
+        return
+    fig, axes = plt.subplots(len(scores), 1, figsize=(6, 2.4 * len(scores)), squeeze=False)
+    for ax, name in zip(axes[:, 0], scores, strict=True):
+        points = sorted((int(r["epoch"]), float(r[name])) for r in rows if r.get(name))
+        ax.plot([e for e, _ in points], [100 * v for _, v in points], marker="o")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def watch(run_folder: Path, base: RunConfig, registry: Registry, console: Console,
+          once: bool = False, interval: float = 60.0) -> list[dict[str, str]]:
+    """Evaluate new checkpoints of ``run_folder`` until interrupted (or one pass with
+    ``once``); returns the rows of ``evaluation_metrics_all.csv``."""
+    if not (run_folder / "checkpoints").is_dir():
+        raise UserError(f"{run_folder} is not an itra-train run folder (no checkpoints/ inside); "
+                        "give <logs>/<name>")
+    table = run_folder / CSV_NAME
+    while True:
+        rows = _read_rows(table)
+        done = {int(r["epoch"]) for r in rows}
+        for epoch, path in checkpoints(run_folder):
+            if epoch in done:
+                continue
+            console.print(f"[bold]epoch {epoch}[/]: evaluating {path}")
+            config = RunConfig(**{**base.__dict__, "model": str(path)})
+            outcomes = run(config, registry, console, show_progress=False)
+            row = {"epoch": str(epoch), "checkpoint": str(path)}
+            for o in outcomes:
+                if o.value is not None:
+                    row[f"{o.task}/{o.variant}/{o.main_score}"] = f"{o.value:.6f}"
+            rows.append(row)
+            _write_rows(table, rows)
+            plot(rows, run_folder / PLOT_NAME)
+        if once:
+            return rows
+        time.sleep(interval)

@@ -1,0 +1,239 @@
+"""itra-train: checkpoints, evaluation of checkpoints, resume, watch, settings, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from train_data import TINY, assert_same_weights, digits_csv
+
+from itra_train import checkpoint
+from itra_train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """128 image-caption rows of digits (4 batches of 32)."""
+    return digits_csv(tmp_path_factory.mktemp("digits"), 128)
+
+
+def _run(train, data: Path, logs: Path, *extra: str, name: str = "run"):
+    return train("--train-data", data, "--logs", logs, "--name", name, *TINY, *extra)
+
+
+def _results(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+def test_run_folder_and_checkpoint_contents(train, data, tmp_path):
+    res = _run(train, data, tmp_path, "--epochs", "2", "--save-frequency", "2")
+    assert res.code == 0, res
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_2.pt",
+                                                                        "epoch_latest.pt"]
+    for name in ("out.log", "params.txt", "results.jsonl"):
+        assert (run / name).is_file()
+    assert any((run / "tensorboard").iterdir())
+    log = (run / "out.log").read_text()
+    assert "loss: " in log and "lr: " in log and "samples/s: " in log and "samples/s/proc: " in log
+    assert "batch_size: 32" in (run / "params.txt").read_text()
+    records = _results(run)
+    assert [r["epoch"] for r in records] == [1, 2] and records[1]["step"] == 8
+    ckpt = torch.load(run / "checkpoints" / "epoch_2.pt", map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "scaler", "rng", "epoch", "step", "config"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["image_model"] == "itra-demo"
+    assert ckpt["optimizer"]["state"], "optimizer moments are saved"
+
+
+def test_checkpoint_evaluates_with_no_other_flag_and_watch_once(train, cli, data, tmp_path):
+    assert _run(train, data, tmp_path, "--epochs", "2").code == 0
+    run = tmp_path / "run"
+    res = cli("run", "--model", run / "checkpoints" / "epoch_2.pt", "--tasks", "digits-zeroshot",
+              "--output", tmp_path / "results", "--workers", "0", "--no-progress")
+    assert res.code == 0, res
+    record = json.loads(next((tmp_path / "results").rglob("*.json")).read_text())
+    assert record["task"] == "digits-zeroshot" and 0 <= record["main_score_value"] <= 1
+
+    res = cli("watch", run, "--tasks", "digits-zeroshot", "--once", "--workers", "0")
+    assert res.code == 0, res
+    lines = (run / "evaluation_metrics_all.csv").read_text().splitlines()
+    assert lines[0] == "epoch,checkpoint,digits-zeroshot/zeroshot/acc1"
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
+    # The epoch-2 row is the same number `itra-bench run` stored for that checkpoint.
+    assert float(lines[2].split(",")[2]) == pytest.approx(record["main_score_value"], abs=1e-6)
+    png = (run / "evaluation_metrics_all.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # A second pass evaluates nothing new.
+    assert cli("watch", run, "--tasks", "digits-zeroshot", "--once").code == 0
+    assert len((run / "evaluation_metrics_all.csv").read_text().splitlines()) == 3
+
+
+def test_resume_reproduces_an_uninterrupted_run(train, data, tmp_path, monkeypatch):
+    assert _run(train, data, tmp_path, "--epochs", "3", name="straight").code == 0
+
+    original = Trainer.train_one_epoch
+
+    def crash_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", crash_in_second_epoch)
+    assert _run(train, data, tmp_path, "--epochs", "3", name="resumed").code == 130
+    monkeypatch.setattr(Trainer, "train_one_epoch", original)
+    assert [r["epoch"] for r in _results(tmp_path / "resumed")] == [1]
+    res = _run(train, data, tmp_path, "--epochs", "3", "--resume", "latest", name="resumed")
+    assert res.code == 0, res
+
+    straight, resumed = _results(tmp_path / "straight"), _results(tmp_path / "resumed")
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
+    for a, b in zip(straight, resumed, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["train_loss_last"] == b["train_loss_last"]
+    wa = checkpoint.load(tmp_path / "straight" / "checkpoints" / "epoch_3.pt")["model"]
+    wb = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "epoch_3.pt")["model"]
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0)
+
+
+def test_accumulation_equals_the_large_batch(train, data, tmp_path):
+    """Two accumulated batches of 32 are one contrastive batch of 64: same loss, same step."""
+    assert _run(train, data, tmp_path, "--epochs", "1", "--batch-size", "64",
+                name="big").code == 0
+    assert _run(train, data, tmp_path, "--epochs", "1", "--batch-size", "32",
+                "--accum-freq", "2", name="accum").code == 0
+    big, accum = _results(tmp_path / "big")[0], _results(tmp_path / "accum")[0]
+    assert big["step"] == accum["step"] == 2
+    assert accum["train_loss"] == pytest.approx(big["train_loss"], rel=1e-5)
+    wa = checkpoint.load(tmp_path / "big" / "checkpoints" / "epoch_1.pt")["model"]
+    wb = checkpoint.load(tmp_path / "accum" / "checkpoints" / "epoch_1.pt")["model"]
+    assert_same_weights(wa, wb, lr=2e-3, steps=2)
+
+
+def test_yaml_config_with_flag_override(train, data, tmp_path):
+    settings = tmp_path / "train.yaml"
+    settings.write_text(f"train_data: {data}\nepochs: 1\nbatch_size: 64\nlr: 0.001\n"
+                        f"logs: {tmp_path}\nname: fromfile\n")
+    res = train("--config", settings, *TINY)  # TINY's --batch-size 32 overrides the file's 64
+    assert res.code == 0, res
+    params = (tmp_path / "fromfile" / "params.txt").read_text()
+    assert "batch_size: 32" in params and "lr: 0.002" in params and "epochs: 1" in params
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epoch: 3\n")
+    res = train("--config", bad, "--train-data", data)
+    assert res.code == 2 and "bad.yaml" in res.err and "epoch" in res.err
+
+
+def test_locked_image_tower_does_not_change(train, data, tmp_path):
+    assert _run(train, data, tmp_path, "--epochs", "1", "--lock-image", name="lit").code == 0
+    ckpt = checkpoint.load(tmp_path / "lit" / "checkpoints" / "epoch_1.pt")
+    from itra_bench.registry import load_registry
+    from itra_train.config import from_dict
+    from itra_train.towers import build_model
+
+    init = build_model(from_dict(ckpt["config"]), load_registry()).state_dict()
+    visual = [k for k in init if ".clip.visual." in k]
+    text = [k for k in init if ".clip.transformer." in k]
+    assert visual and text
+    for key in visual:
+        torch.testing.assert_close(ckpt["model"][key], init[key], rtol=0, atol=0)
+    assert any(not torch.equal(ckpt["model"][k], init[k]) for k in text)
+
+
+# -- bad input: one clear message each -----------------------------------------------------
+
+def test_csv_missing_column_names_the_columns(train, data, tmp_path):
+    res = _run(train, data, tmp_path, "--csv-caption-key", "caption")
+    assert res.code == 2
+    assert "no column 'caption'" in res.err and "'filepath', 'title'" in res.err
+
+
+def test_csv_missing_image_names_the_line(train, tmp_path):
+    csv = tmp_path / "t.csv"
+    csv.write_text("filepath\ttitle\nnope.png\ta digit\n")
+    res = _run(train, csv, tmp_path)
+    assert res.code == 2 and "line 2" in res.err and "nope.png" in res.err
+
+
+def test_empty_csv(train, tmp_path):
+    csv = tmp_path / "t.csv"
+    csv.write_text("filepath\ttitle\n")
+    res = _run(train, csv, tmp_path)
+    assert res.code == 2 and "empty" in res.err
+
+
+def test_unknown_loss_and_unfeedable_loss(train, data, tmp_path, monkeypatch):
+    res = _run(train, data, tmp_path, "--loss", "infonse")
+    assert res.code == 2 and "unknown loss 'infonse'" in res.err and "infonce" in res.err
+    res = _run(train, data, tmp_path, "--loss", "needs-teacher", "--plugin", "itra_test_plugin")
+    assert res.code == 2 and "needs teacher" in res.err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train, data, tmp_path, monkeypatch):
+    assert _run(train, data, tmp_path, "--epochs", "2").code == 0
+    latest = tmp_path / "run" / "checkpoints" / "epoch_latest.pt"
+    before = latest.read_bytes()
+
+    from itra_bench.plugins.losses import InfoNCE
+
+    calls = {"n": 0}
+    forward = InfoNCE.forward
+
+    def nan_at_third_step(self, *args, **kwargs):
+        calls["n"] += 1
+        loss = forward(self, *args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(InfoNCE, "forward", nan_at_third_step)
+    res = _run(train, data, tmp_path, "--epochs", "3", "--resume", "latest")
+    assert res.code == 2, res
+    assert "loss is nan" in res.err and "epoch 3, step 11" in res.err
+    assert str(latest) in res.err.replace("\n", "")
+    assert latest.read_bytes() == before
+    assert not (tmp_path / "run" / "checkpoints" / "epoch_3.pt").exists()
+
+
+def test_resume_with_other_settings_names_them(train, data, tmp_path):
+    assert _run(train, data, tmp_path, "--epochs", "1").code == 0
+    res = _run(train, data, tmp_path, "--epochs", "2", "--lr", "1e-3", "--resume", "latest")
+    assert res.code == 2
+    assert "--lr: checkpoint 0.002, now 0.001" in res.err
+    # A new run into an existing run folder must not overwrite its checkpoints.
+    res = _run(train, data, tmp_path, "--epochs", "1")
+    assert res.code == 2 and "--resume latest" in res.err
+
+
+def test_checkpoint_of_other_kind_is_refused(cli, tmp_path):
+    weights = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(2)}, weights)
+    res = cli("run", "--model", weights, "--tasks", "digits-zeroshot")
+    assert res.code == 2 and "not an itra-train checkpoint" in res.err
+
+
+def test_itra_bench_train_is_itra_train(cli, data, tmp_path):
+    res = cli("train", "--train-data", data, "--logs", tmp_path, "--name", "via-bench", *TINY,
+              "--epochs", "1")
+    assert res.code == 0, res
+    assert (tmp_path / "via-bench" / "checkpoints" / "epoch_1.pt").is_file()
+
+
+@pytest.mark.slow
+def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
+    """`itra-bench demo` from nothing: trains (about a minute), evaluates the held-out digits."""
+    res = cli("demo", "--output", tmp_path / "results", "--no-progress")
+    assert res.code == 0, res
+    records = {json.loads(p.read_text())["task"]: json.loads(p.read_text())
+               for p in (tmp_path / "results").rglob("*.json")}
+    zeroshot = records["digits-zeroshot"]["main_score_value"]
+    assert zeroshot >= 0.5, zeroshot
+    # `--model demo` is the same cached weights: no second training, same score.
+    cache = Path(os.environ["ITRA_BENCH_DEMO_DIR"])
+    stamp = (cache / "logs" / "demo" / "checkpoints" / "epoch_10.pt").stat().st_mtime_ns
+    res = cli("run", "--model", "demo", "--tasks", "digits-zeroshot", "--output",
+              tmp_path / "again", "--no-progress")
+    assert res.code == 0, res
+    again = json.loads(next((tmp_path / "again").rglob("*.json")).read_text())
+    assert again["main_score_value"] == zeroshot
+    assert (cache / "logs" / "demo" / "checkpoints" / "epoch_10.pt").stat().st_mtime_ns == stamp
