@@ -100,6 +100,11 @@ class ItraModel(EncoderModel):
         self.image_transform = image_tower.image_transform
         self.lock_image, self.lock_text = lock_image, lock_text
         self.fingerprint = ""
+        self.joint_dim = 0
+
+    def output_dims(self) -> tuple[int, int]:
+        """Widths of the image and text features this model outputs."""
+        return self.joint_dim, self.joint_dim
 
     @property
     def text_encoder(self) -> EncoderModel:
@@ -171,6 +176,7 @@ def build_model(cfg: CfgNode, registry: Registry, use_weights: bool = True) -> I
     text_head = _head(kinds[1], text_dim, joint)
 
     model = ItraModel(image, text, image_head, text_head, cfg.lock_image, cfg.lock_text)
+    model.joint_dim = joint
     if cfg.lock_image:
         if shared:
             _freeze(image.clip.visual.parameters())

@@ -33,7 +33,7 @@ from .towers import ItraModel, build_model, count_parameters
 
 FEATURES = ("image_features", "text_features")
 #: What the model gives a loss (LossSpec.needs is checked against it at start-up).
-PROVIDED = frozenset({"image_features", "text_features", "logit_scale"})
+PROVIDED = frozenset({"logit_scale"})
 
 
 class TrainingDiverged(UserError):
@@ -83,11 +83,13 @@ class Trainer:
         lacking = [need for need in spec.needs if need not in PROVIDED]
         if lacking:
             raise UserError(f"--loss {cfg.loss} needs {', '.join(lacking)}, which this model "
-                            f"does not provide (it gives {', '.join(sorted(PROVIDED))}); choose "
+                            f"does not provide (it provides {', '.join(sorted(PROVIDED))}); choose "
                             "another --loss or add what it needs")
         seed_all(cfg.seed)
         self.model: ItraModel = build_model(cfg, registry).to(world.device)
-        self.loss_fn: nn.Module = spec.factory().to(world.device)
+        dims = self.model.output_dims()
+        self.loss_fn: nn.Module = spec.factory(student_dim=dims[0], teacher_dim=dims[1],
+                                               prototypes=0).to(world.device)
         trainable, total = count_parameters(self.model)
         if trainable == 0:
             raise UserError("nothing to train: both towers are locked and there is no head")
@@ -177,7 +179,8 @@ class Trainer:
     def _loss(self, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """The objective on the global batch (features gathered from every process)."""
         features = {k: gather_batch(out[k].float(), self.world) for k in FEATURES}
-        value = self.loss_fn(**features, logit_scale=out["logit_scale"].float())
+        value = self.loss_fn(features["image_features"], features["text_features"],
+                             out["logit_scale"].float())
         if isinstance(value, dict):
             terms = {k: float(v.detach()) for k, v in value.items()}
             value = sum(value.values())

@@ -176,7 +176,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train, data, tmp_path
     latest = tmp_path / "run" / "checkpoints" / "epoch_latest.pt"
     before = latest.read_bytes()
 
-    from itra_bench.plugins.losses import InfoNCE
+    from itra_bench.plugins.losses.alignment import InfoNCE
 
     calls = {"n": 0}
     forward = InfoNCE.forward

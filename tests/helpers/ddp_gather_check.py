@@ -59,7 +59,7 @@ def build(global_rows: int = GLOBAL_ROWS) -> tuple[TwoTowers, torch.Tensor, torc
 
 def reference(global_rows: int = GLOBAL_ROWS) -> dict[str, object]:
     """Loss and gradients of one process on the whole global batch, without DDP."""
-    from itra_bench.plugins.losses import InfoNCE
+    from itra_bench.plugins.losses.alignment import InfoNCE
 
     model, images, texts = build(global_rows)
     out = model(images, texts)
@@ -84,7 +84,7 @@ def _one_step(mode: str, world, rows: int) -> dict[str, object]:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from itra_bench.plugins.losses import InfoNCE
+    from itra_bench.plugins.losses.alignment import InfoNCE
     from itra_train.distributed import gather_batch
 
     model, images, texts = build(rows * world.size)

@@ -63,7 +63,7 @@ def itra_bench_model_builders():
 @hookimpl
 def itra_bench_losses():
     from itra_bench.losses import LossSpec
-    from itra_bench.plugins.losses import InfoNCE
+    from itra_bench.plugins.losses.alignment import InfoNCE
 
     return [LossSpec("needs-teacher", InfoNCE, description="InfoNCE that claims to need a "
                      "teacher (tests the trainer's start-up check)", needs=("teacher",))]
