@@ -19,7 +19,14 @@ from itra_bench.errors import UserError
 IMAGE_BUILDERS = ("openclip", "torchvision", "timm", "torchhub")
 TEXT_BUILDERS = ("openclip", "huggingface", "sbert")
 PRECISIONS = ("fp32", "amp_bf16", "amp")
-HEADS = ("auto", "none", "linear")
+HEADS = ("auto", "none", "linear", "mlp", "dino")
+DISTILL = ("", "image", "text")
+#: ``--adapter`` values: peft's methods, with ITRA's names as aliases.
+ADAPTERS = {"lora": "lora", "lora_adapter": "lora", "ia3": "ia3", "ia3_adapter": "ia3",
+            "prefix_tuning": "prefix_tuning", "prompt_tuning": "prompt_tuning"}
+#: Adapter types of ITRA (AdapterHub) that peft does not provide.
+UNSUPPORTED_ADAPTERS = ("bottleneck_adapter", "compacter", "mam_adapter", "unipelt",
+                        "lang_adapter", "prompt", "bottleneck", "mam")
 
 
 def defaults() -> CfgNode:
@@ -39,8 +46,20 @@ def defaults() -> CfgNode:
     c.image_head = "auto"
     c.text_head = "auto"
     c.embed_dim = 0
+    c.head_hidden = 512
+    c.head_layers = 2
+    c.prototypes = 0
     c.lock_image = False
     c.lock_text = False
+    c.adapter = ""
+    c.adapter_rank = 8
+    c.adapter_alpha = 16
+    c.adapter_tokens = 16
+    # Distillation.
+    c.teacher = ""
+    c.distill_image = ""
+    c.distill_text = ""
+    c.cache_teacher = False
     # Data.
     c.train_data = ""
     c.csv_separator = "\t"
@@ -80,7 +99,7 @@ def defaults() -> CfgNode:
 RESUMABLE = frozenset({
     "epochs", "workers", "logs", "name", "save_frequency", "log_every_n_steps", "resume",
     "eval_tasks", "eval_every", "eval_data_root", "eval_batch_size", "progress", "device",
-    "weights_cache", "train_data",
+    "weights_cache", "train_data", "cache_teacher",
 })
 
 _HELP = {
@@ -98,9 +117,25 @@ _HELP = {
     "text_pooler": "cls | mean token pooling for huggingface text towers",
     "weights_cache": "where pretrained tags are looked up",
     "image_head": "projection after the image tower: auto (linear only when the towers' "
-                  "widths differ) | none | linear",
+                  "widths differ) | none | linear | mlp | dino (DINO's MLP head; with "
+                  "--prototypes a shared prototype layer follows)",
     "text_head": "projection after the text tower (as --image-head)",
-    "embed_dim": "joint embedding width of linear heads (0: the smaller tower width)",
+    "embed_dim": "joint embedding width of the heads (0: the smaller tower width)",
+    "head_hidden": "hidden width of mlp and dino heads",
+    "head_layers": "number of linear layers of mlp and dino heads",
+    "prototypes": "size K of the prototype layer after the heads (0: none); DINO, ProtoCPC",
+    "adapter": "parameter-efficient tuning of the text tower through peft: lora | ia3 | "
+               "prefix_tuning | prompt_tuning (ITRA names lora_adapter, ia3_adapter accepted); "
+               "the tower's own weights are frozen",
+    "adapter_rank": "LoRA rank",
+    "adapter_alpha": "LoRA alpha",
+    "adapter_tokens": "virtual tokens of prefix and prompt tuning",
+    "teacher": "a frozen teacher: any itra-bench model spec (checkpoint, openclip:ARCH@W, "
+               "hf:, sbert:, ...)",
+    "distill_image": "the student's image tower learns from the teacher's image | text tower",
+    "distill_text": "the student's text tower learns from the teacher's image | text tower",
+    "cache_teacher": "encode the training set with the teacher once, through the feature "
+                     "cache, instead of at every step (the data has no augmentation)",
     "lock_image": "freeze the image tower (LiT)",
     "lock_text": "freeze the text tower",
     "train_data": "CSV of image paths and captions (relative paths: from the CSV's folder)",
@@ -154,7 +189,8 @@ def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
             parser.add_argument(_flag(key), nargs="+", metavar="TASK", **kwargs)
         else:
             choices = {"image_model_builder": IMAGE_BUILDERS, "text_model_builder": TEXT_BUILDERS,
-                       "precision": PRECISIONS, "image_head": HEADS, "text_head": HEADS}.get(key)
+                       "precision": PRECISIONS, "image_head": HEADS, "text_head": HEADS,
+                       "distill_image": DISTILL, "distill_text": DISTILL}.get(key)
             parser.add_argument(_flag(key), type=type(value), choices=choices, **kwargs)
     return parser
 
@@ -198,7 +234,7 @@ def validate(cfg: CfgNode) -> None:
     for key in positive:
         if cfg[key] < 1:
             raise UserError(f"{_flag(key)} must be at least 1, got {cfg[key]}")
-    for key in ("workers", "warmup", "embed_dim"):
+    for key in ("workers", "warmup", "embed_dim", "prototypes"):
         if cfg[key] < 0:
             raise UserError(f"{_flag(key)} must be 0 or more, got {cfg[key]}")
     for key in ("lr", "wd", "grad_clip_norm"):
@@ -211,6 +247,24 @@ def validate(cfg: CfgNode) -> None:
             raise UserError(f"{_flag(key)} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     if cfg.text_pooler not in ("", "cls", "mean"):
         raise UserError(f"--text-pooler must be cls or mean, got {cfg.text_pooler!r}")
+    for key in ("head_hidden", "head_layers", "adapter_rank", "adapter_tokens"):
+        if cfg[key] < 1:
+            raise UserError(f"{_flag(key)} must be at least 1, got {cfg[key]}")
+    for key in ("distill_image", "distill_text"):
+        if cfg[key] not in DISTILL:
+            raise UserError(f"{_flag(key)} must be image or text, got {cfg[key]!r}")
+    if (cfg.distill_image or cfg.distill_text) and not cfg.teacher:
+        raise UserError("--distill-image/--distill-text need a --teacher model spec")
+    if cfg.teacher and not (cfg.distill_image or cfg.distill_text):
+        raise UserError("--teacher needs --distill-image and/or --distill-text (image | text: "
+                        "the teacher tower each student tower learns from)")
+    if cfg.adapter:
+        if cfg.adapter in UNSUPPORTED_ADAPTERS:
+            raise UserError(f"--adapter {cfg.adapter}: peft does not provide this adapter type; "
+                            f"supported: {', '.join(ADAPTERS)}")
+        if cfg.adapter not in ADAPTERS:
+            raise UserError(f"--adapter must be one of {', '.join(ADAPTERS)}, got "
+                            f"{cfg.adapter!r}")
     if not cfg.train_data:
         raise UserError("--train-data is required: a CSV of image paths and captions")
 

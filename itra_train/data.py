@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -27,8 +27,10 @@ class CsvImageText(Dataset):
 
     def __init__(self, path: str | Path, image_key: str = "filepath", caption_key: str = "title",
                  separator: str = "\t", transform: Callable[[Image.Image], torch.Tensor] | None
-                 = None) -> None:
+                 = None, teacher_transform: Callable[[Image.Image], torch.Tensor] | None = None
+                 ) -> None:
         self.path = Path(path)
+        self.teacher_transform = teacher_transform
         if not self.path.is_file():
             raise MissingDataError(f"--train-data {self.path}: no such file")
         self.transform = transform
@@ -71,18 +73,35 @@ class CsvImageText(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[Any, str]:
+    def open_image(self, index: int) -> Image.Image:
+        """Row ``index``'s image, decoded as RGB; a clear error names the row if it cannot be."""
         path = self.images[index]
         try:
             with Image.open(path) as img:
-                img = img.convert("RGB")
+                return img.convert("RGB")
         except (UnidentifiedImageError, OSError) as exc:
             raise CorruptImageError(f"{self.path}, line {self.rows[index]}: cannot decode image "
                                     f"{path}: {exc}. Remove the row or replace the file.") from exc
-        return (self.transform(img) if self.transform else img), self.captions[index]
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, str, int]:
+        """(image for the model, image for the teacher or None, caption, index)."""
+        img = self.open_image(index)
+        teacher = self.teacher_transform(img) if self.teacher_transform else None
+        return (self.transform(img) if self.transform else img), teacher, \
+            self.captions[index], index
 
 
-def collate(batch: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:
+class Batch(NamedTuple):
+    """A training batch: images, the teacher's images (or None), captions, row indices."""
+
+    images: torch.Tensor
+    teacher_images: torch.Tensor | None
+    texts: list[str]
+    indices: torch.Tensor
+
+
+def collate(items: list[tuple[Any, Any, str, int]]) -> Batch:
     """Stack images; keep captions as strings (towers tokenise them themselves)."""
-    images, captions = zip(*batch, strict=True)
-    return torch.stack(images), list(captions)
+    images, teacher, captions, indices = zip(*items, strict=True)
+    return Batch(torch.stack(images), None if teacher[0] is None else torch.stack(teacher),
+                 list(captions), torch.tensor(indices))

@@ -19,6 +19,8 @@ from itra_bench.errors import UserError
 from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelOptions
 from itra_bench.registry import Registry
 
+from .heads import PrototypeLayer, build_head
+
 #: CLIP's initial temperature (logit scale 1 / 0.07) and its cap (scale 100).
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -50,7 +52,7 @@ def _tower(registry: Registry, builder: str, model: str, tag: str, pretrained: b
     return registry.model_builder(scheme).build(rest, options)
 
 
-def _width(tower: EncoderModel, modality: str) -> int:
+def tower_width(tower: EncoderModel, modality: str) -> int:
     """The output width of a tower, found with one forward pass on a blank input."""
     with torch.no_grad():
         if modality == IMAGE:
@@ -60,15 +62,6 @@ def _width(tower: EncoderModel, modality: str) -> int:
             pixels = tower.image_transform(Image.new("RGB", (224, 224)))[None]
             return int(tower.encode_image(pixels).shape[-1])
         return int(tower.encode_text(["a photo."]).shape[-1])
-
-
-def _head(kind: str, in_dim: int, out_dim: int) -> nn.Module:
-    if kind == "none":
-        if in_dim != out_dim:
-            raise UserError(f"a head of 'none' keeps width {in_dim}, but the joint space is "
-                            f"{out_dim} wide; use --image-head/--text-head linear")
-        return nn.Identity()
-    return nn.Linear(in_dim, out_dim, bias=False)
 
 
 def _freeze(params: Any) -> None:
@@ -88,7 +81,7 @@ class ItraModel(EncoderModel):
 
     def __init__(self, image_tower: EncoderModel, text_tower: EncoderModel | None,
                  image_head: nn.Module, text_head: nn.Module, lock_image: bool = False,
-                 lock_text: bool = False) -> None:
+                 lock_text: bool = False, prototypes: PrototypeLayer | None = None) -> None:
         super().__init__()
         self.image_tower = image_tower
         # One module serves both modalities when the towers are one CLIP; storing it twice
@@ -97,6 +90,7 @@ class ItraModel(EncoderModel):
         self.image_head = image_head
         self.text_head = text_head
         self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
+        self.prototypes = prototypes
         self.image_transform = image_tower.image_transform
         self.lock_image, self.lock_text = lock_image, lock_text
         self.fingerprint = ""
@@ -133,11 +127,20 @@ class ItraModel(EncoderModel):
         """Projected text features ``[B, D]`` (not normalised)."""
         return self.text_head(self.text_encoder.encode_text(texts))
 
-    def forward(self, images: torch.Tensor, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Both modalities' features and the temperature, for a loss."""
-        return {"image_features": self.encode_image(images),
-                "text_features": self.encode_text(texts),
-                "logit_scale": self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()}
+    def forward(self, images: torch.Tensor | None, texts: list[str] | None
+                ) -> dict[str, torch.Tensor]:
+        """Features of the modalities given, their prototype scores when the model has a
+        prototype layer, and the temperature, for a loss."""
+        out = {"logit_scale": self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()}
+        if images is not None:
+            out["image_features"] = self.encode_image(images)
+        if texts is not None:
+            out["text_features"] = self.encode_text(texts)
+        if self.prototypes is not None:
+            for side in ("image", "text"):
+                if f"{side}_features" in out:
+                    out[f"{side}_prototypes"] = self.prototypes(out[f"{side}_features"])
+        return out
 
 
 def _shared_clip(cfg: CfgNode) -> bool:
@@ -165,30 +168,41 @@ def build_model(cfg: CfgNode, registry: Registry, use_weights: bool = True) -> I
         raise UserError(f"--text-model {cfg.text_model}: this model has no text encoder")
     _freeze_unused(image, text)
 
-    image_dim, text_dim = _width(image, IMAGE), _width(text_encoder, TEXT)
+    if cfg.adapter:
+        from .adapters import add_adapter
+
+        add_adapter(text_encoder, cfg)
+    image_dim, text_dim = tower_width(image, IMAGE), tower_width(text_encoder, TEXT)
     heads = (cfg.image_head, cfg.text_head)
     if heads == ("auto", "auto") and image_dim == text_dim and not cfg.embed_dim:
         kinds = ("none", "none")
     else:
         kinds = tuple("linear" if h == "auto" else h for h in heads)
-    joint = cfg.embed_dim or (min(image_dim, text_dim) if "linear" in kinds else image_dim)
-    image_head = _head(kinds[0], image_dim, joint)
-    text_head = _head(kinds[1], text_dim, joint)
+    joint = cfg.embed_dim or (min(image_dim, text_dim) if kinds != ("none", "none")
+                              else image_dim)
+    image_head = build_head(kinds[0], image_dim, joint, cfg.head_hidden, cfg.head_layers)
+    text_head = build_head(kinds[1], text_dim, joint, cfg.head_hidden, cfg.head_layers)
+    prototypes = PrototypeLayer(joint, cfg.prototypes) if cfg.prototypes else None
 
-    model = ItraModel(image, text, image_head, text_head, cfg.lock_image, cfg.lock_text)
+    model = ItraModel(image, text, image_head, text_head, cfg.lock_image, cfg.lock_text,
+                      prototypes)
     model.joint_dim = joint
-    if cfg.lock_image:
-        if shared:
-            _freeze(image.clip.visual.parameters())
-        else:
-            _freeze(image.parameters())
-    if cfg.lock_text:
-        if shared:
-            visual = {id(p) for p in image.clip.visual.parameters()}
-            _freeze(p for p in image.parameters() if id(p) not in visual)
-        else:
-            _freeze(text_encoder.parameters())
+    for side, locked in (("image", cfg.lock_image), ("text", cfg.lock_text)):
+        if locked:
+            freeze_side(model, side, heads=False)
     return model
+
+
+def freeze_side(model: ItraModel, side: str, heads: bool = True) -> None:
+    """Freeze one modality's tower (and, with ``heads``, its projection head)."""
+    if model.text_tower is None:  # one CLIP for both: split it at its visual tower
+        visual = {id(p) for p in model.image_tower.clip.visual.parameters()}
+        _freeze(p for p in model.image_tower.parameters()
+                if (id(p) in visual) == (side == "image"))
+    else:
+        _freeze((model.image_tower if side == "image" else model.text_tower).parameters())
+    if heads:
+        _freeze((model.image_head if side == "image" else model.text_head).parameters())
 
 
 def _freeze_unused(image: EncoderModel, text: EncoderModel | None) -> None:

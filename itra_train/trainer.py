@@ -25,15 +25,12 @@ from itra_bench.registry import Registry
 
 from . import checkpoint
 from .config import as_dict, differences
-from .data import CsvImageText, collate
+from .data import Batch, CsvImageText, collate
 from .distributed import World, gather_batch
 from .run_folder import RunFolder
 from .schedule import adamw, cosine_lr
-from .towers import ItraModel, build_model, count_parameters
-
-FEATURES = ("image_features", "text_features")
-#: What the model gives a loss (LossSpec.needs is checked against it at start-up).
-PROVIDED = frozenset({"logit_scale"})
+from .teacher import build_teacher
+from .towers import ItraModel, build_model, count_parameters, freeze_side
 
 
 class TrainingDiverged(UserError):
@@ -65,6 +62,23 @@ def run_name(cfg: CfgNode) -> str:
     return f"{stamp}-{models}-{cfg.loss}"
 
 
+def objective_pairs(cfg: CfgNode) -> list[tuple[str, str, str]]:
+    """``(name, student side, teacher side)`` of each loss term.
+
+    Without a teacher, one term aligns the image tower (student) with the text tower; with
+    ``--teacher``, each ``--distill-image X`` / ``--distill-text X`` adds a term where that
+    student tower learns from the teacher's ``X`` tower (``teacher:X``).
+    """
+    if not cfg.teacher:
+        return [("align", "image", "text")]
+    pairs = []
+    if cfg.distill_image:
+        pairs.append(("image", "image", f"teacher:{cfg.distill_image}"))
+    if cfg.distill_text:
+        pairs.append(("text", "text", f"teacher:{cfg.distill_text}"))
+    return pairs
+
+
 class Trainer:
     """One training run: built from settings, then :meth:`fit`."""
 
@@ -79,24 +93,45 @@ class Trainer:
         self.log = self.out.log
         if cfg.loss not in registry.losses:
             raise UnknownNameError("loss", cfg.loss, registry.losses)
-        spec = registry.losses[cfg.loss].item
-        lacking = [need for need in spec.needs if need not in PROVIDED]
-        if lacking:
-            raise UserError(f"--loss {cfg.loss} needs {', '.join(lacking)}, which this model "
-                            f"does not provide (it provides {', '.join(sorted(PROVIDED))}); choose "
-                            "another --loss or add what it needs")
+        self.spec = registry.losses[cfg.loss].item
         seed_all(cfg.seed)
-        self.model: ItraModel = build_model(cfg, registry).to(world.device)
-        dims = self.model.output_dims()
-        self.loss_fn: nn.Module = spec.factory(student_dim=dims[0], teacher_dim=dims[1],
-                                               prototypes=0).to(world.device)
-        trainable, total = count_parameters(self.model)
+        self.model: ItraModel = build_model(cfg, registry)
+        self.teacher = build_teacher(cfg, registry) if cfg.teacher else None
+        self.pairs = objective_pairs(cfg)
+        self._check_needs()
+        self._freeze_unused()
+        self.model.to(world.device)
+        if self.teacher is not None:
+            self.teacher.to(world.device)
+        self.loss_fns = nn.ModuleDict({
+            name: self.spec.factory(student_dim=self._width(student),
+                                    teacher_dim=self._width(teacher),
+                                    prototypes=cfg.prototypes)
+            for name, student, teacher in self.pairs}).to(world.device)
+        trainable, total = count_parameters(nn.ModuleList([self.model, self.loss_fns]))
         if trainable == 0:
-            raise UserError("nothing to train: both towers are locked and there is no head")
-        self.log.info(f"model: {trainable:,} trainable of {total:,} parameters")
+            raise UserError("nothing to train: every parameter is frozen (locked towers, "
+                            "no head)")
+        self.log.info(f"model: {trainable:,} trainable of {total:,} parameters; objective "
+                      f"{cfg.loss} on " + ", ".join(f"{s} <- {t}" for _, s, t in self.pairs))
 
+        teacher_transform = None
+        if self.teacher is not None and "teacher:image" in {t for _, _, t in self.pairs} \
+                and not cfg.cache_teacher:
+            teacher_transform = self.teacher.image_transform
         self.data = CsvImageText(cfg.train_data, cfg.csv_img_key, cfg.csv_caption_key,
-                                 cfg.csv_separator, self.model.image_transform)
+                                 cfg.csv_separator, self.model.image_transform,
+                                 teacher_transform)
+        self.teacher_cache: dict[str, torch.Tensor] = {}
+        if self.teacher is not None and cfg.cache_teacher:
+            from .teacher import cached_teacher_features
+
+            sides = {t.split(":")[1] for _, _, t in self.pairs}
+            self.log.info(f"encoding the training set with the teacher once ({sorted(sides)})")
+            self.teacher_cache = cached_teacher_features(
+                self.teacher, self.data, sides, world.device,
+                Path("~/.cache/itra_bench/features").expanduser(), cfg.eval_batch_size,
+                cfg.workers)
         self.sampler = DistributedSampler(self.data, num_replicas=world.size, rank=world.rank,
                                           shuffle=True, seed=cfg.seed)
         self.loader = DataLoader(self.data, batch_size=cfg.batch_size, sampler=self.sampler,
@@ -115,12 +150,61 @@ class Trainer:
         if world.size > 1:
             ids = [world.device.index] if world.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = adamw(self.model, cfg.lr, cfg.wd, (cfg.beta1, cfg.beta2), cfg.eps)
+        self.optimizer = adamw(nn.ModuleList([self.model, self.loss_fns]), cfg.lr, cfg.wd,
+                               (cfg.beta1, cfg.beta2), cfg.eps)
         self.scaler = torch.amp.GradScaler(world.device.type, enabled=cfg.precision == "amp")
         self.state = State()
         if resume is not None:
             self._load(resume)
         self.out.write_params(cfg)
+
+    # -- the objective ------------------------------------------------------------------
+
+    def _width(self, side: str) -> int:
+        """Feature width of a side: ``image``/``text`` (the model's joint space) or
+        ``teacher:image``/``teacher:text``."""
+        if not side.startswith("teacher:"):
+            return self.model.joint_dim
+        from .towers import tower_width
+
+        return tower_width(self.teacher, side.split(":")[1])
+
+    def _check_needs(self) -> None:
+        """Refuse a loss that this model cannot feed, before any data is read."""
+        cfg, needs = self.cfg, self.spec.needs
+        if "teacher" in needs and self.teacher is None:
+            raise UserError(f"--loss {cfg.loss} distils from a frozen teacher: give --teacher "
+                            "SPEC and --distill-image/--distill-text")
+        if "prototypes" in needs:
+            if self.model.prototypes is None:
+                raise UserError(f"--loss {cfg.loss} needs a prototype layer: add --prototypes N "
+                                "(and --image-head dino --text-head dino)")
+            for _, _, teacher in self.pairs:
+                if teacher.startswith("teacher:") and self._width(teacher) != \
+                        self.model.joint_dim:
+                    raise UserError(
+                        f"--loss {cfg.loss} scores the teacher's features against the "
+                        f"prototypes, so the teacher's {teacher.split(':')[1]} width "
+                        f"({self._width(teacher)}) must equal the joint width "
+                        f"({self.model.joint_dim}); set --embed-dim {self._width(teacher)}")
+        unknown = set(needs) - {"teacher", "prototypes", "logit_scale"}
+        if unknown:
+            raise UserError(f"--loss {cfg.loss} needs {', '.join(sorted(unknown))}, which "
+                            "itra-train does not provide")
+
+    def _freeze_unused(self) -> None:
+        """Freeze what no loss term uses: DDP needs a gradient for every trainable
+        parameter, and a frozen tower is not computed at all."""
+        used = {s for _, s, _ in self.pairs} | {t for _, _, t in self.pairs}
+        for side in ("image", "text"):
+            if side not in used:
+                freeze_side(self.model, side)
+        if "logit_scale" not in self.spec.needs:
+            self.model.logit_scale.requires_grad_(False)
+        if self.model.prototypes is not None and "prototypes" not in self.spec.needs:
+            for p in self.model.prototypes.parameters():
+                p.requires_grad_(False)
+        self.sides = used
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -143,6 +227,7 @@ class Trainer:
                             "resume with the same ones or start a new run:\n  "
                             + "\n  ".join(diff))
         self.model.load_state_dict(ckpt["model"])
+        self.loss_fns.load_state_dict(ckpt.get("loss", {}))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -157,7 +242,8 @@ class Trainer:
             return
         state = {
             "epoch": self.state.epoch, "step": self.state.step, "config": as_dict(self.cfg),
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.model.state_dict(), "loss": self.loss_fns.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "schedule": {"kind": "cosine", "warmup": self.cfg.warmup,
                          "total_steps": self.total_steps},
@@ -176,16 +262,50 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.precision == "amp_bf16" else torch.float16
         return torch.autocast(device_type=self.world.device.type, dtype=dtype)
 
+    def _forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The model's outputs for the sides the objective uses, plus the teacher's."""
+        device = self.world.device
+        images = batch.images.to(device, non_blocking=True) if "image" in self.sides else None
+        texts = batch.texts if "text" in self.sides else None
+        out = dict(self.ddp(images, texts))
+        if self.teacher is not None:
+            with torch.no_grad():
+                for side in ("image", "text"):
+                    if f"teacher:{side}" not in self.sides:
+                        continue
+                    if side in self.teacher_cache:
+                        feats = self.teacher_cache[side][batch.indices].to(device)
+                    elif side == "image":
+                        feats = self.teacher.encode_image(
+                            batch.teacher_images.to(device, non_blocking=True))
+                    else:
+                        feats = self.teacher.encode_text(batch.texts)
+                    out[f"teacher:{side}_features"] = feats.float()
+                    if self.model.prototypes is not None and "prototypes" in self.spec.needs:
+                        out[f"teacher:{side}_prototypes"] = self.model.prototypes(feats.float())
+        return out
+
     def _loss(self, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The objective on the global batch (features gathered from every process)."""
-        features = {k: gather_batch(out[k].float(), self.world) for k in FEATURES}
-        value = self.loss_fn(features["image_features"], features["text_features"],
-                             out["logit_scale"].float())
-        if isinstance(value, dict):
-            terms = {k: float(v.detach()) for k, v in value.items()}
-            value = sum(value.values())
-            return value, terms
-        return value, {}
+        """The objective on the global batch (features gathered from every process): the sum
+        over the (student <- teacher) pairs of the loss."""
+        every = {k: gather_batch(v.float(), self.world) for k, v in out.items()
+                 if k != "logit_scale"}
+        total: torch.Tensor | float = 0.0
+        terms: dict[str, float] = {}
+        for name, student, teacher in self.pairs:
+            value = self.loss_fns[name](
+                every[f"{student}_features"], every[f"{teacher}_features"],
+                out["logit_scale"].float(),
+                student_prototypes=every.get(f"{student}_prototypes"),
+                teacher_prototypes=every.get(f"{teacher}_prototypes"))
+            prefix = "" if len(self.pairs) == 1 else f"{name}/"
+            if isinstance(value, dict):
+                terms.update({f"{prefix}{k}": float(v.detach()) for k, v in value.items()})
+                value = sum(value.values())
+            elif prefix:
+                terms[name] = float(value.detach())
+            total = total + value
+        return total, terms  # type: ignore[return-value]
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss.detach()).item():
@@ -197,13 +317,11 @@ class Trainer:
                 f"{self.state.step + 1}; training stopped and nothing was saved ({kept}). "
                 "Lower --lr, set --grad-clip-norm, or use --precision fp32 / amp_bf16.")
 
-    def _step(self, micro: list[tuple[torch.Tensor, list[str]]]) -> tuple[float, dict[str, float]]:
-        device = self.world.device
-        micro = [(im.to(device, non_blocking=True), tx) for im, tx in micro]
+    def _step(self, micro: list[Batch]) -> tuple[float, dict[str, float]]:
         self.optimizer.zero_grad(set_to_none=True)
         if len(micro) == 1:
             with self._autocast():
-                loss, terms = self._loss(self.ddp(*micro[0]))
+                loss, terms = self._loss(self._forward(micro[0]))
             self._check_finite(loss)
             self.scaler.scale(loss).backward()
         else:
@@ -211,27 +329,29 @@ class Trainer:
             # then each micro-batch again with gradients, placed among the others' features, so
             # the loss sees the whole accumulated batch as one contrastive batch.
             with torch.no_grad(), self._autocast():
-                cached = [self.ddp(im, tx) for im, tx in micro]
-            for j, (im, tx) in enumerate(micro):
+                cached = [self._forward(batch) for batch in micro]
+            for j, batch in enumerate(micro):
                 sync = j == len(micro) - 1 or not isinstance(self.ddp, DistributedDataParallel)
                 with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
-                    out = self.ddp(im, tx)
+                    out = self._forward(batch)
                     joined = {k: torch.cat([out[k] if m == j else cached[m][k]
-                                            for m in range(len(micro))]) for k in FEATURES}
+                                            for m in range(len(micro))])
+                              for k in out if k != "logit_scale"}
                     loss, terms = self._loss({**joined, "logit_scale": out["logit_scale"]})
                 self._check_finite(loss)
                 self.scaler.scale(loss).backward()
         if self.cfg.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return float(loss.detach()), terms
 
     # -- epochs --------------------------------------------------------------------------
 
-    def _micro_batches(self) -> Iterator[list[tuple[torch.Tensor, list[str]]]]:
-        group: list[tuple[torch.Tensor, list[str]]] = []
+    def _micro_batches(self) -> Iterator[list[Batch]]:
+        group: list[Batch] = []
         for batch in self.loader:
             group.append(batch)
             if len(group) == self.cfg.accum_freq:

@@ -168,7 +168,7 @@ def test_unknown_loss_and_unfeedable_loss(train, data, tmp_path, monkeypatch):
     res = _run(train, data, tmp_path, "--loss", "infonse")
     assert res.code == 2 and "unknown loss 'infonse'" in res.err and "infonce" in res.err
     res = _run(train, data, tmp_path, "--loss", "needs-teacher", "--plugin", "itra_test_plugin")
-    assert res.code == 2 and "needs teacher" in res.err
+    assert res.code == 2 and "distils from a frozen teacher" in res.err and "--teacher" in res.err
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train, data, tmp_path, monkeypatch):

@@ -1,0 +1,76 @@
+"""Parameter-efficient tuning of the text tower through peft (LoRA, (IA)^3, prefix and
+prompt tuning). The tower's own weights are frozen; only the adapter's train."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from yacs.config import CfgNode
+
+from itra_bench.errors import UserError
+from itra_bench.model import EncoderModel
+
+from .config import ADAPTERS
+
+#: The linear layers of an OpenCLIP text transformer's MLPs, where LoRA and (IA)^3 go (its
+#: attention runs through nn.MultiheadAttention's fused kernel, which peft cannot wrap).
+OPENCLIP_TARGETS = ["c_fc", "c_proj"]
+
+
+def _transformers_model(root: nn.Module) -> tuple[nn.Module, str, nn.Module] | None:
+    """(parent, attribute, model) of the first transformers model inside ``root``."""
+    from transformers import PreTrainedModel
+
+    for parent in root.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, PreTrainedModel):
+                return parent, name, child
+    return None
+
+
+def _config(method: str, cfg: CfgNode, targets: list[str] | None) -> Any:
+    import peft
+
+    task = None if targets else peft.TaskType.FEATURE_EXTRACTION
+    if method == "lora":
+        return peft.LoraConfig(r=cfg.adapter_rank, lora_alpha=cfg.adapter_alpha,
+                               lora_dropout=0.0, target_modules=targets, task_type=task)
+    if method == "ia3":
+        return peft.IA3Config(target_modules=targets,
+                              feedforward_modules=["c_proj"] if targets else None,
+                              task_type=task)
+    if method == "prefix_tuning":
+        return peft.PrefixTuningConfig(num_virtual_tokens=cfg.adapter_tokens, task_type=task)
+    return peft.PromptTuningConfig(num_virtual_tokens=cfg.adapter_tokens, task_type=task)
+
+
+def add_adapter(encoder: EncoderModel, cfg: CfgNode) -> None:
+    """Add ``cfg.adapter`` to the text tower ``encoder`` in place and freeze its own weights."""
+    import peft
+
+    method = ADAPTERS[cfg.adapter]
+    found = _transformers_model(encoder)
+    if found is not None:
+        parent, attribute, model = found
+        try:
+            setattr(parent, attribute, peft.get_peft_model(model, _config(method, cfg, None)))
+        except ValueError as exc:
+            raise UserError(f"--adapter {cfg.adapter}: peft cannot add it to "
+                            f"{type(model).__name__}: {exc}") from exc
+        return
+    text = getattr(getattr(encoder, "clip", None), "transformer", None)
+    if text is None:
+        raise UserError(f"--adapter {cfg.adapter}: the text tower ({type(encoder).__name__}) is "
+                        "neither a transformers model nor an OpenCLIP text transformer")
+    if method not in ("lora", "ia3"):
+        raise UserError(f"--adapter {cfg.adapter} needs a transformers text tower "
+                        "(--text-model-builder huggingface or sbert); an OpenCLIP text tower "
+                        "takes lora or ia3")
+    peft.inject_adapter_in_model(_config(method, cfg, OPENCLIP_TARGETS), text)
+    marker = "lora_" if method == "lora" else "ia3_"
+    # Only the text side's own weights freeze: a CLIP used for both towers keeps its visual.
+    visual = {id(p) for p in encoder.clip.visual.parameters()}
+    for name, param in encoder.named_parameters():
+        if id(param) not in visual:
+            param.requires_grad_(marker in name)
