@@ -3,6 +3,7 @@ prompt tuning). The tower's own weights are frozen; only the adapter's train."""
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 from torch import nn
@@ -45,6 +46,18 @@ def _config(method: str, cfg: CfgNode, targets: list[str] | None) -> Any:
     return peft.PromptTuningConfig(num_virtual_tokens=cfg.adapter_tokens, task_type=task)
 
 
+def _forward_real_tokens(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """A prompt-tuned model's forward, without the virtual tokens' output states."""
+    # peft prepends the virtual tokens to the sequence, so its states no longer line up with
+    # the tokenizer's attention mask: mean pooling fails (hf:) or silently averages padding
+    # too (sentence-transformers), and CLS pooling picks a virtual token. The virtual tokens
+    # still steer the real ones through attention.
+    output = type(self).forward(self, *args, **kwargs)
+    tokens = self.active_peft_config.num_virtual_tokens
+    output["last_hidden_state"] = output["last_hidden_state"][:, tokens:]
+    return output
+
+
 def add_adapter(encoder: EncoderModel, cfg: CfgNode) -> None:
     """Add ``cfg.adapter`` to the text tower ``encoder`` in place and freeze its own weights."""
     import peft
@@ -54,10 +67,15 @@ def add_adapter(encoder: EncoderModel, cfg: CfgNode) -> None:
     if found is not None:
         parent, attribute, model = found
         try:
-            setattr(parent, attribute, peft.get_peft_model(model, _config(method, cfg, None)))
+            tuned = peft.get_peft_model(model, _config(method, cfg, None))
         except ValueError as exc:
             raise UserError(f"--adapter {cfg.adapter}: peft cannot add it to "
                             f"{type(model).__name__}: {exc}") from exc
+        if method == "prompt_tuning":
+            # An instance attribute, not a forward hook: sentence-transformers calls
+            # model.forward directly, which skips hooks.
+            tuned.forward = types.MethodType(_forward_real_tokens, tuned)
+        setattr(parent, attribute, tuned)
         return
     text = getattr(getattr(encoder, "clip", None), "transformer", None)
     if text is None:

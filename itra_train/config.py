@@ -60,6 +60,7 @@ def defaults() -> CfgNode:
     c.distill_image = ""
     c.distill_text = ""
     c.cache_teacher = False
+    c.align_weight = 0.0
     # Data.
     c.train_data = ""
     c.csv_separator = "\t"
@@ -68,6 +69,7 @@ def defaults() -> CfgNode:
     c.workers = 1
     # Objective and optimisation.
     c.loss = "infonce"
+    c.loss_options = []
     c.epochs = 32
     c.batch_size = 64
     c.lr = 5e-4
@@ -134,6 +136,8 @@ _HELP = {
                "hf:, sbert:, ...)",
     "distill_image": "the student's image tower learns from the teacher's image | text tower",
     "distill_text": "the student's text tower learns from the teacher's image | text tower",
+    "align_weight": "with --teacher: add this weight times InfoNCE between the student's own "
+                    "image and text towers (relational losses alone do not align them)",
     "cache_teacher": "encode the training set with the teacher once, through the feature "
                      "cache, instead of at every step (the data has no augmentation)",
     "lock_image": "freeze the image tower (LiT)",
@@ -144,6 +148,8 @@ _HELP = {
     "csv_caption_key": "column holding captions",
     "workers": "DataLoader worker processes per training process",
     "loss": "training objective (`itra-bench list losses`)",
+    "loss_options": "KEY=VALUE options of the loss's constructor (e.g. queue_size=4096); "
+                    "values are read as YAML scalars",
     "epochs": "number of epochs",
     "batch_size": "batch size per process",
     "lr": "peak learning rate (AdamW)",
@@ -186,7 +192,8 @@ def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
         if isinstance(value, bool):
             parser.add_argument(_flag(key), action=argparse.BooleanOptionalAction, **kwargs)
         elif isinstance(value, list):
-            parser.add_argument(_flag(key), nargs="+", metavar="TASK", **kwargs)
+            metavar = "KEY=VALUE" if key == "loss_options" else "TASK"
+            parser.add_argument(_flag(key), nargs="+", metavar=metavar, **kwargs)
         else:
             choices = {"image_model_builder": IMAGE_BUILDERS, "text_model_builder": TEXT_BUILDERS,
                        "precision": PRECISIONS, "image_head": HEADS, "text_head": HEADS,
@@ -237,7 +244,7 @@ def validate(cfg: CfgNode) -> None:
     for key in ("workers", "warmup", "embed_dim", "prototypes"):
         if cfg[key] < 0:
             raise UserError(f"{_flag(key)} must be 0 or more, got {cfg[key]}")
-    for key in ("lr", "wd", "grad_clip_norm"):
+    for key in ("lr", "wd", "grad_clip_norm", "align_weight"):
         if cfg[key] < 0:
             raise UserError(f"{_flag(key)} must not be negative, got {cfg[key]}")
     for key, allowed in (("image_model_builder", IMAGE_BUILDERS),
@@ -259,6 +266,9 @@ def validate(cfg: CfgNode) -> None:
         raise UserError("--teacher needs --distill-image and/or --distill-text (image | text: "
                         "the teacher tower each student tower learns from)")
     if cfg.adapter:
+        if cfg.lock_text:
+            raise UserError("--adapter already freezes the text tower's own weights; drop "
+                            "--lock-text (it would freeze the adapter too)")
         if cfg.adapter in UNSUPPORTED_ADAPTERS:
             raise UserError(f"--adapter {cfg.adapter}: peft does not provide this adapter type; "
                             f"supported: {', '.join(ADAPTERS)}")
@@ -267,6 +277,19 @@ def validate(cfg: CfgNode) -> None:
                             f"{cfg.adapter!r}")
     if not cfg.train_data:
         raise UserError("--train-data is required: a CSV of image paths and captions")
+
+
+def loss_options(cfg: CfgNode) -> dict[str, Any]:
+    """``--loss-options KEY=VALUE ...`` as constructor keywords (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in cfg.loss_options:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--loss-options: expected KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def as_dict(cfg: CfgNode) -> dict[str, Any]:

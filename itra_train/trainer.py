@@ -21,10 +21,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from yacs.config import CfgNode
 
 from itra_bench.errors import UnknownNameError, UserError
+from itra_bench.losses import STUDENT_TO_TEACHER
 from itra_bench.registry import Registry
 
 from . import checkpoint
-from .config import as_dict, differences
+from .config import as_dict, differences, loss_options
 from .data import Batch, CsvImageText, collate
 from .distributed import World, gather_batch
 from .run_folder import RunFolder
@@ -62,6 +63,20 @@ def run_name(cfg: CfgNode) -> str:
     return f"{stamp}-{models}-{cfg.loss}"
 
 
+class WeightedInfoNCE(nn.Module):
+    """``weight * InfoNCE``, the alignment term added to distillation by --align-weight."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        from itra_bench.plugins.losses.alignment import InfoNCE
+
+        self.weight, self.infonce = weight, InfoNCE()
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor,
+                logit_scale: torch.Tensor, **_: object) -> torch.Tensor:
+        return self.weight * self.infonce(student, teacher, logit_scale)
+
+
 def objective_pairs(cfg: CfgNode) -> list[tuple[str, str, str]]:
     """``(name, student side, teacher side)`` of each loss term.
 
@@ -76,6 +91,8 @@ def objective_pairs(cfg: CfgNode) -> list[tuple[str, str, str]]:
         pairs.append(("image", "image", f"teacher:{cfg.distill_image}"))
     if cfg.distill_text:
         pairs.append(("text", "text", f"teacher:{cfg.distill_text}"))
+    if cfg.align_weight > 0:
+        pairs.append(("align", "image", "text"))
     return pairs
 
 
@@ -103,11 +120,13 @@ class Trainer:
         self.model.to(world.device)
         if self.teacher is not None:
             self.teacher.to(world.device)
-        self.loss_fns = nn.ModuleDict({
-            name: self.spec.factory(student_dim=self._width(student),
-                                    teacher_dim=self._width(teacher),
-                                    prototypes=cfg.prototypes)
-            for name, student, teacher in self.pairs}).to(world.device)
+        options = loss_options(cfg)
+        try:
+            self.loss_fns = nn.ModuleDict({
+                name: self._objective(name, student, teacher, options)
+                for name, student, teacher in self.pairs}).to(world.device)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"--loss {cfg.loss}: {exc}") from exc
         trainable, total = count_parameters(nn.ModuleList([self.model, self.loss_fns]))
         if trainable == 0:
             raise UserError("nothing to train: every parameter is frozen (locked towers, "
@@ -160,6 +179,15 @@ class Trainer:
 
     # -- the objective ------------------------------------------------------------------
 
+    def _objective(self, name: str, student: str, teacher: str, options: dict[str, Any]
+                   ) -> nn.Module:
+        if name == "align" and self.teacher is not None:
+            # The --align-weight term beside distillation: InfoNCE between the student's towers.
+            return WeightedInfoNCE(self.cfg.align_weight)
+        return self.spec.factory(student_dim=self._width(student),
+                                 teacher_dim=self._width(teacher), prototypes=self.cfg.prototypes,
+                                 **options)
+
     def _width(self, side: str) -> int:
         """Feature width of a side: ``image``/``text`` (the model's joint space) or
         ``teacher:image``/``teacher:text``."""
@@ -199,7 +227,12 @@ class Trainer:
         for side in ("image", "text"):
             if side not in used:
                 freeze_side(self.model, side)
-        if "logit_scale" not in self.spec.needs:
+        if self.teacher is None and self.spec.direction == STUDENT_TO_TEACHER:
+            # The text tower is the target of a uni-directional loss and gets no gradient;
+            # it still runs, so it stays in `used`.
+            freeze_side(self.model, "text")
+        aligned = self.teacher is not None and self.cfg.align_weight > 0
+        if "logit_scale" not in self.spec.needs and not aligned:
             self.model.logit_scale.requires_grad_(False)
         if self.model.prototypes is not None and "prototypes" not in self.spec.needs:
             for p in self.model.prototypes.parameters():
@@ -330,7 +363,12 @@ class Trainer:
             # the loss sees the whole accumulated batch as one contrastive batch.
             with torch.no_grad(), self._autocast():
                 cached = [self._forward(batch) for batch in micro]
+            # Stateful losses (queues, centres, episodes) update their buffers in each call; every
+            # micro-batch's call sees the state before the step, and the last call's update stays.
+            before = {k: v.clone() for k, v in self.loss_fns.state_dict().items()}
             for j, batch in enumerate(micro):
+                if j:
+                    self.loss_fns.load_state_dict(before)
                 sync = j == len(micro) - 1 or not isinstance(self.ddp, DistributedDataParallel)
                 with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
                     out = self._forward(batch)
@@ -369,6 +407,7 @@ class Trainer:
         self.model.train()
         samples_per_step = cfg.batch_size * cfg.accum_freq * world.size
         losses: list[float] = []
+        term_sums: dict[str, float] = {}
         interval_start, interval_steps = time.perf_counter(), 0
         with self._progress(epoch) as advance:
             for i, micro in enumerate(self._micro_batches()):
@@ -379,6 +418,8 @@ class Trainer:
                     group["lr"] = lr
                 loss, terms = self._step(micro)
                 losses.append(loss)
+                for k, v in terms.items():
+                    term_sums[k] = term_sums.get(k, 0.0) + v
                 self.state.step += 1
                 interval_steps += 1
                 advance(loss)
@@ -401,7 +442,7 @@ class Trainer:
                     interval_start, interval_steps = time.perf_counter(), 0
         return {"epoch": epoch + 1, "step": self.state.step,
                 "train_loss": float(np.mean(losses)), "train_loss_last": losses[-1],
-                "lr": lr}
+                **{f"train/{k}": v / len(losses) for k, v in term_sums.items()}, "lr": lr}
 
     @contextlib.contextmanager
     def _progress(self, epoch: int) -> Iterator[Any]:

@@ -215,10 +215,13 @@ class ProtoCLIP(nn.Module):
         k, iters = self.num_prototypes, self.kmeans_iters
         c_s, a = kmeans(self.memory_student, k, iters, seed)
         c_t, b = kmeans(self.memory_teacher, k, iters, seed)
-        self.centroids_student.copy_(c_s)
-        self.centroids_teacher.copy_(c_t)
-        self.translated_student.copy_(_cluster_means(self.memory_student, b, k))
-        self.translated_teacher.copy_(_cluster_means(self.memory_teacher, a, k))
+        # New tensors rather than copy_(): the old ones are still saved in this step's autograd
+        # graph (the prototype logits), which an in-place write would invalidate.
+        dtype = self.centroids_student.dtype
+        self.centroids_student = c_s.to(dtype).clone()
+        self.centroids_teacher = c_t.to(dtype).clone()
+        self.translated_student = _cluster_means(self.memory_student, b, k).to(dtype)
+        self.translated_teacher = _cluster_means(self.memory_teacher, a, k).to(dtype)
         self.episodes += 1
 
 
