@@ -60,6 +60,7 @@ def defaults() -> CfgNode:
     c.distill_image = ""
     c.distill_text = ""
     c.cache_teacher = False
+    c.cache_dir = "~/.cache/itra_bench/features"
     c.align_weight = 0.0
     # Data.
     c.train_data = ""
@@ -101,7 +102,7 @@ def defaults() -> CfgNode:
 RESUMABLE = frozenset({
     "epochs", "workers", "logs", "name", "save_frequency", "log_every_n_steps", "resume",
     "eval_tasks", "eval_every", "eval_data_root", "eval_batch_size", "progress", "device",
-    "weights_cache", "train_data", "cache_teacher",
+    "weights_cache", "train_data", "cache_teacher", "cache_dir",
 })
 
 _HELP = {
@@ -136,6 +137,7 @@ _HELP = {
                "hf:, sbert:, ...)",
     "distill_image": "the student's image tower learns from the teacher's image | text tower",
     "distill_text": "the student's text tower learns from the teacher's image | text tower",
+    "cache_dir": "feature cache folder used by --cache-teacher",
     "align_weight": "with --teacher: add this weight times InfoNCE between the student's own "
                     "image and text towers (relational losses alone do not align them)",
     "cache_teacher": "encode the training set with the teacher once, through the feature "

@@ -149,7 +149,7 @@ class Trainer:
             self.log.info(f"encoding the training set with the teacher once ({sorted(sides)})")
             self.teacher_cache = cached_teacher_features(
                 self.teacher, self.data, sides, world.device,
-                Path("~/.cache/itra_bench/features").expanduser(), cfg.eval_batch_size,
+                Path(cfg.cache_dir).expanduser(), cfg.eval_batch_size,
                 cfg.workers)
         self.sampler = DistributedSampler(self.data, num_replicas=world.size, rank=world.rank,
                                           shuffle=True, seed=cfg.seed)

@@ -237,3 +237,45 @@ def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
     again = json.loads(next((tmp_path / "again").rglob("*.json")).read_text())
     assert again["main_score_value"] == zeroshot
     assert (cache / "logs" / "demo" / "checkpoints" / "epoch_10.pt").stat().st_mtime_ns == stamp
+
+
+def test_loss_needing_prototypes_or_teacher_is_refused_at_start(train, data, tmp_path):
+    res = _run(train, data, tmp_path, "--loss", "dino")
+    assert res.code == 2 and "--prototypes N" in res.err, res
+    res = _run(train, data, tmp_path, "--teacher", "demo:random")
+    assert res.code == 2 and "--distill-image" in res.err
+    res = _run(train, data, tmp_path, "--adapter", "compacter")
+    assert res.code == 2 and "lora" in res.err and "prefix_tuning" in res.err
+
+
+def test_cached_teacher_features_train_like_the_live_teacher(train, data, tmp_path):
+    """--cache-teacher encodes the training set once; with no augmentation the run is the
+    same as encoding with the teacher at every step."""
+    kd = ["--epochs", "1", "--teacher", "demo:random", "--distill-image", "image",
+          "--distill-text", "text", "--loss", "simreg"]
+    assert _run(train, data, tmp_path, *kd, name="live").code == 0
+    res = _run(train, data, tmp_path, *kd, "--cache-teacher", "--cache-dir", tmp_path / "cache",
+               name="cached")
+    assert res.code == 0, res
+    live, cached = _results(tmp_path / "live")[0], _results(tmp_path / "cached")[0]
+    for key in ("train_loss", "train/image", "train/text"):
+        assert cached[key] == pytest.approx(live[key], rel=1e-4), key
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["amp_bf16", "amp"])
+def test_mixed_precision_training_on_cuda(train, cli, data, tmp_path, precision):
+    """CUDA with autocast (bf16, or fp16 with the gradient scaler): finite losses, a
+    checkpoint with the scaler's state, and it evaluates."""
+    settings = [a if a != "cpu" else "cuda" for a in TINY]
+    settings = [a if a != "fp32" else precision for a in settings]
+    res = train("--train-data", data, "--logs", tmp_path, "--name", precision, *settings,
+                "--epochs", "2")
+    assert res.code == 0, res
+    records = _results(tmp_path / precision)
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in records)
+    ckpt = checkpoint.load(tmp_path / precision / "checkpoints" / "epoch_2.pt")
+    assert bool(ckpt["scaler"]) == (precision == "amp")
+    res = cli("run", "--model", tmp_path / precision / "checkpoints" / "epoch_2.pt", "--tasks",
+              "digits-zeroshot", "--device", "cuda", "--output", tmp_path / "r", "--workers", "0")
+    assert res.code == 0, res
