@@ -51,6 +51,28 @@ def save(path: Path, **state: Any) -> Path:
     return atomic_torch_save({"format": FORMAT, **state}, path)
 
 
+def link_or_copy(source: Path, target: Path) -> Path:
+    """Make ``target`` hold ``source``'s bytes, atomically: a hard link where the file system
+    allows (no second write of a large file), a copy otherwise."""
+    import os
+    import shutil
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """Read an itra-train checkpoint on the CPU, with a clear message for anything else."""
     path = Path(path)

@@ -283,9 +283,13 @@ class Trainer:
             "rng": checkpoint.rng_state(), "history": self.state.history,
         }
         epoch = self.state.epoch
+        latest = checkpoint.latest_path(self.folder)
         if epoch % self.cfg.save_frequency == 0 or epoch == self.cfg.epochs:
-            checkpoint.save(checkpoint.epoch_path(self.folder, epoch), **state)
-        checkpoint.save(checkpoint.latest_path(self.folder), **state)
+            numbered = checkpoint.save(checkpoint.epoch_path(self.folder, epoch), **state)
+            # The same bytes: linked, not written twice.
+            checkpoint.link_or_copy(numbered, latest)
+        else:
+            checkpoint.save(latest, **state)
 
     # -- one optimizer step ----------------------------------------------------------------
 
