@@ -8,15 +8,19 @@ eps), the same precision and the same number of torch threads. They differ only 
 machinery around the step:
 
 - **trainer**: ``itra_train.trainer.Trainer(cfg, registry, world).fit()``, in this process,
-  exactly as ``itra-train`` runs it in a single process (no torchrun): DistributedSampler,
-  cosine lr schedule, GradScaler (disabled unless ``amp``), the feature gather (a no-op for
-  one process), the finiteness check, a log line plus TensorBoard scalars every 10 steps,
-  ``results.jsonl``, and two checkpoints per epoch (``epoch_N.pt`` and ``epoch_latest.pt``,
-  written with fsync). A subclass only records timestamps around ``_step`` and
-  ``train_one_epoch``; it changes nothing else.
-- **plain**: ``for images, texts in loader: zero_grad; [autocast] forward; InfoNCE;
-  backward; step``. No DDP, no scaler, no lr schedule (constant lr: the trainer's schedule
-  costs one float computation per step), no loss readback, no logging, no checkpoint.
+  exactly as ``itra-train`` runs it in a single process (no torchrun), with its defaults
+  (``--log-every-n-steps 10``, ``--save-frequency 1``) and ``--no-progress``:
+  DistributedSampler, cosine lr schedule, GradScaler (disabled unless ``amp``), the feature
+  gather (a no-op for one process), the finiteness check and loss readback every step, a log
+  line plus TensorBoard scalars every 10 steps, ``results.jsonl``, and the checkpoint of every
+  epoch (``epoch_N.pt`` written with fsync, ``epoch_latest.pt`` a hard link to it). A subclass only
+  records timestamps around ``_step`` and ``train_one_epoch``; it changes nothing else. Its
+  log goes to ``out.log`` only (stderr is silenced unless ``--verbose``).
+- **plain**: ``for batch in loader: zero_grad; [autocast] forward; InfoNCE (from the
+  registry, as the trainer gets it); backward; step``, with the trainer's cosine lr schedule
+  (``cosine_lr``, a few microseconds per step; kept so that both variants follow the same lr
+  trajectory). No DDP wrapper (the trainer has none in one process either), no scaler, no
+  loss readback, no logging, no checkpoint.
 
 What is timed (``--epochs E``, default 4): the first epoch is warm-up and not counted (it
 includes the trainer's TensorBoard import and the allocator warming up). Two rates:
@@ -32,21 +36,33 @@ includes the trainer's TensorBoard import and the allocator warming up). Two rat
 
 On CUDA the timestamps that bound a timed span synchronise the device first (the plain loop
 never synchronises otherwise; the trainer reads the loss back every step). The ratio reported
-is trainer / plain: 1.0 means the machinery costs nothing.
+is trainer / plain, paired: each repeat's trainer run divided by the plain run beside it in
+time, median over repeats (the samples/s columns are medians of the runs); 1.0 means the
+machinery costs nothing.
+
+Diagnostic columns (medians, trainer and plain): **CPU ms/sample**, user + system CPU time
+of this process and its reaped workers over the epoch-timed span (steadier than the wall
+clock on a shared machine); **in-step ms**, the median time inside one step call (the
+trainer's ``_step``; the plain loop's zero_grad..optimizer.step; on CUDA the plain loop's is
+only the launch time, since it does not synchronise); **outside ms**, per timed
+epoch, the time not spent between its first step's start and last step's end (worker
+start-up and the first batch, plus the end-of-epoch work); **1st epoch s**, the untimed
+first epoch. The trainer's own ``samples/s`` log lines (epochs 2..) go into the JSON as a
+cross-check of the step rate.
 
 Threads: ``torch.set_num_threads(T)`` (``--threads``, default all cores) applies to the main
-process for both variants; DataLoader workers run one intra-op thread each. CPU ms/sample is
-user + system CPU time of this process and its reaped workers over the epoch-timed span.
+process for both variants; DataLoader workers run one intra-op thread each.
 
 Usage::
 
-    python benchmarks/bench_train.py --batch-size 64 128 --workers 0 1 --repeats 3 \\
-        --out bench_train.json
+    python benchmarks/bench_train.py --batch-size 64 128 --workers 0 1 --threads 2 \\
+        --repeats 3 --out bench_train.json
     # on a GPU (untested here: written for it, never run on one)
     python benchmarks/bench_train.py --device cuda --precision amp_bf16 --workers 4
 
-``--image-model RN50 --text-model RN50 --max-rows 256`` (random init) runs a bigger model on a
-subset of the rows.
+``--image-model ViT-B-32 --text-model ViT-B-32 --max-rows 256 --batch-size 32`` (open_clip
+architectures, random init) runs a bigger model on a subset of the rows; its epochs are then
+far shorter than real ones, so its epoch ratio overstates the per-epoch checkpoint's share.
 """
 
 from __future__ import annotations
@@ -69,13 +85,12 @@ import torch
 from torch.utils.data import DataLoader
 
 import itra_bench
-from itra_bench.plugins.losses import InfoNCE
 from itra_bench.registry import Registry, load_registry
 from itra_train.config import load_config
 from itra_train.data import CsvImageText, collate
 from itra_train.demo_data import write_digits_csv
 from itra_train.distributed import init_distributed
-from itra_train.schedule import adamw
+from itra_train.schedule import adamw, cosine_lr
 from itra_train.towers import build_model, count_parameters
 from itra_train.trainer import Trainer, seed_all
 
@@ -123,7 +138,8 @@ class Clock:
         self.end, self.end_cpu = time.perf_counter(), _cpu_seconds()
 
     def rates(self, batch_size: int) -> dict[str, float]:
-        """Epoch and step samples/s, CPU ms/sample and median in-step ms, epochs 2.. only."""
+        """Epoch and step samples/s, CPU ms/sample and median in-step ms over epochs 2..;
+        the first epoch's seconds (warm-up, not in the rates) as a diagnostic."""
         timed = self.epochs[1:]
         if not timed:
             raise ValueError("--epochs must be at least 2 (the first epoch is not timed)")
@@ -137,11 +153,19 @@ class Clock:
         step_wall = sum(e["steps"][-1][1] - e["steps"][k][0] for e in timed)
         step_samples = batch_size * (self.steps_per_epoch - k) * len(timed)
         inside = [t1 - t0 for e in timed for t0, t1 in e["steps"][k:]]
+        first = timed[0]["start"] - self.epochs[0]["start"]
+        # Per timed epoch, the time outside its steps: from the epoch's start to its first
+        # step (worker start-up, first batch) plus from its last step to the next epoch's
+        # start or the end of training (the trainer's log, checkpoints and results file).
+        ends = [e["start"] for e in timed[1:]] + [self.end]
+        outside = [(e["steps"][0][0] - e["start"]) + (end - e["steps"][-1][1])
+                   for e, end in zip(timed, ends, strict=True)]
         return {"epoch_samples_per_s": samples / wall,
                 "step_samples_per_s": step_samples / step_wall,
                 "cpu_ms_per_sample": 1000 * (self.end_cpu - timed[0]["cpu"]) / samples,
                 "median_step_ms": 1000 * statistics.median(inside),
-                "epoch_wall_s": wall, "step_wall_s": step_wall}
+                "outside_steps_ms_per_epoch": 1000 * statistics.median(outside),
+                "first_epoch_s": first, "epoch_wall_s": wall, "step_wall_s": step_wall}
 
 
 class TimedTrainer(Trainer):
@@ -201,7 +225,8 @@ def run_plain(argv: list[str], registry: Registry, skip_steps: int) -> dict[str,
     seed_all(cfg.seed)
     model = build_model(cfg, registry).to(device)
     model.train()
-    loss_fn = InfoNCE().to(device)
+    # InfoNCE through the registry (as the trainer finds it), called with positional features.
+    loss_fn = registry.losses[cfg.loss].item.factory().to(device)
     data = CsvImageText(cfg.train_data, cfg.csv_img_key, cfg.csv_caption_key,
                         cfg.csv_separator, model.image_transform)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
@@ -215,14 +240,21 @@ def run_plain(argv: list[str], registry: Registry, skip_steps: int) -> dict[str,
     else:
         raise SystemExit("the plain loop has no GradScaler: use --precision fp32 or amp_bf16")
     clock = Clock(device, len(loader), skip_steps)
+    step, total = 0, len(loader) * cfg.epochs
     for _ in range(cfg.epochs):
         clock.epoch_start()
-        for images, texts in loader:
+        for batch in loader:
             clock.before_step()
-            images = images.to(device, non_blocking=True)
+            # The trainer's lr schedule (a few microseconds), so that both variants compute
+            # the same kind of trajectory from the same initial weights.
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(step, cfg.lr, cfg.warmup, total)
+            step += 1
+            images = batch.images.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with autocast():
-                loss = loss_fn(**model(images, texts))
+                out = model(images, batch.texts)
+                loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
             loss.backward()
             optimizer.step()
             clock.after_step()
@@ -330,7 +362,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         load_after = os.getloadavg()
         seconds = time.perf_counter() - started
 
-    keys = ("epoch_samples_per_s", "step_samples_per_s", "cpu_ms_per_sample", "median_step_ms")
+    keys = ("epoch_samples_per_s", "step_samples_per_s", "cpu_ms_per_sample", "median_step_ms",
+            "outside_steps_ms_per_epoch", "first_epoch_s")
     table = []
     for b, w in settings:
         med = {v: {k: statistics.median(x[k] for x in runs[b, w, v]) for k in keys}
@@ -338,10 +371,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table.append({
             "batch_size": b, "workers": w, **{f"{v}_{k}": med[v][k] for v in VARIANTS
                                              for k in keys},
-            "epoch_ratio": med["trainer"]["epoch_samples_per_s"]
-            / med["plain"]["epoch_samples_per_s"],
-            "step_ratio": med["trainer"]["step_samples_per_s"]
-            / med["plain"]["step_samples_per_s"],
+            # Paired: each repeat's trainer run over the plain run next to it in time, then
+            # the median; steadier than a ratio of medians when the machine's speed drifts.
+            **{f"{kind}_ratio": statistics.median(
+                t[f"{kind}_samples_per_s"] / p[f"{kind}_samples_per_s"]
+                for t, p in zip(runs[b, w, "trainer"], runs[b, w, "plain"], strict=True))
+               for kind in ("epoch", "step")},
             "trainer_logged_samples_per_s": statistics.median(logged[b, w])
             if logged[b, w] else None,
             "runs": {v: runs[b, w, v] for v in VARIANTS}})
@@ -352,19 +387,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"epochs (first not timed), median of {args.repeats}, torch {torch.__version__}")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
           f"{seconds:.0f} s")
-    print(f"{'batch':>5} {'workers':>7} | {'epoch samples/s':>15} {'trainer/plain':>13} | "
-          f"{'step samples/s':>14} {'trainer/plain':>13} | {'CPU ms/sample':>13} | "
-          f"{'in-step ms':>11}")
-    print(f"{'':>5} {'':>7} | {'trainer  plain':>15} {'':>13} | {'trainer  plain':>14} "
-          f"{'':>13} | {'trainer plain':>13} | {'trainer plain':>11}")
+    # Each column pair: trainer, plain. Ratios: trainer / plain.
+    print(f"{'batch':>5} {'workers':>7} | {'epoch samples/s':>15} {'ratio':>6} | "
+          f"{'step samples/s':>15} {'ratio':>6} | {'CPU ms/sample':>13} | {'in-step ms':>13} | "
+          f"{'outside ms':>13} | {'1st epoch s':>11}")
     for t in table:
-        print(f"{t['batch_size']:>5} {t['workers']:>7} | "
-              f"{t['trainer_epoch_samples_per_s']:>7.1f}{t['plain_epoch_samples_per_s']:>7.1f} "
-              f"{t['epoch_ratio']:>14.3f} | "
-              f"{t['trainer_step_samples_per_s']:>7.1f}{t['plain_step_samples_per_s']:>7.1f} "
-              f"{t['step_ratio']:>13.3f} | "
-              f"{t['trainer_cpu_ms_per_sample']:>6.2f} {t['plain_cpu_ms_per_sample']:>6.2f} | "
-              f"{t['trainer_median_step_ms']:>5.1f} {t['plain_median_step_ms']:>5.1f}")
+        cells = [f"{t['batch_size']:>5} {t['workers']:>7}"]
+        for key, fmt, ratio in (("epoch_samples_per_s", "7.1f", "epoch_ratio"),
+                                ("step_samples_per_s", "7.1f", "step_ratio"),
+                                ("cpu_ms_per_sample", "6.2f", None),
+                                ("median_step_ms", "6.1f", None),
+                                ("outside_steps_ms_per_epoch", "6.0f", None),
+                                ("first_epoch_s", "5.2f", None)):
+            pair = f"{t['trainer_' + key]:{fmt}} {t['plain_' + key]:{fmt}}"
+            cells.append(pair + (f" {t[ratio]:6.3f}" if ratio else ""))
+        print(" | ".join(cells))
 
     report = {"benchmark": "trainer_vs_plain_loop", "command": sys.argv,
               "image_model": args.image_model, "text_model": args.text_model,
