@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from itra_bench.atomic_io import atomic_write_text
@@ -26,8 +25,3 @@ def write_digits_csv(folder: Path) -> Path:
     lines = ["filepath\ttitle"] + [f"{p}\t{c}" for p, c in rows]
     return atomic_write_text(folder / "train.csv", "\n".join(lines) + "\n")
 
-
-def read_rows(path: Path) -> int:
-    """Number of data rows in a CSV written by :func:`write_digits_csv`."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return sum(1 for _ in csv.reader(handle, delimiter="\t")) - 1

@@ -96,10 +96,6 @@ class ItraModel(EncoderModel):
         self.fingerprint = ""
         self.joint_dim = 0
 
-    def output_dims(self) -> tuple[int, int]:
-        """Widths of the image and text features this model outputs."""
-        return self.joint_dim, self.joint_dim
-
     @property
     def text_encoder(self) -> EncoderModel:
         """The module that encodes text (the image tower when both are one CLIP)."""
