@@ -86,13 +86,14 @@ from torch.utils.data import DataLoader
 
 import itra_bench
 from itra_bench.registry import Registry, load_registry
+from itra_bench.runner import seed_everything
 from itra_train.config import load_config
 from itra_train.data import CsvImageText, collate
 from itra_train.demo_data import write_digits_csv
 from itra_train.distributed import init_distributed
 from itra_train.schedule import adamw, cosine_lr
 from itra_train.towers import build_model, count_parameters
-from itra_train.trainer import Trainer, seed_all
+from itra_train.trainer import Trainer
 
 VARIANTS = ("trainer", "plain")
 
@@ -222,7 +223,7 @@ def run_plain(argv: list[str], registry: Registry, skip_steps: int) -> dict[str,
     """The same training as a bare PyTorch loop; returns its rates."""
     cfg, _ = load_config(argv)
     device = init_distributed(cfg.device).device
-    seed_all(cfg.seed)
+    seed_everything(cfg.seed)
     model = build_model(cfg, registry).to(device)
     model.train()
     # InfoNCE through the registry (as the trainer finds it), called with positional features.

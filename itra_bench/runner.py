@@ -149,9 +149,10 @@ def check_data(tasks: list[Task], data_root: Path, options: Mapping[str, Any]) -
             + "\n  (--skip-missing runs the tasks whose data is present)")
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (every device's) random generators."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
@@ -169,7 +170,7 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
     if config.precision == "amp_fp16" and device.type == "cpu":
         raise UserError("--precision amp_fp16 needs a CUDA device; use amp_bf16 or fp32 on CPU")
 
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     if model is None:
         model = build_model(config, registry)
     runnable, outcomes = [], []
@@ -216,7 +217,7 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
             outcomes.append(Outcome(task.name, variant, "exists", record["main_score"],
                                     record["main_score_value"], 0.0, str(path)))
             continue
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         console.print(f"[bold cyan]{task.name}[/] ({variant})")
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from yacs.config import CfgNode
 from itra_bench.errors import UnknownNameError, UserError
 from itra_bench.losses import STUDENT_TO_TEACHER
 from itra_bench.registry import Registry
+from itra_bench.runner import seed_everything
 
 from . import checkpoint
 from .config import as_dict, differences, loss_options
@@ -45,13 +45,6 @@ class State:
     epoch: int = 0
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def seed_all(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def run_name(cfg: CfgNode) -> str:
@@ -111,7 +104,7 @@ class Trainer:
         if cfg.loss not in registry.losses:
             raise UnknownNameError("loss", cfg.loss, registry.losses)
         self.spec = registry.losses[cfg.loss].item
-        seed_all(cfg.seed)
+        seed_everything(cfg.seed)
         self.model: ItraModel = build_model(cfg, registry)
         self.teacher = build_teacher(cfg, registry) if cfg.teacher else None
         self.pairs = objective_pairs(cfg)
@@ -406,7 +399,7 @@ class Trainer:
         # Everything random in an epoch (shuffling, augmentation, dropout, worker seeds)
         # derives from (seed, epoch, rank): a resumed run replays exactly what an
         # uninterrupted one would have done.
-        seed_all(cfg.seed + 100_003 * (epoch + 1) + world.rank)
+        seed_everything(cfg.seed + 100_003 * (epoch + 1) + world.rank)
         self.sampler.set_epoch(epoch)
         self.model.train()
         samples_per_step = cfg.batch_size * cfg.accum_freq * world.size
