@@ -25,10 +25,8 @@ class CliResult:
         return f"CliResult(code={self.code}, out={self.out[-2000:]!r}, err={self.err[-2000:]!r})"
 
 
-@pytest.fixture
-def train(capsys):
-    """Run ``itra-train`` in-process; returns code, stdout and stderr."""
-    from itra_train.cli import main
+def _in_process(capsys, main):
+    """A runner of the console entry point ``main``: returns code, stdout and stderr."""
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()
@@ -37,6 +35,14 @@ def train(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def train(capsys):
+    """Run ``itra-train`` in-process; returns code, stdout and stderr."""
+    from itra_train.cli import main
+
+    return _in_process(capsys, main)
 
 
 @pytest.fixture
@@ -44,13 +50,7 @@ def cli(capsys, tmp_path):
     """Run ``itra-bench`` in-process; returns code, stdout and stderr (wide, no colour)."""
     from itra_bench.cli import main
 
-    def run(*args: str) -> CliResult:
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
+    return _in_process(capsys, main)
 
 
 @pytest.fixture(autouse=True)
