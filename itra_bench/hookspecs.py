@@ -76,6 +76,19 @@ def itra_bench_task_file_protocols() -> Mapping[str, Callable[[dict[str, Any], P
 
 
 @hookspec
+def itra_bench_task_files() -> Iterable[str | Path]:
+    """Return paths of YAML task files this plugin ships (e.g. with ``importlib.resources``).
+
+    Each file is read exactly like ``--tasks my_task.yaml``: its ``protocol`` is a built-in
+    one (``zeroshot``, ``linear_probe``, ``knn``, ``clustering``, ``retrieval``) or one that a
+    plugin declares through :func:`itra_bench_task_file_protocols` (``elevater`` for an
+    ELEVATER dataset card, ``sts``, ``coco``, ...), so a plugin adds datasets as data files,
+    without writing task classes. The tasks are registered under their ``name``, in their
+    ``suites``, like tasks returned by :func:`itra_bench_tasks`.
+    """
+
+
+@hookspec
 def itra_bench_suites() -> Mapping[str, Iterable[str]]:
     """Return extra named suites: ``{suite_name: [task names]}``.
 

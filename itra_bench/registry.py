@@ -166,6 +166,12 @@ def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         for protocol, factory in (impl.function() or {}).items():
             _put(registry.task_file_protocols, "task file protocol", protocol, factory,
                  infos[impl.plugin_name])
+    protocols = {name: p.item for name, p in registry.task_file_protocols.items()}
+    for impl in pm.hook.itra_bench_task_files.get_hookimpls():
+        from itra_bench.yaml_tasks import load_task_file
+
+        for path in impl.function() or ():
+            registry.add_task(load_task_file(path, protocols), infos[impl.plugin_name])
     for impl in pm.hook.itra_bench_suites.get_hookimpls():
         for suite, names in (impl.function() or {}).items():
             registry.suites.setdefault(suite, [])
