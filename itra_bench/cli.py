@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 
@@ -37,6 +38,15 @@ def _task_option(text: str) -> tuple[str, str]:
 
 
 MODES = ("zeroshot", "linear_probe", "finetune")
+
+
+def _list_kind(text: str) -> str:
+    if text in LIST_KINDS:
+        return text
+    close = difflib.get_close_matches(text, LIST_KINDS, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise argparse.ArgumentTypeError(f"unknown kind {text!r}.{hint} Choose one of "
+                                     f"{', '.join(LIST_KINDS)}.")
 
 
 def _int_list(text: str) -> list[int]:
@@ -150,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--data-root", default=".", help="folder that dataset paths are under")
 
     lst = sub.add_parser("list", parents=[common], help="show installed models, tasks, ...")
-    lst.add_argument("kind", choices=LIST_KINDS)
+    lst.add_argument("kind", type=_list_kind, metavar="{" + ",".join(LIST_KINDS) + "}")
 
     res = sub.add_parser("results", parents=[common],
                          help="collate a results folder into a leaderboard")
@@ -305,7 +315,10 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     folder = Path(args.folder)
     if not folder.is_dir():
         raise UserError(f"results folder not found: {folder}")
-    board = write_leaderboard(folder, args.out)
+    problems: list[str] = []
+    board = write_leaderboard(folder, args.out, problems)
+    for problem in problems:
+        console.print(f"[yellow]warning: unreadable result left out: {escape(problem)}[/]")
     if not board.models:
         raise UserError(f"no itra-bench result files under {folder}")
     out = Path(args.out or folder)
@@ -384,7 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from itra_train.cli import main as train_main
 
         return train_main(argv[1:], prog="itra-bench train")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     console = Console(stderr=True)
     try:
         registry = load_registry(args.plugin, args.disable_plugin)

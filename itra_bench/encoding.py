@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from itra_bench.context import RunContext
 from itra_bench.datasets.image_source import ImageSource, load_rgb
-from itra_bench.errors import CorruptImageError
+from itra_bench.errors import CorruptImageError, UserError
 from itra_bench.feature_cache import cache_key
 from itra_bench.model import EncoderModel
 from itra_bench.threads import torch_threads
@@ -80,6 +80,12 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
     """
     if model.image_transform is None:
         raise ValueError(f"{model.name} has no image transform")
+    if not source.identity:
+        raise UserError(
+            f"image source {type(source).__module__}.{type(source).__name__} has no "
+            "`identity`: the plugin that reads it must set one that changes whenever its images "
+            "could (e.g. itra_bench.fingerprint.files_identity(paths, salt=split)); it keys the "
+            "feature cache, so without it other data's features would be served.")
     # The source identity already names the split (and changes with its files), so the same
     # images reached through two tasks share one entry; ``split`` only labels the progress bar.
     key = cache_key(kind="images", model=model.fingerprint, dataset=source.identity,

@@ -43,3 +43,10 @@ class MissingDataError(UserError):
 
 class CorruptImageError(UserError):
     """An image file could not be decoded."""
+
+
+class PluginBugError(UserError):
+    """A plugin broke its contract (a task returned something other than a ``TaskResult``,
+    or raised an unexpected exception): not the user's input, so a different exit code."""
+
+    exit_code = 3

@@ -19,6 +19,7 @@ from itra_bench.datasets.captions_csv import CaptionsCSV
 from itra_bench.datasets.imagefolder import LAYOUT as IMAGEFOLDER_LAYOUT
 from itra_bench.datasets.imagefolder import ImageFolderSplit
 from itra_bench.encoding import EncodedImages, encode_images, encode_texts
+from itra_bench.errors import UserError
 from itra_bench.model import IMAGE, TEXT, EncoderModel
 from itra_bench.protocols.clustering import clustering_scores
 from itra_bench.protocols.knn import knn_classification
@@ -67,6 +68,12 @@ class ImageFolderData:
               ) -> ImageFolderSplit:
         return ImageFolderSplit(self._root(data_root), name, classes)
 
+    def class_list(self, data_root: Path, splits: list[str]) -> list[str]:
+        """The task's one class list: the union of the class folders of ``splits``."""
+        root = self._root(data_root)
+        return sorted({p.name for s in splits if (root / s).is_dir()
+                       for p in (root / s).iterdir() if p.is_dir()})
+
     def required_paths(self, data_root: Path, splits: list[str]) -> list[Path]:
         return [self._root(data_root) / s for s in splits]
 
@@ -111,6 +118,8 @@ class ClassificationTask(Task):
     knn_temperature: float = 0.07
     suites: tuple[str, ...] = ()
     description: str = ""
+    #: Where the task was declared (a task file), for messages.
+    source: str = ""
 
     def __post_init__(self) -> None:
         if self.protocol not in CLASSIFICATION_PROTOCOLS:
@@ -128,8 +137,55 @@ class ClassificationTask(Task):
     def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
         return self.data.required_paths(data_root, self._splits())
 
+    def _class_list(self, data_root: Path) -> list[str] | None:
+        """The one class list every split is read with (None: the data fixes its own)."""
+        if not hasattr(self.data, "class_list"):
+            return None
+        classes = self.data.class_list(data_root, self._splits())
+        if self.classnames is not None and len(self.classnames) != len(classes):
+            where = f"{self.source}: key 'classnames'" if self.source else \
+                f"task {self.name!r}: classnames"
+            raise UserError(
+                f"{where} lists {len(self.classnames)} names but the data has "
+                f"{len(classes)} class folders ({', '.join(classes[:8])}"
+                f"{', ...' if len(classes) > 8 else ''}); give one name per class folder, in "
+                "sorted folder order, or drop `classnames` to use the folder names")
+        return classes
+
+    def check_files(self, data_root: Path, options: Mapping[str, Any]) -> list[str]:
+        try:
+            self._class_list(data_root)
+        except UserError as exc:
+            return [str(exc)]
+        return []
+
+    def _open(self, data_root: Path, split: str, classes: list[str] | None,
+              needs_every_class: bool, same_as: LabelledImages | None = None
+              ) -> LabelledImages:
+        """Split ``split`` read with the task's class list; when the data fixes its own list,
+        it must equal that of ``same_as`` (the evaluated split)."""
+        source = (self.data.split(data_root, split) if classes is None
+                  else self.data.split(data_root, split, classes))
+        if same_as is not None and list(source.classes) != list(same_as.classes):
+            raise UserError(f"task {self.name!r}: the {split!r} split names other classes than "
+                            f"the {self.eval_split!r} split; every split must share one class "
+                            "list")
+        if needs_every_class:
+            present = set(source.targets)
+            empty = [i for i in range(len(source.classes)) if i not in present]
+            if empty:
+                where = getattr(source, "class_dir", None)
+                names = [str(where(i)) if where else f"{split}/{source.classes[i]}"
+                         for i in empty]
+                raise UserError(
+                    f"task {self.name!r}: the {split!r} split has no images of "
+                    f"{len(empty)} class(es) that {self.protocol} needs: {', '.join(names)}. "
+                    "Add images to those folders, or remove the class from every split.")
+        return source
+
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
-        test = self.data.split(ctx.data_root, self.eval_split)
+        classes = self._class_list(ctx.data_root)
+        test = self._open(ctx.data_root, self.eval_split, classes, needs_every_class=False)
         test_enc = encode_images(model, test, ctx, split=self.eval_split)
         test_y = _labels_of(test, test_enc)
         num_classes = len(test.classes)
@@ -145,7 +201,8 @@ class ClassificationTask(Task):
                                         seed=ctx.seed)
             return TaskResult(metrics, self.main_score, len(test_y), _details(test_enc))
 
-        train = self.data.split(ctx.data_root, self.train_split)
+        train = self._open(ctx.data_root, self.train_split, classes, needs_every_class=True,
+                           same_as=test)
         train_enc = encode_images(model, train, ctx, split=self.train_split)
         train_y = _labels_of(train, train_enc)
         encoded = [train_enc, test_enc]
@@ -158,7 +215,8 @@ class ClassificationTask(Task):
         else:
             val_x = val_y = None
             if self.val_split:
-                val = self.data.split(ctx.data_root, self.val_split)
+                val = self._open(ctx.data_root, self.val_split, classes,
+                                 needs_every_class=False, same_as=test)
                 val_enc = encode_images(model, val, ctx, split=self.val_split)
                 val_x, val_y = val_enc.features, _labels_of(val, val_enc)
                 encoded.append(val_enc)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from itra_bench.atomic_io import atomic_write_text
 from itra_bench.results import iter_records
+from itra_bench.task import variant_family
 
 
 def column_label(record: dict[str, Any]) -> str:
@@ -69,7 +70,9 @@ class Leaderboard:
         lines = ["| " + " | ".join(header) + " |",
                  "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in self.main_table_rows()]
-        return "Main score of each task, x 100; `avg:` columns average a complete suite.\n\n" \
+        return ("Main score of each task, x 100; `avg:SUITE[/FAMILY]` columns average a "
+                "suite's tasks within one variant family (seeds averaged per task first), "
+                "only where every task of the suite has a result.\n\n") \
             + "\n".join(lines) + "\n"
 
     def to_rich(self) -> Table:
@@ -91,10 +94,22 @@ def _raw(v: float | None) -> str:
     return "" if v is None else repr(float(v))
 
 
-def collate(root: str | Path) -> Leaderboard:
+def suite_column(suite: str, family: str) -> str:
+    """The name of a suite average: the suite, plus the variant family when it has one
+    (``elevater/zeroshot``, ``elevater/linear_probe-5shot``)."""
+    return f"{suite}/{family}" if family else suite
+
+
+def collate(root: str | Path, problems: list[str] | None = None) -> Leaderboard:
     """Read every result under ``root``. A model name that appears with two fingerprints
-    gets the fingerprint prefix appended, so different weights never share a row."""
-    records = [r for _, r in iter_records(root)]
+    gets the fingerprint prefix appended, so different weights never share a row.
+
+    A suite average is taken per variant family (zero-shot, full linear probe, 5-shot linear
+    probe, ...), never across families, and only when every task of the suite has a result
+    in that family; seeds of one family are averaged per task first. Unreadable result files
+    are described in ``problems`` when a list is given.
+    """
+    records = [r for _, r in iter_records(root, problems)]
     fps: dict[str, set[str]] = {}
     for r in records:
         fps.setdefault(r["model"]["name"], set()).add(r["model"]["fingerprint"])
@@ -105,31 +120,38 @@ def collate(root: str | Path) -> Leaderboard:
 
     models: list[str] = []
     tasks: list[str] = []
-    suites: dict[str, set[str]] = {}
+    suite_tasks: dict[str, set[str]] = {}
     main: dict[tuple[str, str], float] = {}
     metrics: dict[tuple[str, str], dict[str, float]] = {}
+    # (model, suite, family) -> task -> main scores of that family's variants (seeds)
+    by_family: dict[tuple[str, str, str], dict[str, list[float]]] = {}
     for r in records:
         m, c = model_label(r), column_label(r)
         if m not in models:
             models.append(m)
         if c not in tasks:
             tasks.append(c)
+        family = variant_family(r["variant"], r.get("protocol", ""), r.get("variant_family"))
         for s in r.get("suites", []):
-            suites.setdefault(s, set()).add(c)
+            suite_tasks.setdefault(s, set()).add(r["task"])
+            by_family.setdefault((m, s, family), {}).setdefault(r["task"], []).append(
+                float(r["main_score_value"]))
         main[(m, c)] = float(r["main_score_value"])
         metrics[(m, c)] = {k: float(v) for k, v in r["metrics"].items()}
     suite_avg = {}
-    for m in models:
-        for s, cols in suites.items():
-            if all((m, c) in main for c in cols):
-                suite_avg[(m, s)] = sum(main[(m, c)] for c in cols) / len(cols)
-    return Leaderboard(sorted(models), sorted(tasks), sorted(suites), main, metrics, suite_avg)
+    for (m, s, family), per_task in by_family.items():
+        if set(per_task) == suite_tasks[s]:
+            means = [sum(v) / len(v) for v in per_task.values()]
+            suite_avg[(m, suite_column(s, family))] = sum(means) / len(means)
+    columns = sorted({suite_column(s, f) for (_, s, f) in by_family})
+    return Leaderboard(sorted(models), sorted(tasks), columns, main, metrics, suite_avg)
 
 
-def write_leaderboard(root: str | Path, out_dir: str | Path | None = None) -> Leaderboard:
+def write_leaderboard(root: str | Path, out_dir: str | Path | None = None,
+                      problems: list[str] | None = None) -> Leaderboard:
     """Collate ``root`` and write ``leaderboard.csv`` and ``leaderboard.md`` into ``out_dir``
-    (default: ``root``)."""
-    board = collate(root)
+    (default: ``root``); unreadable result files are described in ``problems``."""
+    board = collate(root, problems)
     out = Path(out_dir or root)
     atomic_write_text(out / "leaderboard.csv", board.to_csv())
     atomic_write_text(out / "leaderboard.md", board.to_markdown())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -42,8 +43,17 @@ class EncoderModel(nn.Module):
 
     name: str = "model"
     modalities: frozenset[str] = frozenset()
+    #: Required: a stable id of everything that changes the features (weights, config,
+    #: version); it keys the feature cache, so the runner refuses a model that leaves it
+    #: empty. The runner extends it with the providing plugin's name and version.
     fingerprint: str = ""
     image_transform: Callable[[Any], torch.Tensor] | None = None
+    #: Set by the runner: the plugin (``itra_bench.registry.PluginInfo``) that built the model.
+    provider: Any = None
+    #: Optional extra provenance recorded under ``providers`` in each result, e.g.
+    #: ``{"loss": {...}}`` for a checkpoint: the plugin that provided the loss it was trained
+    #: with (``PluginInfo.as_record()`` plus the loss name).
+    provenance: Mapping[str, Any] = MappingProxyType({})
 
     @property
     def device(self) -> torch.device:

@@ -4,6 +4,7 @@ provide into name -> item tables, refusing clashes."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from collections.abc import Iterable
@@ -24,11 +25,23 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """A loaded plugin: its registered name, the distribution that ships it, its module."""
+    """A loaded plugin: its registered name, the distribution that ships it (and its
+    version), its module."""
 
     name: str
     distribution: str
     module: str
+    version: str = ""
+
+    def describe(self) -> str:
+        """``plugin 'name' (distribution version)``, for messages."""
+        dist = f"{self.distribution} {self.version}".strip()
+        return f"plugin {self.name!r} ({dist})"
+
+    def as_record(self) -> dict[str, str]:
+        """What a result records about the plugin that provided its model, task or loss."""
+        return {"plugin": self.name, "distribution": self.distribution,
+                "version": self.version, "module": self.module}
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,34 @@ def _module_name(obj: object) -> str:
     return obj.__name__ if isinstance(obj, ModuleType) else type(obj).__module__
 
 
+def check_hook_names(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    """Refuse a hook implementation that matches no hook (a misspelled name would otherwise
+    be ignored silently), and a function named like a hook that lacks ``@hookimpl``."""
+    known = [name for name in dir(hookspecs) if name.startswith("itra_bench_")]
+    for name, caller in vars(pm.hook).items():
+        if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(
+                f"{infos[impl.plugin_name].describe()} implements {name!r}, which is not an "
+                f"itra-bench hook.{hint} The hooks are: {', '.join(known)} (see "
+                "itra_bench.hookspecs).")
+    for plugin_name, plugin in pm.list_name_plugin():
+        impls = {impl.function for caller in pm.get_hookcallers(plugin) or ()
+                 for impl in caller.get_hookimpls() if impl.plugin_name == plugin_name}
+        for name in known:
+            func = getattr(plugin, name, None)
+            if callable(func) and func not in impls:
+                raise UserError(
+                    f"{infos[plugin_name].describe()} defines {name}() without the "
+                    "@itra_bench.hookimpl decorator, so itra-bench would never call it; "
+                    "decorate it.")
+
+
 def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = ()) -> Registry:
     """Load every plugin and build the registry.
 
@@ -136,7 +177,8 @@ def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
                 f"`--disable-plugin {ep.name}`."
             ) from exc
         pm.register(plugin, name=ep.name)
-        infos[ep.name] = PluginInfo(ep.name, dist, _module_name(plugin))
+        version = ep.dist.version if ep.dist is not None else ""
+        infos[ep.name] = PluginInfo(ep.name, dist, _module_name(plugin), version)
 
     env_modules = [m.strip() for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()]
     for mod_name in [*extra_modules, *env_modules]:
@@ -152,6 +194,7 @@ def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         pm.register(module, name=mod_name)
         infos[mod_name] = PluginInfo(mod_name, "(not installed: --plugin)", mod_name)
 
+    check_hook_names(pm, infos)
     registry = Registry(pm=pm, plugins=infos)
     for impl in pm.hook.itra_bench_model_builders.get_hookimpls():
         for builder in impl.function() or ():

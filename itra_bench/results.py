@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from itra_bench.atomic_io import atomic_write_json
+from itra_bench.errors import UserError
 
 SCHEMA = "itra-bench/result/v1"
 _VERSIONED = ("itra-bench", "torch", "torchvision", "open_clip_torch", "timm", "transformers",
@@ -72,16 +73,62 @@ class ResultStore:
         return atomic_write_json(path, record)
 
     def read(self, path: Path) -> dict[str, Any]:
-        """Load one stored record."""
-        return json.loads(Path(path).read_text())
+        """Load one stored record; an unreadable or incomplete one raises
+        :class:`InvalidResultError` naming the file."""
+        record = _load(Path(path))
+        missing = [k for k in _REQUIRED if k not in record]
+        if missing:
+            raise InvalidResultError(f"result file {path} lacks {', '.join(missing)}")
+        return record
 
 
-def iter_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every result document under ``root`` (other JSON files are ignored)."""
+class InvalidResultError(UserError):
+    """A result file that cannot be read as a result document."""
+
+
+_REQUIRED = ("schema", "model", "task", "variant", "main_score", "main_score_value", "metrics")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise InvalidResultError(f"result file {path} is unreadable ({exc.strerror})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidResultError(f"result file {path} is corrupt (not JSON: {exc})") from exc
+    if not isinstance(record, dict) or not record:
+        raise InvalidResultError(f"result file {path} is corrupt (holds "
+                                 f"{json.dumps(record)[:20]}, not a result document)")
+    if record.get("schema") != SCHEMA:
+        raise InvalidResultError(f"result file {path} is not an itra-bench result "
+                                 f"(schema {record.get('schema')!r})")
+    return record
+
+
+def iter_records(root: str | Path, problems: list[str] | None = None
+                 ) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every result document under ``root``. Other JSON documents (prediction files, ...) are
+    ignored; files that are not JSON, empty, or results lacking fields are described in
+    ``problems`` when a list is given."""
     for path in sorted(Path(root).rglob("*.json")):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            record = _load(path)
+        except InvalidResultError as exc:
+            # Non-empty JSON of another kind (a prediction list, ...) is not ours to judge.
+            if problems is not None and not _other_document(path):
+                problems.append(str(exc))
             continue
-        if isinstance(record, dict) and record.get("schema") == SCHEMA:
-            yield path, record
+        missing = [k for k in _REQUIRED if k not in record]
+        if missing:
+            if problems is not None:
+                problems.append(f"result file {path} lacks {', '.join(missing)}")
+            continue
+        yield path, record
+
+
+def _other_document(path: Path) -> bool:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return bool(doc) and not (isinstance(doc, dict) and doc.get("schema") == SCHEMA)

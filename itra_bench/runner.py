@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -13,16 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from itra_bench.context import RunContext, default_workers, resolve_device
-from itra_bench.errors import MissingDataError, UnknownNameError, UserError
+from itra_bench.errors import MissingDataError, PluginBugError, UnknownNameError, UserError
 from itra_bench.feature_cache import FeatureCache
 from itra_bench.model import EncoderModel, ModelOptions
 from itra_bench.progress import ProgressReporter
-from itra_bench.registry import Registry
-from itra_bench.results import ResultStore
-from itra_bench.task import Task
+from itra_bench.registry import PluginInfo, Registry
+from itra_bench.results import InvalidResultError, ResultStore
+from itra_bench.task import Task, TaskResult, variant_family
 
 
 @dataclass
@@ -78,14 +82,46 @@ def parse_model_spec(spec: str, registry: Registry) -> tuple[str, str]:
              "bare scheme such as `demo`.")
 
 
+def effective_fingerprint(model: EncoderModel, provider: PluginInfo | None,
+                          pooler: str | None) -> str:
+    """The id that keys a model's cached features and result folder: the builder's own
+    fingerprint (weights and config) plus what else changes the features: the providing
+    plugin, its distribution and version, and the pooler option. (The image transform and
+    the precision key each cache entry separately.)"""
+    parts = {"model": model.fingerprint, "pooler": pooler,
+             "provider": provider.as_record() if provider else None}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def require_fingerprint(model: EncoderModel, spec: str, provider: PluginInfo | None) -> None:
+    """Refuse a model whose builder left ``fingerprint`` empty (it would share cached
+    features with any other such model)."""
+    if not isinstance(model, EncoderModel):
+        who = provider.describe() if provider else "the caller"
+        raise PluginBugError(f"{who} built {spec!r} as a {type(model).__name__}, not an "
+                             "itra_bench.model.EncoderModel")
+    if not model.fingerprint:
+        who = provider.describe() if provider else "the caller"
+        raise UserError(
+            f"model {spec!r} has no fingerprint: {who} must set `fingerprint` on the model it "
+            "builds to a stable id of everything that changes its features (weights, config, "
+            "version), e.g. itra_bench.fingerprint.fingerprint(config, [weights_file]). "
+            "Without it two different models would share cached features.")
+
+
 def build_model(config: RunConfig, registry: Registry) -> EncoderModel:
-    """Build the model named by ``config.model`` on the CPU."""
+    """Build the model named by ``config.model`` on the CPU, with its effective fingerprint
+    and its provider (``model.provider``)."""
     scheme, rest = parse_model_spec(config.model, registry)
     options = ModelOptions(pretrained=config.pretrained, random_init=config.random_init,
                            pooler=config.pooler, cache_dir=config.weights_cache,
                            seed=config.seed)
-    model = registry.model_builder(scheme).build(rest, options)
+    provided = registry.models[scheme]
+    model = provided.item.build(rest, options)
+    require_fingerprint(model, config.model, provided.plugin)
     model.name = config.model
+    model.fingerprint = effective_fingerprint(model, provided.plugin, config.pooler)
+    model.provider = provided.plugin
     return model
 
 
@@ -149,6 +185,87 @@ def check_data(tasks: list[Task], data_root: Path, options: Mapping[str, Any]) -
             + "\n  (--skip-missing runs the tasks whose data is present)")
 
 
+def check_files(tasks: list[Task], data_root: Path, options: Mapping[str, Any]) -> None:
+    """Fail before any encoding when files disagree with what their task knows."""
+    problems = [f"task {t.name!r}: {line}" for t in tasks
+                for line in t.check_files(data_root, options)]
+    if problems:
+        raise UserError("data does not match its description:\n  " + "\n  ".join(problems))
+
+
+def probe_writable(folder: Path, flag: str) -> None:
+    """Fail before any compute when ``folder`` cannot be created or written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".itra-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {folder}: cannot write there ({exc.strerror or exc}). "
+                        f"Choose a writable folder with {flag}.") from exc
+
+
+def task_provider(task: Task, registry: Registry) -> PluginInfo:
+    """The plugin that provided ``task``: its registering plugin, or for a task file the
+    plugin of its protocol (itra-bench itself for the built-in protocols)."""
+    provided = registry.tasks.get(task.name)
+    if provided is not None and provided.item is task:
+        return provided.plugin
+    protocol = registry.task_file_protocols.get(task.protocol)
+    if protocol is not None:
+        return protocol.plugin
+    from itra_bench import __version__
+
+    return PluginInfo("task file", "itra-bench", "itra_bench.yaml_tasks", __version__)
+
+
+def _read_existing(store: ResultStore, path: Path, console: Console) -> dict[str, Any] | None:
+    """The stored result at ``path``; an unreadable one is renamed to ``*.corrupt`` (kept for
+    inspection) and None returned, so it is recomputed."""
+    try:
+        return store.read(path)
+    except InvalidResultError as exc:
+        kept = path.with_name(path.name + ".corrupt")
+        path.replace(kept)
+        console.print(f"[yellow]{escape(str(exc))}; kept as {escape(kept.name)}, recomputing[/]")
+        return None
+
+
+def _call_task(task: Task, model: EncoderModel, ctx: RunContext,
+               provider: PluginInfo) -> TaskResult:
+    """``task.run``; exceptions other than UserError are the data's fault when a shared
+    itra-bench check raised ValueError on its inputs, and a plugin bug otherwise."""
+    try:
+        result = task.run(model, ctx)
+    except UserError as exc:
+        if task.name in str(exc):
+            raise
+        raise type(exc)(f"task {task.name!r}: {exc}") from exc
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        if isinstance(exc, ValueError) and _raised_in_itra_bench(exc):
+            # Shared protocols reject unusable inputs (k larger than the training set, an
+            # image with no caption, ...) with ValueError: that is the data's fault.
+            raise UserError(f"task {task.name!r}: {exc}") from exc
+        raise PluginBugError(
+            f"plugin bug: task {task.name!r} of {provider.describe()} raised "
+            f"{type(exc).__name__}: {exc}. Report it to the plugin's authors (rerun with "
+            "--debug for the traceback).") from exc
+    if not isinstance(result, TaskResult):
+        raise PluginBugError(
+            f"plugin bug: task {task.name!r} of {provider.describe()} returned a "
+            f"{type(result).__name__}, not an itra_bench.task.TaskResult. Report it to the "
+            "plugin's authors.")
+    return result
+
+
+def _raised_in_itra_bench(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("itra_bench.")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's (every device's) random generators."""
     random.seed(seed)
@@ -169,10 +286,18 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
     device = resolve_device(config.device)
     if config.precision == "amp_fp16" and device.type == "cpu":
         raise UserError("--precision amp_fp16 needs a CUDA device; use amp_bf16 or fp32 on CPU")
+    output = Path(config.output).expanduser()
+    probe_writable(output, "--output")
+    cache = None
+    if config.cache_dir:
+        cache = FeatureCache(config.cache_dir)
+        probe_writable(cache.root, "--cache-dir")
 
     seed_everything(config.seed)
     if model is None:
         model = build_model(config, registry)
+    else:
+        require_fingerprint(model, model.name, getattr(model, "provider", None))
     runnable, outcomes = [], []
     for task in tasks:
         lacking = sorted(task.required_modalities(config.task_options) - model.modalities)
@@ -197,58 +322,71 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
                                    "`itra-bench check-data` lists what is looked for")
     else:
         check_data(runnable, data_root, config.task_options)
+    check_files(runnable, data_root, config.task_options)
 
     model = model.to(device).eval()
-    store = ResultStore(config.output)
-    cache = FeatureCache(config.cache_dir) if config.cache_dir else None
+    store = ResultStore(output)
     progress = ProgressReporter(console, enabled=show_progress)
+    model_provider = getattr(model, "provider", None)
     jobs = [(task, v) for task in runnable for v in task.variants(config.task_options)]
     for task, v in jobs:
         variant = v.name
         path = store.path(model.name, model.fingerprint, task.name, variant)
+        options = {**config.task_options, **v.options}
         ctx = RunContext(device=device, precision=config.precision,
                          batch_size=config.batch_size, workers=config.workers,
                          seed=config.seed, data_root=data_root, output_dir=path.parent,
                          cache=cache, skip_corrupt=config.skip_corrupt,
-                         options={**config.task_options, **v.options}, progress=progress,
-                         console=console)
+                         options=options, progress=progress, console=console)
+        data_identity = task.data_identity(data_root, options)
         if path.exists() and not config.overwrite:
-            record = store.read(path)
-            outcomes.append(Outcome(task.name, variant, "exists", record["main_score"],
-                                    record["main_score_value"], 0.0, str(path)))
-            continue
+            record = _read_existing(store, path, console)
+            if record is not None and record.get("data", {}).get("identity") == data_identity:
+                outcomes.append(Outcome(task.name, variant, "exists", record["main_score"],
+                                        record["main_score_value"], 0.0, str(path)))
+                continue
+            if record is not None:
+                console.print(f"[yellow]{task.name} ({variant}): the data changed since "
+                              f"{escape(str(path))} was computed; recomputing[/]")
         seed_everything(config.seed)
         console.print(f"[bold cyan]{task.name}[/] ({variant})")
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        try:
-            result = task.run(model, ctx)
-        except ValueError as exc:
-            # Protocols reject unusable inputs (k larger than the training set, an image
-            # with no caption, ...) with ValueError; that is the data's fault, not a crash.
-            raise UserError(f"task {task.name!r}: {exc}") from exc
+        provider = task_provider(task, registry)
+        result = _call_task(task, model, ctx, provider)
         seconds = time.perf_counter() - t0
+        skipped = result.details.get("skipped_corrupt") or []
         record = {
             "model": {"name": model.name, "fingerprint": model.fingerprint,
                       "modalities": sorted(model.modalities)},
             "task": task.name, "variant": variant, "variant_options": v.options,
+            "variant_family": variant_family(variant, task.protocol, v.family),
             "protocol": task.protocol,
             "suites": list(task.suites),
             "main_score": result.main_score,
             "main_score_value": result.metrics[result.main_score],
             "metrics": result.metrics, "num_samples": result.num_samples,
+            "data": {"identity": data_identity, "complete": not skipped,
+                     "skipped": len(skipped)},
             "details": result.details,
+            "providers": {"model": model_provider.as_record() if model_provider else None,
+                          "task": provider.as_record(),
+                          **getattr(model, "provenance", {})},
             "config": {**asdict(config), "device": str(device)},
             "started_at": started.isoformat(), "seconds": round(seconds, 3),
         }
-        store.write(path, record)
+        try:
+            store.write(path, record)
+        except OSError as exc:
+            raise UserError(f"cannot write the result {path} ({exc.strerror or exc}); results "
+                            "written before it are kept. Free space or choose another "
+                            "--output.") from exc
         registry.pm.hook.itra_bench_result_written(task=task, model_name=model.name,
                                                    result=result, path=str(path),
                                                    record=record)
-        skipped = result.details.get("skipped_corrupt")
         if skipped:
             console.print(f"[yellow]{task.name}: skipped {len(skipped)} corrupt image(s), "
-                          f"listed in {path}[/]")
+                          f"listed in {path}; the result is marked incomplete[/]")
         outcomes.append(Outcome(task.name, variant, "done", result.main_score,
                                 result.metrics[result.main_score], seconds, str(path)))
     return outcomes

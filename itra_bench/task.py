@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +37,25 @@ class Variant:
     """One protocol variant of a task (e.g. 5-shot linear probe, seed 1): one result file.
 
     ``options`` are merged over the run's task options when this variant runs.
+
+    ``family`` groups variants that measure the same thing and may be averaged across the
+    tasks of a suite (``zeroshot``, ``linear_probe-5shot``: seeds of one family are averaged
+    per task first). ``""`` is the task's standard measurement; ``None`` derives the family
+    from the name (``-seedN`` removed; the protocol's own name or ``default`` mean ``""``).
+    Suite averages never mix families.
     """
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+    family: str | None = None
+
+
+def variant_family(variant: str, protocol: str, family: str | None = None) -> str:
+    """The family of a variant (see :class:`Variant`); ``family`` wins when given."""
+    if family is not None:
+        return family
+    stem = re.sub(r"-seed\d+$", "", variant)
+    return "" if stem in ("default", protocol, "") else stem
 
 
 class Task:
@@ -76,6 +92,30 @@ class Task:
     def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
         """Files and folders that must exist before ``run`` (none for embedded data)."""
         return []
+
+    def check_files(self, data_root: Path, options: Mapping[str, Any]) -> list[str]:
+        """Problems with files that exist but disagree with what the task knows (an index
+        shorter than its card says, ...), one readable line each; checked before any
+        encoding and by ``itra-bench check-data``. Cheap checks only."""
+        return []
+
+    def data_identity(self, data_root: Path, options: Mapping[str, Any]) -> str:
+        """An id of the data this run would read, stored in each result: a rerun whose data
+        changed recomputes instead of reporting the stored result.
+
+        By default: the path, size and modification time of every file under
+        ``required_paths`` (``embedded`` when there are none). Override it when the data
+        comes from elsewhere.
+        """
+        from itra_bench.fingerprint import files_identity
+
+        paths = self.required_paths(data_root, options)
+        if not paths:
+            return "embedded"
+        files: list[Path] = []
+        for p in paths:
+            files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
+        return files_identity(files, salt=self.name)
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
         """Evaluate ``model`` and return its metrics."""

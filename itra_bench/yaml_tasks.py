@@ -144,7 +144,7 @@ def load_task_file(path: str | Path,
         train_split=values["train_split"], val_split=values["val_split"],
         classnames=values["classnames"], templates=values["templates"], knn_k=values["k"],
         knn_weighting=values["weighting"], knn_temperature=float(values["temperature"]),
-        **common)
+        source=str(path), **common)
 
 
 def load_cards(names: Iterable[str],

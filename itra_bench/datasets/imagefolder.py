@@ -36,8 +36,8 @@ class ImageFolderSplit(ImageFiles):
         unknown = sorted(set(found) - set(self.classes))
         if unknown:
             raise MissingDataError(
-                f"{split_dir} has class folders {unknown} that the other split does not have; "
-                "every split must use the same class folder names"
+                f"{split_dir} has class folders {unknown} outside the task's class list "
+                f"{self.classes}; every split must use the same class folder names"
             )
         self.paths: list[Path] = []
         self.targets: list[int] = []
@@ -58,3 +58,7 @@ class ImageFolderSplit(ImageFiles):
         if not self.paths:
             raise MissingDataError(f"no images under {split_dir}. Expected layout: {LAYOUT}")
         self.identity = f"imagefolder:{digest.hexdigest()[:20]}"
+
+    def class_dir(self, label: int) -> Path:
+        """The folder of class ``label`` in this split (it may be missing or empty)."""
+        return self.root / self.split / self.classes[label]
