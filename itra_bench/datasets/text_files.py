@@ -1,0 +1,153 @@
+"""Reading users' text and CSV files with one clear error for each way they can be wrong.
+
+A byte that is not valid in the file's encoding is reported with its line, a UTF-8 byte-order
+mark is accepted (editors on Windows write one), and a CSV whose quoting is broken is reported
+at the line where the broken record starts, instead of a ``UnicodeDecodeError`` or a
+``_csv.Error`` from deep inside the reader.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+from itra_bench.errors import UserError
+
+#: How to convert a file to UTF-8, for the messages.
+REENCODE_HINT = ("save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8`, "
+                 "naming the encoding it is in)")
+
+
+def _is_utf8(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        return False
+
+
+def check_encoding(encoding: object, where: str) -> str:
+    """``encoding`` if Python knows a codec of that name; else a UserError naming ``where``
+    (e.g. ``"tasks/my.yaml: key 'encoding'"``)."""
+    if not isinstance(encoding, str):
+        raise UserError(f"{where} must be a string naming an encoding, e.g. utf-8 or latin-1")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UserError(f"{where}: unknown encoding {encoding!r}; use a name Python knows, "
+                        "e.g. utf-8, latin-1 or cp1252") from None
+    return encoding
+
+
+def _bom_note(raw: bytes) -> str:
+    if raw.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return " (it starts with a UTF-32 byte-order mark)"
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return " (it starts with a UTF-16 byte-order mark)"
+    return ""
+
+
+def _decode_error(path: Path, raw: bytes, start: int, encoding: str, fix: str) -> UserError:
+    """The error for a byte at offset ``start`` of ``raw`` that ``encoding`` cannot decode."""
+    line = raw.count(b"\n", 0, start) + 1
+    column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+    bad = raw[start:start + 1].hex()
+    return UserError(f"{path}, line {line}: byte 0x{bad} (column {column}) is not valid "
+                     f"{encoding}{_bom_note(raw)}; {fix}")
+
+
+def read_text(path: str | Path, encoding: str = "utf-8", fix: str = REENCODE_HINT) -> str:
+    """The text of ``path`` in ``encoding`` (for UTF-8, a leading byte-order mark is dropped).
+
+    A file that cannot be read or decoded is a UserError naming it (and the line of the first
+    bad byte); ``fix`` says what to do about a bad byte.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    encoding = check_encoding(encoding, f"{path}: encoding")
+    if _is_utf8(encoding):
+        raw = raw.removeprefix(codecs.BOM_UTF8)
+        encoding = "utf-8"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, raw, exc.start, encoding, fix) from None
+
+
+def _first_bad_byte(path: Path, encoding: str, fix: str) -> UserError:
+    """The decode error of a file that failed while streamed: found again line by line, so
+    the message names the line (the stream's own error only knows a buffer offset)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if _is_utf8(encoding):
+        raw = raw.removeprefix(codecs.BOM_UTF8)
+        encoding = "utf-8"
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        return _decode_error(path, raw, exc.start, encoding, fix)
+    return UserError(f"{path}: not valid {encoding}; {fix}")  # changed while being read
+
+
+def _csv_problem(message: str) -> str:
+    if "field larger than field limit" in message:
+        return (f"a field runs past {csv.field_size_limit():,} characters: most likely a "
+                "double quote (\") on this line opens a quoted field that is never closed. "
+                "Close the quote, or write a quote inside a quoted field as two (\"\")")
+    if "unexpected end of data" in message:
+        return ("a quoted field that starts on this line is never closed (the file ends "
+                "inside it). Close the double quote (\"), or write a quote inside a quoted "
+                "field as two (\"\")")
+    if "expected after" in message:
+        return ("text follows the closing double quote of a quoted field. Quote the whole "
+                "field and write each quote inside it as two (\"\"), or do not start an "
+                "unquoted field with a quote")
+    return f"malformed CSV ({message})"
+
+
+def csv_records(path: str | Path, separator: str, encoding: str = "utf-8",
+                fix: str = REENCODE_HINT) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line number, fields)`` for each record of a CSV file, header included.
+
+    The line number is the record's first line (a quoted field may span lines). Quoting
+    follows the csv module's default dialect in strict mode, so a stray quote is an error
+    at its line instead of silently swallowing the lines after it into one field. Bad bytes
+    and bad quoting are UserErrors naming the file and line; ``fix`` says what to do about a
+    bad byte.
+    """
+    path = Path(path)
+    if not isinstance(separator, str) or len(separator) != 1 or separator in "\"\r\n":
+        raise UserError(f"{path}: the separator must be one character other than a quote or "
+                        f"a line break, got {separator!r}")
+    encoding = check_encoding(encoding, f"{path}: encoding")
+    stream_encoding = "utf-8-sig" if _is_utf8(encoding) else encoding
+    try:
+        f = open(path, newline="", encoding=stream_encoding)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    with f:
+        reader = csv.reader(f, delimiter=separator, strict=True)
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                raise _first_bad_byte(path, encoding, fix) from None
+            except csv.Error as exc:
+                raise UserError(f"{path}, line {start}: {_csv_problem(str(exc))}") from None
+            yield start, row
+
+
+def check_no_nul(text: str, where: str) -> str:
+    """``text`` (a file name read from a data file), refused if it holds a NUL character,
+    which no file system accepts in a name; ``where`` names the file and line or field."""
+    if "\0" in text:
+        raise UserError(f"{where}: the file name {text!r} contains a NUL character; fix the "
+                        "entry (the file may be damaged)")
+    return text
