@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from itra_bench import __version__
+from itra_bench.commands import Command
 from itra_bench.context import PRECISIONS, default_workers
-from itra_bench.errors import UserError
+from itra_bench.errors import PluginClashError, UserError
 from itra_bench.registry import ENV_VAR, Registry, load_registry
 
 LIST_KINDS = ("models", "losses", "tasks", "suites", "plugins")
@@ -106,8 +107,9 @@ def _protocol_flags() -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of all subcommands."""
+def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the built-in subcommands and those plugins add."""
+    commands = commands or {}
     common = _plugin_flags()
     protocol = _protocol_flags()
     parser = argparse.ArgumentParser(
@@ -131,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights-cache", metavar="DIR",
                      help="where pretrained tags are looked up (default: the libraries' own "
                           "caches, e.g. ~/.cache/huggingface and torch.hub.get_dir())")
-    run.add_argument("--pooler", choices=("cls", "mean"),
-                     help="token pooling of transformer text encoders")
+    run.add_argument("--text-pooler", "--pooler", dest="pooler", choices=("cls", "mean"),
+                     help="token pooling of transformer text encoders (--pooler: old "
+                          "spelling, accepted)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     run.add_argument("--precision", default="fp32", choices=PRECISIONS)
     run.add_argument("--batch-size", type=int, default=64)
@@ -175,73 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub_p.add_argument("--variant", metavar="PREFIX",
                        help="only prediction files whose variant starts with PREFIX, e.g. "
                             "zeroshot or linear_probe-5shot")
-    sub.add_parser("train", add_help=False, help="train a model (itra-train; "
-                   "`itra-bench train --help` lists its flags)")
-
-    demo = sub.add_parser("demo", parents=[common],
-                          help="train the tiny demo CLIP on digits, evaluate it, show the "
-                               "leaderboard")
-    demo.add_argument("--output", default="itra-demo-results", help="results folder")
-    demo.add_argument("--retrain", action="store_true",
-                      help="train again even if the cached demo checkpoint exists")
-    demo.add_argument("--workers", type=int, default=default_workers())
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-    watch = sub.add_parser("watch", parents=[common, protocol],
-                           help="evaluate each checkpoint of a training run as it appears")
-    watch.add_argument("run_folder", metavar="LOGDIR",
-                       help="an itra-train run folder (<logs>/<name>)")
-    watch.add_argument("--tasks", required=True, nargs="+", metavar="TASK")
-    watch.add_argument("--once", action="store_true",
-                       help="evaluate the checkpoints present now, then stop")
-    watch.add_argument("--interval", type=float, default=60.0,
-                       help="seconds between looks for new checkpoints (default 60)")
-    watch.add_argument("--data-root", default=".", help="folder that dataset paths are under")
-    watch.add_argument("--output", help="results folder (default: LOGDIR/watch-results)")
-    watch.add_argument("--device", default="auto")
-    watch.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    watch.add_argument("--batch-size", type=int, default=64)
-    watch.add_argument("--workers", type=int, default=default_workers())
-    watch.add_argument("--seed", type=int, default=0)
-    watch.add_argument("--skip-missing", action="store_true")
+    for command in commands.values():
+        groups = {"plugin": common, "protocol": protocol}
+        if command.main is not None:
+            sub.add_parser(command.name, add_help=False, help=command.help)
+            continue
+        cmd = sub.add_parser(command.name, parents=[groups[g] for g in command.flags],
+                             help=command.help, description=command.description or None)
+        if command.add_arguments is not None:
+            command.add_arguments(cmd)
     return parser
-
-
-def _cmd_demo(args: argparse.Namespace, registry: Registry, console: Console) -> int:
-    from itra_bench.leaderboard import write_leaderboard
-    from itra_bench.runner import RunConfig, outcome_table, run
-    from itra_train.checkpoint_model import load_checkpoint_model
-    from itra_train.demo import train_demo
-
-    checkpoint = train_demo(workers=args.workers, retrain=args.retrain, console=console)
-    console.print(f"demo checkpoint: {escape(str(checkpoint))}")
-    model = load_checkpoint_model(checkpoint, registry)
-    model.name = "demo"
-    config = RunConfig(model="demo", tasks=["demo"], output=args.output,
-                       workers=args.workers, cache_dir=None, overwrite=True)
-    outcomes = run(config, registry, console, show_progress=not args.no_progress, model=model)
-    Console().print(outcome_table(outcomes, "demo"))
-    Console().print(write_leaderboard(args.output).to_rich())
-    console.print(f"results in {escape(args.output)}; the same weights are `--model demo`")
-    return 0
-
-
-def _cmd_watch(args: argparse.Namespace, registry: Registry, console: Console) -> int:
-    from pathlib import Path
-
-    from itra_bench.runner import RunConfig
-    from itra_train.watch import CSV_NAME, PLOT_NAME, watch
-
-    folder = Path(args.run_folder)
-    base = RunConfig(model="", tasks=args.tasks, device=args.device, precision=args.precision,
-                     batch_size=args.batch_size, workers=args.workers, seed=args.seed,
-                     data_root=args.data_root,
-                     output=args.output or str(folder / "watch-results"), cache_dir=None,
-                     skip_missing=args.skip_missing, task_options=task_options(args))
-    rows = watch(folder, base, registry, console, once=args.once, interval=args.interval)
-    console.print(f"{len(rows)} checkpoint(s) evaluated: {escape(str(folder / CSV_NAME))}, "
-                  f"{escape(str(folder / PLOT_NAME))}")
-    return 0
 
 
 def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> int:
@@ -369,44 +315,60 @@ def _cmd_check_data(args: argparse.Namespace, registry: Registry, console: Conso
     table = Table(title=f"data under {data_root} (--mode {args.mode})")
     for c in ("task", "status", "files looked for (missing marked x)", "layout"):
         table.add_column(c, overflow="fold")
-    missing_tasks = 0
+    bad_tasks = 0
     for task in resolve_tasks(args.tasks, registry):
         paths = task.required_paths(data_root, options)
         missing = [p for p in paths if not p.exists()]
-        missing_tasks += bool(missing)
+        problems = [] if missing else task.check_files(data_root, options)
+        bad_tasks += bool(missing or problems)
         files = "\n".join(("x " if p in missing else "  ") + str(p) for p in paths) or \
             "(embedded data)"
-        status = "[red]missing[/]" if missing else "[green]ready[/]"
+        files += "".join(f"\n! {line}" for line in problems)
+        status = "[red]missing[/]" if missing else "[red]mismatch[/]" if problems else \
+            "[green]ready[/]"
         table.add_row(task.name, status, escape(files), escape(task.layout))
     Console().print(table)
-    if missing_tasks:
-        console.print(f"{missing_tasks} task(s) lack data; the files marked x were not found")
+    if bad_tasks:
+        console.print(f"{bad_tasks} task(s) are not ready: files marked x were not found, "
+                      "lines marked ! disagree with what the task expects")
         return 1
     return 0
 
 
 COMMANDS = {"run": _cmd_run, "check-data": _cmd_check_data, "list": _cmd_list,
-            "results": _cmd_results, "submit": _cmd_submit, "demo": _cmd_demo,
-            "watch": _cmd_watch}
+            "results": _cmd_results, "submit": _cmd_submit}
+
+
+def plugin_commands(registry: Registry) -> dict[str, Command]:
+    """The subcommands plugins add; one that reuses a built-in name is refused."""
+    out = {}
+    for name, provided in registry.commands.items():
+        if name in COMMANDS:
+            raise PluginClashError(f"{provided.plugin.describe()} adds the command {name!r}, "
+                                   "which is a built-in itra-bench command; rename it")
+        out[name] = provided.item
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``itra-bench`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:
-        from itra_train.cli import main as train_main
-
-        return train_main(argv[1:], prog="itra-bench train")
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else 2
+    early, _ = _plugin_flags().parse_known_args(argv)
     console = Console(stderr=True)
+    debug = early.debug
     try:
-        registry = load_registry(args.plugin, args.disable_plugin)
-        return COMMANDS[args.command](args, registry, console)
+        registry = load_registry(early.plugin, early.disable_plugin)
+        commands = plugin_commands(registry)
+        if argv[:1] and argv[0] in commands and commands[argv[0]].main is not None:
+            return commands[argv[0]].main(argv[1:])
+        try:
+            args = build_parser(commands).parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a usage error already printed
+            return exc.code if isinstance(exc.code, int) else 2
+        handler = COMMANDS.get(args.command) or commands[args.command].run
+        return handler(args, registry, console)
     except UserError as exc:
-        if args.debug:
+        if debug:
             console.print_exception()
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return exc.exit_code

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from itra_bench.commands import Command
     from itra_bench.losses import LossSpec
     from itra_bench.model import ModelBuilder
     from itra_bench.task import Task, TaskResult
@@ -95,6 +96,13 @@ def itra_bench_suites() -> Mapping[str, Iterable[str]]:
     Suites named in a task's own ``suites`` field are collected automatically; this hook is
     for suites that gather tasks of several plugins.
     """
+
+
+@hookspec
+def itra_bench_commands() -> Iterable[Command]:
+    """Return subcommands this plugin adds to ``itra-bench`` (see
+    :class:`itra_bench.commands.Command`). A name that a built-in command or another plugin
+    already uses is an error naming both."""
 
 
 @hookspec

@@ -65,6 +65,7 @@ class Registry:
     suites: dict[str, list[str]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     task_file_protocols: dict[str, Provided[Any]] = field(default_factory=dict)
+    commands: dict[str, Provided[Any]] = field(default_factory=dict)
     suite_providers: dict[str, PluginInfo] = field(default_factory=dict)
 
     def model_builder(self, scheme: str) -> Any:
@@ -209,6 +210,9 @@ def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         for protocol, factory in (impl.function() or {}).items():
             _put(registry.task_file_protocols, "task file protocol", protocol, factory,
                  infos[impl.plugin_name])
+    for impl in pm.hook.itra_bench_commands.get_hookimpls():
+        for command in impl.function() or ():
+            _put(registry.commands, "command", command.name, command, infos[impl.plugin_name])
     protocols = {name: p.item for name, p in registry.task_file_protocols.items()}
     for impl in pm.hook.itra_bench_task_files.get_hookimpls():
         from itra_bench.yaml_tasks import load_task_file

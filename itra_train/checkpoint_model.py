@@ -1,4 +1,5 @@
-"""The ``checkpoint`` model scheme: ``itra-bench run --model path/to/epoch_N.pt``.
+"""Models from itra-train checkpoints: ``itra-bench run --model path/to/epoch_N.pt`` (the
+``checkpoint`` scheme, registered by :mod:`itra_train.plugin`).
 
 The checkpoint carries the settings that built its model, so no other flag is needed: the
 towers are rebuilt from their random initialisation and the trained weights loaded over them.
@@ -8,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import ModelBuilder, ModelOptions
+from itra_bench.model import ModelOptions
 
 from . import checkpoint
 from .config import from_dict
@@ -26,6 +26,21 @@ def load_checkpoint_model(path: str | Path, registry=None) -> ItraModel:
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt["config"])
     registry = registry or load_registry([], [])
+    missing = {cfg.image_model_builder, cfg.text_model_builder} - set(registry.models)
+    if missing:
+        # A tower from a plugin that is not installed (loaded with --plugin when training):
+        # the checkpoint names its module.
+        modules = [str(m) for m in ckpt.get("plugins", [])]
+        try:
+            registry = load_registry(modules, [])
+        except UserError as exc:
+            raise UserError(f"{path}: its tower scheme(s) {', '.join(sorted(missing))} come "
+                            f"from plugin module(s) {', '.join(modules)}, which cannot be "
+                            f"loaded ({exc}); install the plugin or put it on PYTHONPATH") from exc
+        if missing - set(registry.models):
+            raise UserError(f"{path}: no installed plugin provides the model scheme(s) "
+                            f"{', '.join(sorted(missing))} of its towers; install the plugin "
+                            "that trained it")
     model = build_model(cfg, registry, use_weights=False)
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     if missing or unexpected:
@@ -43,9 +58,3 @@ def build_checkpoint(rest: str, options: ModelOptions) -> ItraModel:
     if not rest:
         raise UserError("checkpoint: give a path, e.g. --model logs/run/checkpoints/epoch_2.pt")
     return load_checkpoint_model(rest)
-
-
-@hookimpl
-def itra_bench_model_builders() -> list[ModelBuilder]:
-    return [ModelBuilder("checkpoint", build_checkpoint, example="logs/run/checkpoints/epoch_2.pt",
-                         description="an itra-train checkpoint (its settings rebuild the model)")]

@@ -10,7 +10,7 @@ import pytest
 from itra_bench.errors import PluginClashError, UserError
 from itra_bench.registry import load_registry
 
-BUILTINS = {"openclip", "hf", "sbert", "timm", "torchvision", "torchhub", "demo_model",
+BUILTINS = {"openclip", "hf", "sbert", "timm", "torchvision", "torchhub", "itra_train",
             "losses", "demo_tasks"}
 
 
@@ -26,7 +26,9 @@ def test_builtins_are_loaded_through_entry_points():
     assert reg.plugins["openclip"].distribution == "itra-bench"
     assert {"openclip", "hf", "sbert", "timm", "torchvision", "torchhub", "demo"} <= set(
         reg.models)
-    assert reg.models["demo"].plugin.name == "demo_model"
+    assert reg.models["demo"].plugin.name == "itra_train"
+    assert reg.models["checkpoint"].plugin.name == "itra_train"
+    assert {"train", "watch", "demo"} <= set(reg.commands)
     assert "infonce" in reg.losses
     assert reg.suites["demo"] == ["digits-zeroshot", "digits-linear-probe", "digits-knn",
                                   "digits-clustering", "digits-retrieval"]
@@ -85,7 +87,7 @@ def test_model_scheme_clash_via_cli_exit_code_2(cli, tmp_path, monkeypatch):
     res = cli("list", "models", "--plugin", mod)
     assert res.code == 2
     assert "model 'demo' is provided by two plugins" in res.err
-    assert "'demo_model'" in res.err and "'clashing_models'" in res.err
+    assert "'itra_train'" in res.err and "'clashing_models'" in res.err
 
 
 def test_suite_hook_gathers_tasks_across_plugins(tmp_path, monkeypatch, cli):
@@ -172,3 +174,57 @@ def test_plugin_task_file_protocol(cli, tmp_path, monkeypatch):
     res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", good,
               "--output", tmp_path / "out", "--no-cache", "--no-progress")
     assert res.code == 2 and "protocol 'constant'" in res.err
+
+
+def test_core_never_imports_the_trainer():
+    """itra_bench (core, plugins, tasks, ELEVATER) builds on nothing of itra_train: the trainer
+    contributes its commands and model schemes through the plugin host."""
+    import ast
+    from pathlib import Path
+
+    import itra_bench
+    import itra_bench.plugins
+    import itra_bench.tasks
+    import itra_bench.vision_benchmark
+
+    roots = {Path(m.__file__).parent for m in (itra_bench, itra_bench.plugins, itra_bench.tasks,
+                                                itra_bench.vision_benchmark)}
+    offenders = []
+    for root in roots:
+        for path in root.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path}: {n}" for n in names if n.split(".")[0] == "itra_train"]
+    assert offenders == []
+
+
+def test_plugin_command_runs_and_clash_with_builtin_is_refused(cli, tmp_path, monkeypatch):
+    mod = write_module(tmp_path, monkeypatch, "command_plugin", """
+        from itra_bench import hookimpl
+        from itra_bench.commands import Command
+
+        def _args(parser):
+            parser.add_argument("--times", type=int, default=1)
+
+        def _hello(args, registry, console):
+            print("hello " * args.times + str(len(registry.tasks)))
+            return 0
+
+        @hookimpl
+        def itra_bench_commands():
+            return [Command("hello", "say hello", run=_hello, add_arguments=_args)]
+    """)
+    res = cli("hello", "--times", "2", "--plugin", mod)
+    assert res.code == 0, res
+    assert res.out.startswith("hello hello ")
+    clash = write_module(tmp_path, monkeypatch, "clash_command", """
+        from itra_bench import hookimpl
+        from itra_bench.commands import Command
+
+        @hookimpl
+        def itra_bench_commands():
+            return [Command("run", "shadow run", main=lambda argv: 0)]
+    """)
+    res = cli("list", "plugins", "--plugin", clash)
+    assert res.code == 2 and "'run'" in res.err and "clash_command" in res.err

@@ -1,0 +1,132 @@
+"""The trainer's contributions to itra-bench, through the plugin host like any plugin's:
+the ``checkpoint`` and ``demo`` model schemes and the ``train``, ``watch`` and ``demo``
+subcommands of ``itra-bench``. (itra-bench itself never imports the trainer.)"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from itra_bench import hookimpl
+from itra_bench.commands import Command
+from itra_bench.context import PRECISIONS, default_workers
+from itra_bench.errors import UserError
+from itra_bench.model import EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.registry import Registry
+
+
+def _build_checkpoint(rest: str, options: ModelOptions) -> EncoderModel:
+    from .checkpoint_model import build_checkpoint
+
+    return build_checkpoint(rest, options)
+
+
+def _build_demo(rest: str, options: ModelOptions) -> EncoderModel:
+    """``demo`` (trained on digits at first use, cached) or ``demo:random`` (untrained)."""
+    if rest == "random":
+        from itra_bench.plugins.demo_model import build_random_demo
+
+        return build_random_demo()
+    if rest:
+        raise UserError(f"unknown demo variant 'demo:{rest}'; use demo (trained on digits) or "
+                        "demo:random (untrained)")
+    from .checkpoint_model import load_checkpoint_model
+    from .demo import train_demo
+
+    return load_checkpoint_model(Path(train_demo()))
+
+
+@hookimpl
+def itra_bench_model_builders() -> list[ModelBuilder]:
+    return [
+        ModelBuilder("checkpoint", _build_checkpoint, example="logs/run/checkpoints/epoch_2.pt",
+                     description="an itra-train checkpoint (its settings rebuild the model)"),
+        ModelBuilder("demo", _build_demo, example="demo | demo:random",
+                     description="tiny CLIP trained on digits at first use (demo:random: "
+                                 "untrained)"),
+    ]
+
+
+def _train_main(argv: list[str]) -> int:
+    from .cli import main
+
+    return main(argv, prog="itra-bench train")
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", default="itra-demo-results", help="results folder")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train again even if the cached demo checkpoint exists")
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from itra_bench.leaderboard import write_leaderboard
+    from itra_bench.runner import RunConfig, outcome_table, run
+
+    from .checkpoint_model import load_checkpoint_model
+    from .demo import train_demo
+
+    checkpoint = train_demo(workers=args.workers, retrain=args.retrain, console=console)
+    console.print(f"demo checkpoint: {escape(str(checkpoint))}")
+    model = load_checkpoint_model(checkpoint, registry)
+    model.name = "demo"
+    config = RunConfig(model="demo", tasks=["demo"], output=args.output,
+                       workers=args.workers, cache_dir=None, overwrite=True)
+    outcomes = run(config, registry, console, show_progress=not args.no_progress, model=model)
+    Console().print(outcome_table(outcomes, "demo"))
+    Console().print(write_leaderboard(args.output).to_rich())
+    console.print(f"results in {escape(args.output)}; the same weights are `--model demo`")
+    return 0
+
+
+def _watch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_folder", metavar="LOGDIR",
+                        help="an itra-train run folder (<logs>/<name>)")
+    parser.add_argument("--tasks", required=True, nargs="+", metavar="TASK")
+    parser.add_argument("--once", action="store_true",
+                        help="evaluate the checkpoints present now, then stop")
+    parser.add_argument("--interval", type=float, default=60.0,
+                        help="seconds between looks for new checkpoints (default 60)")
+    parser.add_argument("--data-root", default=".", help="folder that dataset paths are under")
+    parser.add_argument("--output", help="results folder (default: LOGDIR/watch-results)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-missing", action="store_true")
+
+
+def _watch(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from itra_bench.cli import task_options
+    from itra_bench.runner import RunConfig
+
+    from .watch import CSV_NAME, PLOT_NAME, watch
+
+    folder = Path(args.run_folder)
+    base = RunConfig(model="", tasks=args.tasks, device=args.device, precision=args.precision,
+                     batch_size=args.batch_size, workers=args.workers, seed=args.seed,
+                     data_root=args.data_root,
+                     output=args.output or str(folder / "watch-results"), cache_dir=None,
+                     skip_missing=args.skip_missing, task_options=task_options(args))
+    rows = watch(folder, base, registry, console, once=args.once, interval=args.interval)
+    console.print(f"{len(rows)} checkpoint(s) evaluated: {escape(str(folder / CSV_NAME))}, "
+                  f"{escape(str(folder / PLOT_NAME))}")
+    return 0
+
+
+@hookimpl
+def itra_bench_commands() -> list[Command]:
+    return [
+        Command("train", "train a model (itra-train; `itra-bench train --help` lists its flags)",
+                main=_train_main),
+        Command("demo", "train the tiny demo CLIP on digits, evaluate it, show the leaderboard",
+                run=_demo, add_arguments=_demo_arguments),
+        Command("watch", "evaluate each checkpoint of a training run as it appears",
+                run=_watch, add_arguments=_watch_arguments, flags=("plugin", "protocol")),
+    ]
