@@ -18,12 +18,14 @@ Example (retrieval on the trainer's caption table)::
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from itra_bench.datasets.text_files import read_text
 from itra_bench.errors import UserError
 from itra_bench.generic_tasks import (
     CLASSIFICATION_PROTOCOLS,
@@ -32,6 +34,7 @@ from itra_bench.generic_tasks import (
     ImageFolderData,
     RetrievalTask,
 )
+from itra_bench.protocols.zeroshot import fill_template
 from itra_bench.task import Task
 
 PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, "retrieval")
@@ -111,25 +114,45 @@ def load_task_file(path: str | Path,
     path = Path(path)
     if not path.is_file():
         raise UserError(f"task file not found: {path}")
+    text = read_text(path, fix="save the task file as UTF-8")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc})") from exc
+    except RecursionError:
+        raise UserError(f"{path}: not a task file (its YAML is nested too deeply)") from None
     if not isinstance(doc, dict):
         raise UserError(f"{path}: expected a mapping of keys (name, protocol, ...), "
                         f"got {type(doc).__name__}")
     protocol = doc.get("protocol")
+    known = ", ".join([*PROTOCOLS, *sorted(protocols)])
+    if protocol is not None and not isinstance(protocol, str):
+        raise UserError(f"{path}: key 'protocol' must be a string, got "
+                        f"{type(protocol).__name__} ({protocol!r}); set `protocol:` to one "
+                        f"of {known}")
     if protocol in protocols and protocol not in PROTOCOLS:
         return protocols[protocol](doc, path)
     if protocol not in PROTOCOLS:
         hint = "missing key 'protocol'" if protocol is None else f"protocol {protocol!r}"
-        known = ", ".join([*PROTOCOLS, *sorted(protocols)])
         raise UserError(f"{path}: {hint}; set `protocol:` to one of {known}")
     schema = {**_COMMON, **(_RETRIEVAL if protocol == "retrieval" else _CLASSIFICATION)}
     values = check_fields(doc, schema, path, f"protocol {protocol}")
     for t in values.get("templates") or []:
         if "{}" not in t and "{c}" not in t:
             raise UserError(f"{path}: template {t!r} has no '{{}}' slot for the class name")
+        try:
+            fill_template(t, "cat")
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise UserError(f"{path}: template {t!r}: {exc}") from None
+    if protocol == "knn" and values["k"] < 1:
+        raise UserError(f"{path}: key 'k' must be a positive integer, got {values['k']}")
+    if protocol == "knn" and not 0 < values["temperature"] < math.inf:
+        raise UserError(f"{path}: key 'temperature' must be a positive number, got "
+                        f"{values['temperature']}")
+    if protocol == "retrieval" and (len(values["separator"]) != 1
+                                    or values["separator"] in "\"\r\n"):
+        raise UserError(f"{path}: key 'separator' must be one character (not a quote or a "
+                        f"line break), got {values['separator']!r}")
     if protocol == "knn" and values["weighting"] not in _KNN_WEIGHTINGS:
         raise UserError(f"{path}: key 'weighting' must be one of {_KNN_WEIGHTINGS}")
 

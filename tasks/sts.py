@@ -9,22 +9,31 @@ SentEval's ``wmean`` and ``mean`` over the files come beside it.
 Data layout under ``--data-root``: SentEval's ``data/downstream`` folder, as its
 ``data/get_transfer_data.bash`` leaves it (paths from SentEval's ``senteval/engine.py``):
 ``STS/STS12-en-test`` ... ``STS/STS16-en-test``, ``STS/STSBenchmark/sts-test.csv`` and
-``SICK/SICK_test_annotated.txt``. Like SentEval, sentences are split on whitespace and joined
-with single spaces before encoding (SimCSE's batcher), and STS pairs whose gold line is empty
-are skipped (counted in the result's details).
+``SICK/SICK_{train,trial,test_annotated}.txt``. Like SentEval, sentences are split on
+whitespace and joined with single spaces before encoding (SimCSE's batcher), and STS pairs
+whose gold line is empty are skipped (counted in the result's details).
 
-Cards: ``tasks/cards/{sts12,...,sts16,stsb,sickr}.yaml``. A task file with ``protocol: sts``
-evaluates other files in the same formats::
+SICK-R has two definitions in use, one card each; a result names its own in
+``details["definition"]``: ``sickr`` scores the SemEval-2014 test split (4,927 pairs of
+``SICK_test_annotated.txt``), as SentEval and SimCSE do; ``sickr-mteb`` scores all 9,927
+SemEval-2014 pairs (train, trial and test pooled), as MTEB's SICK-R does.
+
+Cards: ``tasks/cards/{sts12,...,sts16,stsb,sickr,sickr-mteb}.yaml``. A task file with
+``protocol: sts`` evaluates other files in the same formats::
 
     name: my-sts
     protocol: sts
     format: stsbenchmark       # senteval | stsbenchmark | sick
     root: STS/STSBenchmark     # folder, relative to --data-root
     files: [sts-dev.csv]       # senteval: the <name> of STS.input.<name>.txt
+    encoding: utf-8            # the files' text encoding (default utf-8)
+    definition: ""             # which pairs the score covers, copied to the result
+    semeval_set: [TEST]        # sick only: keep rows whose SemEval_set column is listed
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +43,7 @@ import torch
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
+from itra_bench.datasets.text_files import check_encoding, read_text
 from itra_bench.encoding import encode_texts
 from itra_bench.errors import UserError
 from itra_bench.model import TEXT, EncoderModel
@@ -48,7 +58,7 @@ from itra_bench.yaml_tasks import check_fields, load_cards
 
 PROTOCOL = "sts"
 FORMATS = ("senteval", "stsbenchmark", "sick")
-BUILTIN = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
+BUILTIN = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "sickr-mteb")
 
 _SCHEMA = {
     "name": (str, True, None),
@@ -58,6 +68,9 @@ _SCHEMA = {
     "format": (str, True, None),
     "root": (str, True, None),
     "files": (list, True, None),
+    "encoding": (str, False, "utf-8"),
+    "definition": (str, False, ""),
+    "semeval_set": (list, False, None),
 }
 
 
@@ -71,6 +84,7 @@ class ScoredPairs:
     sentences2: list[str]
     scores: list[float]
     unscored: int = 0
+    other_sets: int = 0  # SICK rows left out by the SemEval_set filter
 
 
 def _normalise(sentence: str) -> str:
@@ -81,19 +95,29 @@ def _normalise(sentence: str) -> str:
 
 def _score(raw: str, path: Path, lineno: int, column: str) -> float:
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
+        value = math.nan
+    # float() also takes "nan" and "inf", which would turn the correlation into nan.
+    if not math.isfinite(value):
         raise UserError(f"{path}:{lineno}: {column} {raw!r} is not a number; fix or remove "
-                        "the line") from None
+                        "the line")
+    return value
 
 
-def read_senteval_sts(folder: Path, name: str) -> ScoredPairs:
+def _lines(path: Path, encoding: str) -> list[str]:
+    fix = ("set `encoding:` in the task file to the files' encoding (e.g. encoding: latin-1), "
+           "or save the file as UTF-8")
+    return read_text(path, encoding, fix=fix).splitlines()
+
+
+def read_senteval_sts(folder: Path, name: str, encoding: str = "utf-8") -> ScoredPairs:
     """One SemEval STS file pair: ``STS.input.<name>.txt`` (sentence1 TAB sentence2) and
     ``STS.gs.<name>.txt`` (one gold score a line; an empty line leaves the pair unscored)."""
     inputs = folder / f"STS.input.{name}.txt"
     gold = folder / f"STS.gs.{name}.txt"
-    in_lines = inputs.read_text(encoding="utf-8").splitlines()
-    gs_lines = gold.read_text(encoding="utf-8").splitlines()
+    in_lines = _lines(inputs, encoding)
+    gs_lines = _lines(gold, encoding)
     if len(in_lines) != len(gs_lines):
         raise UserError(f"{inputs} has {len(in_lines)} lines but {gold} has {len(gs_lines)}: "
                         "the gold file needs one line (a score, or empty) per sentence pair")
@@ -112,11 +136,11 @@ def read_senteval_sts(folder: Path, name: str) -> ScoredPairs:
     return pairs
 
 
-def read_stsbenchmark(path: Path) -> ScoredPairs:
+def read_stsbenchmark(path: Path, encoding: str = "utf-8") -> ScoredPairs:
     """STS Benchmark's csv as SentEval reads it: tab-separated, no header, no quoting;
     genre, file, year, id, score, sentence1, sentence2 (later columns ignored)."""
     pairs = ScoredPairs(path.name, [], [], [])
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(_lines(path, encoding), start=1):
         if not line.strip():
             continue
         fields = line.strip().split("\t")
@@ -130,24 +154,56 @@ def read_stsbenchmark(path: Path) -> ScoredPairs:
     return pairs
 
 
-def read_sick(path: Path) -> ScoredPairs:
-    """SICK as SentEval reads it: tab-separated, a header line; pair_ID, sentence_A,
-    sentence_B, relatedness_score, entailment_judgment (later columns ignored)."""
+SICK_COLUMNS = ("sentence_A", "sentence_B", "relatedness_score")
+
+
+def read_sick(path: Path, encoding: str = "utf-8", semeval_set: tuple[str, ...] | None = None
+              ) -> ScoredPairs:
+    """A SICK file, tab-separated with a header line: SemEval-2014's ``SICK_train.txt``,
+    ``SICK_trial.txt``, ``SICK_test_annotated.txt`` (pair_ID, sentence_A, sentence_B,
+    relatedness_score, entailment_judgment) or the full release's ``SICK.txt`` (12 columns,
+    relatedness_score fifth, SemEval_set last).
+
+    Columns are found by their names in the header; a file without one is read by position
+    (sentences in columns 2 and 3, the score in column 4), as SentEval reads SICK.
+    ``semeval_set`` keeps only rows whose ``SemEval_set`` (TRAIN, TRIAL, TEST) is listed;
+    the rows it leaves out are counted in ``other_sets``.
+    """
     pairs = ScoredPairs(path.name, [], [], [])
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, start=1):
+    a, b, score, set_column = 1, 2, 3, None
+    for lineno, line in enumerate(_lines(path, encoding), start=1):
         if not line.strip():
             continue
         fields = line.strip().split("\t")
-        if len(fields) < 4:
-            raise UserError(f"{path}:{lineno}: expected at least 4 tab-separated columns "
-                            "(pair_ID, sentence_A, sentence_B, relatedness_score), found "
-                            f"{len(fields)}")
-        if lineno == 1 and not _is_number(fields[3]):
-            continue  # the header (SentEval skips the first line)
-        pairs.scores.append(_score(fields[3], path, lineno, "relatedness_score (column 4)"))
-        pairs.sentences1.append(_normalise(fields[1]))
-        pairs.sentences2.append(_normalise(fields[2]))
+        if lineno == 1 and ("relatedness_score" in fields
+                            or len(fields) >= 4 and not _is_number(fields[3])):
+            # The header (SentEval skips the first line).
+            if "relatedness_score" in fields:
+                missing = [c for c in SICK_COLUMNS if c not in fields]
+                if missing:
+                    raise UserError(f"{path}:1: the header has no column(s) {missing}; SICK "
+                                    f"files name {', '.join(SICK_COLUMNS)}")
+                a, b, score = (fields.index(c) for c in SICK_COLUMNS)
+            if "SemEval_set" in fields:
+                set_column = fields.index("SemEval_set")
+            continue
+        if semeval_set is not None and set_column is None:
+            raise UserError(f"{path}: `semeval_set:` needs a SemEval_set column named in the "
+                            "header (the full release's SICK.txt has one); this file has "
+                            "none. Remove the key to use every row")
+        need = max(a, b, score, -1 if set_column is None else set_column) + 1
+        if len(fields) < need:
+            raise UserError(f"{path}:{lineno}: expected at least {need} tab-separated "
+                            f"columns (sentence_A in column {a + 1}, sentence_B in {b + 1}, "
+                            f"relatedness_score in {score + 1}), found {len(fields)}")
+        if semeval_set is not None and set_column is not None \
+                and fields[set_column] not in semeval_set:
+            pairs.other_sets += 1
+            continue
+        pairs.scores.append(_score(fields[score], path, lineno,
+                                   f"relatedness_score (column {score + 1})"))
+        pairs.sentences1.append(_normalise(fields[a]))
+        pairs.sentences2.append(_normalise(fields[b]))
     return pairs
 
 
@@ -173,6 +229,9 @@ class STSTask(Task):
     protocol: str = PROTOCOL
     main_score: str = "spearman"
     layout: str = ""
+    encoding: str = "utf-8"
+    definition: str = ""
+    semeval_set: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -206,12 +265,17 @@ class STSTask(Task):
         """The scored pairs of every file, in the card's order."""
         folder = data_root / self.root
         if self.format == "senteval":
-            return [read_senteval_sts(folder, name) for name in self.files]
-        reader = read_stsbenchmark if self.format == "stsbenchmark" else read_sick
-        return [reader(folder / f) for f in self.files]
+            return [read_senteval_sts(folder, name, self.encoding) for name in self.files]
+        if self.format == "stsbenchmark":
+            return [read_stsbenchmark(folder / f, self.encoding) for f in self.files]
+        return [read_sick(folder / f, self.encoding, self.semeval_set) for f in self.files]
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
         files = self.load(ctx.data_root)
+        for p in files:
+            if len(p.scores) < 2:
+                raise UserError(f"{ctx.data_root / self.root / p.name}: {len(p.scores)} scored "
+                                "pair(s); a correlation needs at least 2")
         texts = [t for p in files for t in (*p.sentences1, *p.sentences2)]
         distinct, index = unique_texts(texts)
         features = encode_texts(model, distinct, ctx, f"encode {self.name} sentences")[index]
@@ -222,8 +286,6 @@ class STSTask(Task):
             first = features[start:start + n]
             second = features[start + n:start + 2 * n]
             start += 2 * n
-            if n < 2:
-                raise ValueError(f"{p.name} has {n} scored pair(s); a correlation needs 2")
             cos = paired_cosine(first, second)
             scores = torch.tensor(p.scores, dtype=torch.float64)
             c = correlation(cos, scores)
@@ -231,8 +293,11 @@ class STSTask(Task):
             gold.append(scores)
             per_file[p.name] = {"spearman": c.spearman, "pearson": c.pearson, "num_pairs": n,
                                 "unscored_pairs": p.unscored}
+            if self.semeval_set is not None:
+                per_file[p.name]["rows_of_other_semeval_sets"] = p.other_sets
         metrics = sts_correlations(system, gold)
-        details = {
+        details: dict[str, Any] = {"definition": self.definition} if self.definition else {}
+        details |= {
             "per_file": per_file,
             "unscored_pairs": sum(p.unscored for p in files),
             "aggregation": "spearman/pearson: all pairs pooled (SimCSE's 'all'); _wmean: "
@@ -250,9 +315,19 @@ def sts_task_from_file(doc: dict[str, Any], path: Path) -> STSTask:
                         f"{values['format']!r}")
     if not values["files"]:
         raise UserError(f"{path}: key 'files' must list at least one file")
+    check_encoding(values["encoding"], f"{path}: key 'encoding'")
+    semeval_set = values["semeval_set"]
+    if semeval_set is not None:
+        if values["format"] != "sick":
+            raise UserError(f"{path}: key 'semeval_set' applies to format sick only")
+        if not semeval_set:
+            raise UserError(f"{path}: key 'semeval_set' must list at least one of TRAIN, "
+                            "TRIAL, TEST (or be left out: every row)")
+        semeval_set = tuple(semeval_set)
     return STSTask(name=values["name"], format=values["format"], root=values["root"],
                    files=tuple(values["files"]), suites=tuple(values["suites"]),
-                   description=values["description"])
+                   description=values["description"], encoding=values["encoding"],
+                   definition=values["definition"], semeval_set=semeval_set)
 
 
 @hookimpl

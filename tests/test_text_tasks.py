@@ -224,6 +224,79 @@ def test_sts_task_file_reads_other_files_and_rejects_bad_keys(cli, tmp_path):
     assert res.code == 2 and "'format'" in res.err and "senteval" in res.err, res
 
 
+SICK_FULL_HEADER = ("pair_ID\tsentence_A\tsentence_B\tentailment_label\trelatedness_score\t"
+                    "entailment_AB\tentailment_BA\tsentence_A_original\tsentence_B_original\t"
+                    "sentence_A_dataset\tsentence_B_dataset\tSemEval_set\n")
+
+
+def write_sick_full(path: Path, rows: list[tuple[str, str, float, str]]) -> None:
+    """The full SICK release's SICK.txt: 12 tab-separated columns, relatedness_score fifth,
+    SemEval_set (TRAIN, TRIAL, TEST) last."""
+    lines = [SICK_FULL_HEADER]
+    lines += [f"{i + 1}\t{a}\t{b}\tNEUTRAL\t{s}\tA_neutral_B\tB_neutral_A\t{a}\t{b}\tFLICKR\t"
+              f"FLICKR\t{split}\n" for i, (a, b, s, split) in enumerate(rows)]
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def test_sickr_definitions_test_split_and_mteb_all_pairs(cli, tmp_path):
+    """`sickr` scores the SemEval-2014 test split (SentEval, SimCSE), `sickr-mteb` every pair
+    of train + trial + test (MTEB); each result says which, and both match scipy."""
+    from itra_test_plugin import PixelModel
+
+    root = tmp_path / "data"
+    splits = {"TRAIN": sts_pairs(12, seed=21), "TRIAL": sts_pairs(5, seed=22),
+              "TEST": sts_pairs(15, seed=23)}
+    for split, file in (("TRAIN", "SICK_train.txt"), ("TRIAL", "SICK_trial.txt"),
+                        ("TEST", "SICK_test_annotated.txt")):
+        write_sick(root / "SICK" / file, splits[split])
+    # The same pairs as one SICK.txt with its SemEval_set column, sets interleaved.
+    rows = [(a, b, s, split) for k in range(15) for split, pairs in splits.items()
+            if k < len(pairs) for a, b, s in [pairs[k]]]
+    write_sick_full(root / "SICK" / "SICK.txt", rows)
+    full_test = tmp_path / "sick-full-test.yaml"
+    full_test.write_text("name: sick-full-test\nprotocol: sts\nformat: sick\nroot: SICK\n"
+                         "files: [SICK.txt]\nsemeval_set: [TEST]\n")
+    full_all = tmp_path / "sick-full-all.yaml"
+    full_all.write_text("name: sick-full-all\nprotocol: sts\nformat: sick\nroot: SICK\n"
+                        "files: [SICK.txt]\n")
+    res = run(cli, tmp_path, "pixel", root, "sickr", "sickr-mteb", str(full_test),
+              str(full_all))
+    assert res.code == 0, res
+    recs = records(tmp_path / "out")
+
+    model = PixelModel()
+
+    def scipy_spearman(pairs: list[tuple[str, str, float]]) -> float:
+        s1, s2, gold = map(list, zip(*pairs, strict=True))
+        cos = torch.nn.functional.cosine_similarity(model.encode_text(s1),
+                                                    model.encode_text(s2))
+        return float(spearmanr(cos.double().numpy(), gold)[0])
+
+    test_only = splits["TEST"]
+    every = [*splits["TRAIN"], *splits["TRIAL"], *splits["TEST"]]
+    sickr, mteb = recs["sickr"], recs["sickr-mteb"]
+    assert sickr["num_samples"] == 15 and mteb["num_samples"] == 32
+    assert sickr["metrics"]["spearman"] == pytest.approx(scipy_spearman(test_only), abs=1e-9)
+    assert mteb["metrics"]["spearman"] == pytest.approx(scipy_spearman(every), abs=1e-9)
+    assert sickr["details"]["definition"].startswith("SentEval/SimCSE: the SemEval-2014 SICK "
+                                                     "test split")
+    assert mteb["details"]["definition"].startswith("MTEB: all SemEval-2014 SICK pairs")
+    assert mteb["details"]["per_file"]["SICK_trial.txt"]["num_pairs"] == 5
+
+    # SICK.txt's columns are found by name; its SemEval_set column selects the split.
+    full = recs["sick-full-test"]
+    assert full["num_samples"] == 15
+    assert full["metrics"]["spearman"] == pytest.approx(sickr["metrics"]["spearman"], abs=1e-12)
+    assert full["details"]["per_file"]["SICK.txt"]["rows_of_other_semeval_sets"] == 17
+    assert recs["sick-full-all"]["metrics"]["spearman"] == pytest.approx(
+        mteb["metrics"]["spearman"], abs=1e-12)
+
+    # A file without a SemEval_set column cannot be filtered by it: refused, not ignored.
+    full_test.write_text(full_test.read_text().replace("SICK.txt", "SICK_train.txt"))
+    res = run(cli, tmp_path, "pixel", root, str(full_test))
+    assert res.code == 2 and "SICK_train.txt" in res.err and "SemEval_set" in res.err, res
+
+
 # ---------------------------------------------------------------------------- word similarity
 
 

@@ -1,0 +1,184 @@
+"""Bad input files end in one message naming the file and line (exit 2, no traceback), and a
+UTF-8 byte-order mark just works: task YAML, caption CSVs (`itra-bench` and `itra-train`) and
+STS files."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+from PIL import Image
+from text_data import sts_pairs, write_stsbenchmark
+from train_data import TINY
+
+PIXEL = ("--plugin", "itra_test_plugin")
+
+
+def bench(cli, tmp_path: Path, data_root: Path, *tasks: str):
+    return cli("run", "--model", "pixel", *PIXEL, "--tasks", *tasks, "--data-root", data_root,
+               "--output", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--workers",
+               "0", "--no-progress")
+
+
+def train_on(train, csv: Path, tmp_path: Path, *extra: str):
+    return train("--train-data", csv, "--logs", tmp_path / "logs", "--name", "run", *TINY,
+                 *extra)
+
+
+def one_clean_error(res, *needles: str) -> str:
+    """The run failed with exit 2 and one message (no traceback) containing ``needles``."""
+    err = " ".join(res.err.split())
+    assert res.code == 2, res
+    assert "Traceback" not in res.err and "Traceback" not in res.out, res
+    for needle in needles:
+        assert needle in err, (needle, res)
+    return err
+
+
+def caption_table(folder: Path, captions: list[str], encoding: str = "utf-8",
+                  bom: bytes = b"") -> Path:
+    """A tab-separated caption table of small images, one row per caption."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    rows = ["filepath\ttitle"]
+    for i, caption in enumerate(captions):
+        Image.new("RGB", (16, 16), (30 * i % 255, 10, 200 - 20 * i % 200)).save(
+            folder / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png\t{caption}")
+    path = folder / "captions.tsv"
+    path.write_bytes(bom + ("\n".join(rows) + "\n").encode(encoding))
+    return path
+
+
+def retrieval_task(tmp_path: Path, file: str = "captions.tsv") -> Path:
+    task = tmp_path / "caps.yaml"
+    task.write_text(f"name: caps\nprotocol: retrieval\nfile: {file}\n")
+    return task
+
+
+CAPTIONS = [f"a picture number {i}" for i in range(6)]
+
+
+# -- task YAML -------------------------------------------------------------------------------
+
+def test_task_yaml_not_utf8_names_file_and_line(cli, tmp_path):
+    task = tmp_path / "pets.yaml"
+    task.write_bytes("name: pets\nprotocol: zeroshot\nroot: pets\ndescription: Chats é\n"
+                     .encode("latin-1"))
+    one_clean_error(bench(cli, tmp_path, tmp_path, task), "pets.yaml, line 4",
+                    "not valid utf-8", "UTF-8")
+
+
+def test_task_yaml_with_bom_is_read(cli, tmp_path):
+    from itra_bench.yaml_tasks import load_task_file
+
+    task = tmp_path / "pets.yaml"
+    task.write_bytes(codecs.BOM_UTF8 + b"name: pets\nprotocol: knn\nroot: pets\n")
+    assert load_task_file(task).name == "pets"
+
+
+def test_protocol_given_as_a_list(cli, tmp_path):
+    task = tmp_path / "pets.yaml"
+    task.write_text("name: pets\nprotocol: [zeroshot]\nroot: pets\n")
+    one_clean_error(bench(cli, tmp_path, tmp_path, task), "pets.yaml", "'protocol'",
+                    "a string", "zeroshot")
+
+
+def test_retrieval_separator_must_be_one_character(cli, tmp_path):
+    task = tmp_path / "caps.yaml"
+    task.write_text("name: caps\nprotocol: retrieval\nfile: c.tsv\nseparator: '\\t\\t'\n")
+    one_clean_error(bench(cli, tmp_path, tmp_path, task), "caps.yaml", "'separator'",
+                    "one character")
+
+
+# -- caption CSVs: evaluation and training ---------------------------------------------------
+
+def test_latin1_caption_csv_eval_names_file_and_line(cli, tmp_path):
+    captions = [*CAPTIONS[:3], "un café crème", *CAPTIONS[3:]]
+    caption_table(tmp_path, captions, encoding="latin-1")
+    one_clean_error(bench(cli, tmp_path, tmp_path, retrieval_task(tmp_path)),
+                    "captions.tsv, line 5", "0xe9", "not valid utf-8", "iconv")
+
+
+def test_latin1_caption_csv_train_names_file_and_line(train, tmp_path):
+    captions = [*CAPTIONS[:3], "un café crème", *CAPTIONS[3:]]
+    csv = caption_table(tmp_path, captions, encoding="latin-1")
+    one_clean_error(train_on(train, csv, tmp_path), "captions.tsv, line 5", "not valid utf-8")
+
+
+def test_caption_csv_with_bom_eval_runs(cli, tmp_path):
+    caption_table(tmp_path, CAPTIONS, bom=codecs.BOM_UTF8)
+    res = bench(cli, tmp_path, tmp_path, retrieval_task(tmp_path))
+    assert res.code == 0, res
+
+
+def test_caption_csv_with_bom_train_reads_the_header(tmp_path):
+    from itra_train.data import CsvImageText
+
+    csv = caption_table(tmp_path, CAPTIONS, bom=codecs.BOM_UTF8)
+    data = CsvImageText(csv)
+    assert data.captions == CAPTIONS and data.rows == list(range(2, 8))
+
+
+def _unterminated_quote(tmp_path: Path) -> Path:
+    # A caption opens a quote that never closes, then 128 KB more text: the csv module's
+    # field limit (131,072 characters) is hit far below the line where the quote opened.
+    captions = [*CAPTIONS[:2], '"an unclosed quote', *(f"caption {i} " + "x" * 2000
+                                                       for i in range(70))]
+    return caption_table(tmp_path, captions)
+
+
+def test_unterminated_quote_eval_names_the_opening_line(cli, tmp_path):
+    _unterminated_quote(tmp_path)
+    one_clean_error(bench(cli, tmp_path, tmp_path, retrieval_task(tmp_path)),
+                    "captions.tsv, line 4", "never closed")
+
+
+def test_unterminated_quote_train_names_the_opening_line(train, tmp_path):
+    csv = _unterminated_quote(tmp_path)
+    one_clean_error(train_on(train, csv, tmp_path), "captions.tsv, line 4", "never closed")
+
+
+def test_stray_quote_is_refused_not_swallowing_rows(tmp_path):
+    """A short file with a stray quote: the csv module's lenient mode would read the rest of
+    the file as one caption, giving a table with fewer rows and no error."""
+    import pytest
+
+    from itra_bench.datasets.captions_csv import CaptionsCSV
+    from itra_bench.errors import UserError
+
+    csv = caption_table(tmp_path, [*CAPTIONS[:2], '"oops', *CAPTIONS[2:]])
+    with pytest.raises(UserError, match=r"captions.tsv, line 4: .*never closed"):
+        CaptionsCSV(csv)
+
+
+# -- STS files -------------------------------------------------------------------------------
+
+def test_sts_file_not_utf8_names_line_and_suggests_encoding(cli, tmp_path):
+    pairs = sts_pairs(8, seed=1)
+    pairs[4] = ("Un garçon mange.", pairs[4][1], pairs[4][2])
+    path = tmp_path / "data" / "sts-dev.csv"
+    write_stsbenchmark(path, pairs)
+    path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
+    task = tmp_path / "dev.yaml"
+    task.write_text("name: stsb-dev\nprotocol: sts\nformat: stsbenchmark\nroot: .\n"
+                    "files: [sts-dev.csv]\n")
+    res = bench(cli, tmp_path, tmp_path / "data", task)
+    one_clean_error(res, "sts-dev.csv, line 5", "0xe7", "encoding: latin-1")
+
+    # With the suggested key, the file is read as Latin-1.
+    task.write_text(task.read_text() + "encoding: latin-1\n")
+    from itra_bench.tasks.sts import sts_task_from_file
+    from itra_bench.yaml_tasks import load_task_file
+
+    sts = load_task_file(task, {"sts": sts_task_from_file})
+    assert sts.load(tmp_path / "data")[0].sentences1[4] == "Un garçon mange."
+    res = bench(cli, tmp_path, tmp_path / "data", task)
+    assert res.code == 0, res
+
+
+def test_sts_unknown_encoding_is_named(cli, tmp_path):
+    task = tmp_path / "dev.yaml"
+    task.write_text("name: stsb-dev\nprotocol: sts\nformat: stsbenchmark\nroot: .\n"
+                    "files: [sts-dev.csv]\nencoding: latin-9000\n")
+    one_clean_error(bench(cli, tmp_path, tmp_path, task), "dev.yaml", "'encoding'",
+                    "latin-9000")
