@@ -9,12 +9,19 @@ shot count and seed); ``--mode finetune`` trains the image tower with a linear h
 run, default 10), ``final_epochs=N`` (default 50), ``train_batch_size=N`` (default 64) and
 ``head_init=random|text`` (``text``: the head starts from the zero-shot class embeddings, as
 ELEVATER's ``INIT_HEAD_WITH_TEXT_ENCODER``; needs a text encoder). Cards live in
-``itra_bench/vision_benchmark/cards/``.
+``itra_bench/vision_benchmark/cards/``; a card of one's own is a task file of protocol
+``elevater`` (``--tasks my-card.yaml``), and a plugin ships cards through
+``itra_bench_task_files``.
+
+Metrics carry itra-bench's shared names (``acc1``; ELEVATER's ``mean_per_class`` is
+``mean_per_class_recall_present``, see ``vision_benchmark/metrics.py``) and are computed on
+the probabilities as the prediction file stores them (6 decimals), which is what EvalAI scores;
+``<main>_unrounded`` is the main metric on the unrounded probabilities.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,21 +32,34 @@ import torch
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
 from itra_bench.encoding import encode_images, encode_texts
+from itra_bench.errors import UserError
 from itra_bench.model import IMAGE, TEXT, EncoderModel
 from itra_bench.protocols.zeroshot import build_zeroshot_classifier
 from itra_bench.task import Task, TaskResult, Variant, positive_int_option
 from itra_bench.threads import torch_threads
-from itra_bench.vision_benchmark.cards import DatasetCard, builtin_cards
+from itra_bench.vision_benchmark.cards import DatasetCard, builtin_cards, parse_card
 from itra_bench.vision_benchmark.few_shot import sample_few_shot
-from itra_bench.vision_benchmark.metrics import elevater_metric, zeroshot_probabilities
-from itra_bench.vision_benchmark.readers import ElevaterSplit, expected_layout, open_split
+from itra_bench.vision_benchmark.metrics import (
+    RESULT_NAMES,
+    elevater_metric,
+    zeroshot_probabilities,
+)
+from itra_bench.vision_benchmark.readers import (
+    ElevaterSplit,
+    expected_layout,
+    missing_files,
+    open_split,
+)
 from itra_bench.vision_benchmark.submission import (
     SUFFIX,
+    file_probabilities,
     prediction_record,
     write_prediction_file,
 )
 
 MODES = ("zeroshot", "linear_probe", "finetune")
+#: Suffix of the main metric computed on the unrounded probabilities.
+UNROUNDED = "_unrounded"
 
 
 def variant_name(mode: str, shot: int, seed: int, knowledge: str = "none") -> str:
@@ -48,6 +68,25 @@ def variant_name(mode: str, shot: int, seed: int, knowledge: str = "none") -> st
     if mode == "zeroshot":
         return "zeroshot" if knowledge == "none" else f"zeroshot-{knowledge}"
     return f"{mode}-{'full' if shot == -1 else f'{shot}shot'}-seed{seed}"
+
+
+def score_predictions(card: DatasetCard, probs: Any, targets: Any) -> dict[str, float]:
+    """The result metrics of ``[N, C]`` test probabilities, under itra-bench's names.
+
+    Every metric is computed on the probabilities as the prediction file stores them (6
+    decimals), which is what EvalAI scores: rounding can tie scores, and ties change 11-point
+    mAP (on ``voc-2007-classification`` by more than half a point). The card's metric is also
+    reported on the unrounded probabilities, as ``<name>_unrounded``. Multiclass datasets
+    whose metric is not accuracy report ``acc1`` too.
+    """
+    exact = torch.as_tensor(probs).double().cpu().numpy()
+    stored = file_probabilities(exact)
+    name = RESULT_NAMES[card.metric]
+    metrics = {name: elevater_metric(card.metric, stored, targets),
+               name + UNROUNDED: elevater_metric(card.metric, exact, targets)}
+    if not card.multilabel and card.metric != "accuracy":
+        metrics[RESULT_NAMES["accuracy"]] = elevater_metric("accuracy", stored, targets)
+    return metrics
 
 
 def _targets(split: ElevaterSplit, rows: torch.Tensor) -> torch.Tensor:
@@ -68,15 +107,13 @@ class ElevaterTask(Task):
         self.aliases = self.card.aliases
         self.suites = self.card.suites
         self.protocol = "elevater"
-        self.main_score = self.card.metric
+        self.main_score = RESULT_NAMES[self.card.metric]
         self.modalities = frozenset({IMAGE})
         self.description = f"{self.card.num_classes} classes, {self.card.metric}"
         self.layout = expected_layout(self.card)
 
     @staticmethod
     def _mode(options: Mapping[str, Any]) -> str:
-        from itra_bench.errors import UserError
-
         mode = options.get("mode", "zeroshot")
         if mode not in MODES:
             raise UserError(f"--mode {mode}: ELEVATER tasks run {', '.join(MODES)}")
@@ -102,12 +139,28 @@ class ElevaterTask(Task):
     def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
         return self.card.required_files(data_root, self._splits(options))
 
+    def check_files(self, data_root: Path, options: Mapping[str, Any]) -> list[str]:
+        """Problems with the files of the splits this run reads, beyond missing ones: an
+        index that lists another number of images than the card states, a line that does not
+        parse, a label map of the wrong length, images the zips do not hold."""
+        problems: list[str] = []
+        for split in self._splits(options):
+            if missing_files(self.card, data_root, [split]):
+                continue  # reported by required_paths
+            try:
+                problems += open_split(self.card, data_root, split).missing_images()
+            except UserError as exc:
+                problems.append(str(exc))
+        return list(dict.fromkeys(problems))  # splits sharing a label map say it once
+
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
         mode = self._mode(ctx.options)
         shot, seed = int(ctx.options.get("shot", 0)), int(ctx.options.get("seed", 0))
         if mode == "finetune":
             return self._finetune(model, ctx, shot, seed)
         test = open_split(self.card, ctx.data_root, "test")
+        # Read every index first: a bad one stops the run before any encoding.
+        train = open_split(self.card, ctx.data_root, "train") if mode != "zeroshot" else None
         test_enc = encode_images(model, test, ctx, split=f"{self.name}/test")
         test_y = _targets(test, test_enc.indices)
         details: dict[str, Any] = {"mode": mode, "n_shot": shot, "seed": seed}
@@ -129,7 +182,7 @@ class ElevaterTask(Task):
                 elevater_probe_shots,
             )
 
-            train = open_split(self.card, ctx.data_root, "train")
+            assert train is not None
             train_enc = encode_images(model, train, ctx, split=f"{self.name}/train")
             train_y_all = _targets(train, train_enc.indices)
             # ELEVATER samples 2 shots for 1-shot (one trains, one validates) and then
@@ -161,10 +214,8 @@ class ElevaterTask(Task):
     def _finish(self, model: EncoderModel, ctx: RunContext, mode: str, shot: int, seed: int,
                 probs: torch.Tensor, test_y: torch.Tensor, details: dict[str, Any], *,
                 trainable: int, num_params: int) -> TaskResult:
-        """Score the test probabilities and write ELEVATER's prediction file."""
-        metrics = {self.card.metric: elevater_metric(self.card.metric, probs, test_y)}
-        if not self.card.multilabel and self.card.metric != "accuracy":
-            metrics["accuracy"] = elevater_metric("accuracy", probs, test_y)
+        """Score the test probabilities as the prediction file holds them, and write it."""
+        metrics = score_predictions(self.card, probs, test_y)
         backbone_params = sum(p.numel() for p in model.parameters())
         record = prediction_record(
             model_name=model.name, dataset_name=self.card.name, probabilities=probs.numpy(),
@@ -175,7 +226,8 @@ class ElevaterTask(Task):
         path = ctx.output_dir / (variant_name(mode, shot, seed, knowledge) + SUFFIX)
         write_prediction_file(path, record)
         details["predictions"] = str(path)
-        return TaskResult(metrics, self.card.metric, len(test_y), details)
+        details["elevater_metric"] = self.card.metric
+        return TaskResult(metrics, self.main_score, len(test_y), details)
 
     def _finetune(self, model: EncoderModel, ctx: RunContext, shot: int, seed: int
                   ) -> TaskResult:
@@ -225,7 +277,6 @@ class ElevaterTask(Task):
 
 def _head_init(options: Mapping[str, Any]) -> str:
     """The ``head_init`` task option of fine-tuning: ``random`` (default) or ``text``."""
-    from itra_bench.errors import UserError
     from itra_bench.vision_benchmark.finetune import HEAD_INITS
 
     value = str(options.get("head_init", "random"))
@@ -237,3 +288,14 @@ def _head_init(options: Mapping[str, Any]) -> str:
 @hookimpl
 def itra_bench_tasks() -> list[Task]:
     return [ElevaterTask(card=card) for card in builtin_cards()]
+
+
+def elevater_card_task(doc: dict[str, Any], path: Path) -> Task:
+    """Task-file factory of protocol ``elevater``: a dataset card (fields in
+    ``vision_benchmark/cards.py``) becomes the same task as a built-in card."""
+    return ElevaterTask(card=parse_card(doc, path))
+
+
+@hookimpl
+def itra_bench_task_file_protocols() -> dict[str, Callable[[dict[str, Any], Path], Task]]:
+    return {"elevater": elevater_card_task}

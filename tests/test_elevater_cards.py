@@ -175,7 +175,7 @@ def test_unknown_field_names_file_and_field(tmp_path):
 
 
 def test_bad_metric_value_names_file_and_field(tmp_path):
-    path = _write_card(tmp_path, metric="mean-per-class")
+    path = _write_card(tmp_path, metric="top1")
     with pytest.raises(UserError) as exc:
         load_card(path)
     msg = str(exc.value)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from elevater_data import write_dataset
+from elevater_data import tiny_card, use_tiny_cards, write_dataset
 from itra_test_plugin import PixelModel
 
 from itra_bench.context import RunContext
@@ -24,7 +24,7 @@ from itra_bench.vision_benchmark.few_shot import sample_few_shot
 from itra_bench.vision_benchmark.finetune import FinetuneConfig, elevater_finetune
 from itra_bench.vision_benchmark.readers import open_split
 
-CARD = find_card("cifar-10")
+CARD = tiny_card(find_card("cifar-10"), per_class=4)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,11 @@ def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("elevater")
     write_dataset(CARD, root, per_class=4)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _tiny_cards(monkeypatch):
+    use_tiny_cards(monkeypatch, ["cifar-10"], per_class=4)
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +72,7 @@ def test_cli_finetune_writes_result_and_prediction_file(cli, tmp_path, data_root
               "--no-cache")
     assert res.code == 0, res
     [(_, rec)] = list(iter_records(out))
-    assert rec["variant"] == "finetune-2shot-seed0" and rec["main_score"] == "accuracy"
+    assert rec["variant"] == "finetune-2shot-seed0" and rec["main_score"] == "acc1"
     d = rec["details"]
     assert d["mode"] == "finetune" and d["num_train_images"] == 20
     assert (d["lr"], d["l2"], d["epochs"]) == (0.01, 0.0001, 50)

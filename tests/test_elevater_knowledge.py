@@ -198,12 +198,13 @@ def test_missing_nltk_says_how_to_install(monkeypatch):
     assert "pip install nltk && python -m nltk.downloader wordnet" in msg
 
 
-def test_knowledge_flag_end_to_end(cli, nltk_data, tmp_path):
-    from elevater_data import write_dataset
+def test_knowledge_flag_end_to_end(cli, nltk_data, tmp_path, monkeypatch):
+    from elevater_data import use_tiny_cards, write_dataset
 
     from itra_bench.results import iter_records
     from itra_bench.vision_benchmark.cards import find_card
 
+    use_tiny_cards(monkeypatch, ["cifar-10"], per_class=2)
     write_dataset(find_card("cifar-10"), tmp_path / "data", per_class=2)
     args = ["run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", "cifar10",
             "--data-root", tmp_path / "data", "--output", tmp_path / "out", "--no-cache",
@@ -221,12 +222,13 @@ def test_knowledge_flag_end_to_end(cli, nltk_data, tmp_path):
 
 
 def test_knowledge_flag_without_corpus_says_how_to_install(cli, tmp_path, monkeypatch):
-    from elevater_data import write_dataset
+    from elevater_data import use_tiny_cards, write_dataset
 
     from itra_bench.vision_benchmark.cards import find_card
 
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "empty")])
     monkeypatch.setattr(knowledge, "_READERS", {})
+    use_tiny_cards(monkeypatch, ["cifar-10"], per_class=1)
     write_dataset(find_card("cifar-10"), tmp_path / "data", per_class=1)
     res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", "cifar10",
               "--data-root", tmp_path / "data", "--output", tmp_path / "out", "--no-cache",

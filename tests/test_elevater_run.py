@@ -7,7 +7,7 @@ import json
 import zipfile
 
 import pytest
-from elevater_data import write_dataset
+from elevater_data import use_tiny_cards, write_dataset
 
 from itra_bench.results import iter_records
 from itra_bench.vision_benchmark.cards import find_card
@@ -23,6 +23,12 @@ def data_root(tmp_path_factory):
     for name in DATASETS:
         write_dataset(find_card(name), root, per_class=4)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _tiny_cards(monkeypatch):
+    # The cards state ELEVATER's image counts; the tiny data has 4 images per class.
+    use_tiny_cards(monkeypatch, DATASETS, per_class=4)
 
 
 def run(cli, tmp_path, data_root, *extra):

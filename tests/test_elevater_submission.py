@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from itra_bench.errors import UserError
+from itra_bench.vision_benchmark.cards import SplitFiles, find_card
 from itra_bench.vision_benchmark.submission import (
     combine,
     prediction_record,
@@ -53,7 +55,9 @@ def test_files_round_to_six_decimals_and_zip_round_trips(tmp_path):
     write_prediction_file(tmp_path / "p" / "zeroshot.predictions.json", rec)
     stored = json.loads((tmp_path / "p" / "zeroshot.predictions.json").read_text())
     assert stored["predictions"] == [[[0.123457, 0.876543]]]
-    path, entries = write_submission(tmp_path / "p", tmp_path / "s.zip")
+    card = replace(find_card("cifar-10"), num_classes=2,
+                   splits={"test": SplitFiles("test.txt", (), num_images=1)})
+    path, entries = write_submission(tmp_path / "p", tmp_path / "s.zip", cards=[card])
     with zipfile.ZipFile(path) as zf:
         doc = json.loads(zf.read("all_predictions.json"))
     assert doc == {"data": entries}

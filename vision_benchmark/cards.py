@@ -8,17 +8,24 @@ read as it is.
 Card fields::
 
     name: cifar-10                      # ELEVATER's dataset name
+    protocol: elevater                  # makes the card a task file (--tasks card.yaml)
     aliases: [cifar10]                  # short config names users type
     suites: [elevater]
     type: multiclass                    # multiclass | multilabel
     num_classes: 10
     metric: accuracy                    # accuracy | mean_per_class | 11point_mAP | roc_auc
+                                        # (ELEVATER's names; acc1, mean-per-class and
+                                        # mean_per_class_recall_present are accepted)
     format: index                       # index (``zip@path label`` lines) | coco (COCO JSON)
     root: classification/cifar_10_20211007   # under --data-root
     labelmap: labels.txt                # optional (index format), relative to root
     splits:
       train: {index: train.txt, files: [train.zip], num_images: 50000}
       test:  {index: test.txt,  files: [val.zip],   num_images: 10000}
+                                        # num_images: the images the index lists (checked
+                                        # on every read: a truncated index is refused; 0:
+                                        # the split is not distributed, as ImageNet's train);
+                                        # files: [] when the index names plain image files
     classnames: [airplane, automobile, ...]     # len == num_classes
     templates: ["a photo of a {}.", ...]        # '{}' is the class name
     source: one line naming where class names and templates come from
@@ -26,7 +33,6 @@ Card fields::
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -93,9 +99,31 @@ class DatasetCard:
         return list(dict.fromkeys(out))
 
 
-_REQUIRED = ("name", "num_classes", "type", "metric", "format", "root", "splits",
-             "classnames", "templates")
-_OPTIONAL = ("aliases", "suites", "labelmap", "source", "extra")
+# key -> (accepted type(s), required, default), for yaml_tasks.check_fields.
+_FIELDS: dict[str, tuple[Any, bool, Any]] = {
+    "name": (str, True, None),
+    "protocol": (str, False, "elevater"),
+    "aliases": (list, False, []),
+    "suites": (list, False, []),
+    "type": (str, True, None),
+    "num_classes": (int, True, None),
+    "metric": (str, True, None),
+    "format": (str, True, None),
+    "root": (str, True, None),
+    "labelmap": (str, False, None),
+    "splits": (dict, True, None),
+    "classnames": (list, True, None),
+    "templates": (list, True, None),
+    "source": (str, False, ""),
+    "extra": (dict, False, {}),
+}
+_SPLIT_FIELDS: dict[str, tuple[Any, bool, Any]] = {
+    "index": (str, True, None),
+    "files": ((list, str), False, []),
+    "num_images": (int, True, None),
+}
+#: What a card's file describes, in messages.
+WHAT = "an ELEVATER dataset card (protocol elevater; fields: itra_bench/vision_benchmark/cards.py)"
 
 
 def _fail(path: Path, msg: str) -> UserError:
@@ -103,64 +131,86 @@ def _fail(path: Path, msg: str) -> UserError:
 
 
 def parse_card(doc: Any, path: Path) -> DatasetCard:
-    """Validate a card's YAML document; every problem names the file and the field."""
+    """Validate a card's YAML document; every problem names the file and the field.
+
+    The same document is a task file of protocol ``elevater`` (``--tasks my-card.yaml``);
+    ``protocol`` may be left out of a card under ``cards/``.
+    """
+    from itra_bench.protocols.zeroshot import fill_template
+    from itra_bench.vision_benchmark.metrics import canonical_metric
+    from itra_bench.yaml_tasks import check_fields
+
     if not isinstance(doc, dict):
-        raise _fail(path, "expected a mapping of fields")
-    for key in doc:
-        if key not in _REQUIRED + _OPTIONAL:
-            close = difflib.get_close_matches(str(key), _REQUIRED + _OPTIONAL, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _fail(path, f"unknown field {key!r}{hint}")
-    for key in _REQUIRED:
-        if key not in doc:
-            raise _fail(path, f"missing field {key!r}")
-    for key, allowed in (("type", TYPES), ("metric", METRICS), ("format", FORMATS)):
-        if doc[key] not in allowed:
-            raise _fail(path, f"field {key!r} is {doc[key]!r}; use one of {', '.join(allowed)}")
-    if not isinstance(doc["num_classes"], int) or doc["num_classes"] < 2:
-        raise _fail(path, "field 'num_classes' must be an integer >= 2")
-    if not isinstance(doc["splits"], dict) or "test" not in doc["splits"]:
+        raise _fail(path, f"expected a mapping of fields, got {type(doc).__name__}")
+    values = check_fields(doc, _FIELDS, path, WHAT)
+    if values["protocol"] != "elevater":
+        raise _fail(path, f"field 'protocol' is {values['protocol']!r}; a dataset card has "
+                          "protocol elevater")
+    metric = canonical_metric(values["metric"])
+    for key, value, allowed in (("type", values["type"], TYPES), ("metric", metric, METRICS),
+                                ("format", values["format"], FORMATS)):
+        if value not in allowed:
+            aliases = " (or an alias: acc1, mean-per-class, mean_per_class_recall_present)" \
+                if key == "metric" else ""
+            raise _fail(path, f"field {key!r} is {values[key]!r}; use one of "
+                              f"{', '.join(allowed)}{aliases}")
+    num_classes = values["num_classes"]
+    if num_classes < 2:
+        raise _fail(path, f"field 'num_classes' must be an integer >= 2, got {num_classes}")
+    for key in ("name", "root"):
+        if not values[key].strip():
+            raise _fail(path, f"field {key!r} is empty")
+    if "test" not in values["splits"]:
         raise _fail(path, "field 'splits' must map split names (train, val, test) to "
-                          "{index, files}; a 'test' split is required")
+                          "{index, files, num_images}; a 'test' split is required")
     splits = {}
-    for name, spec in doc["splits"].items():
+    for name, spec in values["splits"].items():
         if name not in SPLITS:
             raise _fail(path, f"split {name!r} is not one of {', '.join(SPLITS)}")
-        if not isinstance(spec, dict) or "index" not in spec:
-            raise _fail(path, f"split {name!r} needs an 'index' file")
-        files = spec.get("files", [])
-        if isinstance(files, str):
-            files = [files]
-        splits[name] = SplitFiles(str(spec["index"]), tuple(files), spec.get("num_images"))
-    classnames = doc["classnames"]
-    if not isinstance(classnames, list) or len(classnames) != doc["num_classes"]:
-        got = len(classnames) if isinstance(classnames, list) else type(classnames).__name__
-        raise _fail(path, f"field 'classnames' must list {doc['num_classes']} names "
-                          f"(num_classes), got {got}")
-    templates = doc["templates"]
-    if not isinstance(templates, list) or not templates:
+        if not isinstance(spec, dict):
+            raise _fail(path, f"split {name!r} must be a mapping {{index, files, num_images}}, "
+                              f"got {type(spec).__name__}")
+        fields = check_fields(spec, _SPLIT_FIELDS, path, f"split {name!r} of a dataset card")
+        files = [fields["files"]] if isinstance(fields["files"], str) else fields["files"]
+        if not all(isinstance(f, str) and f for f in files):
+            raise _fail(path, f"split {name!r}: 'files' must be a list of file names")
+        if not fields["index"]:
+            raise _fail(path, f"split {name!r}: 'index' is empty")
+        if fields["num_images"] < 0:
+            raise _fail(path, f"split {name!r}: 'num_images' must be the number of images "
+                              f"its index lists (0: not distributed), got {fields['num_images']}")
+        splits[name] = SplitFiles(fields["index"], tuple(files), fields["num_images"])
+    classnames = values["classnames"]
+    if len(classnames) != num_classes:
+        raise _fail(path, f"field 'classnames' must list {num_classes} names "
+                          f"(num_classes), got {len(classnames)}")
+    templates = values["templates"]
+    if not templates:
         raise _fail(path, "field 'templates' must be a non-empty list")
     for t in templates:
-        if "{}" not in str(t):
-            raise _fail(path, f"template {t!r} has no '{{}}' slot for the class name")
+        try:
+            fill_template(t, "x")
+        except ValueError as exc:
+            raise _fail(path, f"template {t!r}: {exc}") from None
     return DatasetCard(
-        name=str(doc["name"]), num_classes=doc["num_classes"],
-        type=doc["type"], metric=doc["metric"], format=doc["format"], root=str(doc["root"]),
-        splits=splits, classnames=tuple(str(c) for c in classnames),
-        templates=tuple(str(t) for t in templates),
-        aliases=tuple(doc.get("aliases") or ()), suites=tuple(doc.get("suites") or ()),
-        labelmap=doc.get("labelmap"), source=str(doc.get("source") or ""), path=str(path),
-        extra=dict(doc.get("extra") or {}))
+        name=values["name"], num_classes=num_classes,
+        type=values["type"], metric=metric, format=values["format"], root=values["root"],
+        splits=splits, classnames=tuple(classnames), templates=tuple(templates),
+        aliases=tuple(values["aliases"]), suites=tuple(values["suites"]),
+        labelmap=values["labelmap"], source=values["source"], path=str(path),
+        extra=dict(values["extra"]))
 
 
 def load_card(path: str | Path) -> DatasetCard:
     """Read and validate one card file."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise UserError(f"dataset card {path} cannot be read: {exc}") from exc
-    except yaml.YAMLError as exc:
+    except UnicodeDecodeError as exc:
+        raise _fail(path, f"not UTF-8 text ({exc}); save it as UTF-8") from exc
+    except (yaml.YAMLError, RecursionError) as exc:
         raise _fail(path, f"not valid YAML ({exc})") from exc
     return parse_card(doc, path)
 

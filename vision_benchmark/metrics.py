@@ -32,10 +32,32 @@ import torch.nn.functional as F
 from torch import Tensor
 
 #: The metric names ELEVATER's dataset configs use, in our spelling (ELEVATER writes
-#: ``mean-per-class`` for ``mean_per_class``; both are accepted).
+#: ``mean-per-class`` for ``mean_per_class``; both are accepted). Cards name these.
 ELEVATER_METRICS: tuple[str, ...] = ("accuracy", "mean_per_class", "11point_mAP", "roc_auc")
 
-_ALIASES = {"mean-per-class": "mean_per_class"}
+#: The name each ELEVATER metric has in itra-bench results, where one name means one
+#: definition across all tasks. ELEVATER's ``accuracy`` is top-1 accuracy (argmax, ties to the
+#: lower class index), the generic tasks' ``acc1``. Its ``mean_per_class`` is *not* the generic
+#: ``mean_per_class_recall``: it drops the score columns of classes without a test sample
+#: before the argmax, so the two differ whenever such a column wins; hence its own name.
+RESULT_NAMES: dict[str, str] = {
+    "accuracy": "acc1",
+    "mean_per_class": "mean_per_class_recall_present",
+    "11point_mAP": "11point_mAP",
+    "roc_auc": "roc_auc",
+}
+
+#: Other spellings accepted wherever an ELEVATER metric is named: ELEVATER's own
+#: ``mean-per-class`` and the result names.
+METRIC_ALIASES: dict[str, str] = {
+    "mean-per-class": "mean_per_class",
+    **{result: name for name, result in RESULT_NAMES.items() if result != name},
+}
+
+
+def canonical_metric(name: str) -> str:
+    """ELEVATER's name of a metric given by any accepted spelling (unknown names unchanged)."""
+    return METRIC_ALIASES.get(name, name)
 
 
 def _as_numpy(array: np.ndarray | Tensor) -> np.ndarray:
@@ -142,9 +164,10 @@ def elevater_metric(name: str, probs: np.ndarray | Tensor, targets: np.ndarray |
     except for NaN). ``targets`` is ``[N]`` integer classes, or ``[N, C]`` 0/1 for multilabel
     datasets. ``name`` is one of:
 
-    - ``accuracy``: fraction of samples whose target is the ``argmax`` of their row (ties to
-      the lower class index). Multiclass targets only.
-    - ``mean_per_class`` (alias ``mean-per-class``): restricted to the classes that have at
+    - ``accuracy`` (alias ``acc1``): fraction of samples whose target is the ``argmax`` of
+      their row (ties to the lower class index). Multiclass targets only.
+    - ``mean_per_class`` (aliases ``mean-per-class``, ``mean_per_class_recall_present``):
+      restricted to the classes that have at
       least one target sample, the mean over those classes of the fraction of their samples
       whose ``argmax`` over those classes' columns is the class (balanced accuracy).
     - ``11point_mAP``: restricted to the classes with at least one positive target, the mean
@@ -158,7 +181,7 @@ def elevater_metric(name: str, probs: np.ndarray | Tensor, targets: np.ndarray |
     Definitions follow ``vision_benchmark/evaluation/metric.py`` of ELEVATER and the
     evaluators of ``vision_evaluation/evaluators.py`` it calls.
     """
-    key = _ALIASES.get(name, name)
+    key = canonical_metric(name)
     if key not in ELEVATER_METRICS:
         raise ValueError(
             f"unknown ELEVATER metric {name!r}; choose one of {', '.join(ELEVATER_METRICS)}"

@@ -46,6 +46,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -120,6 +121,12 @@ class ElevaterSplit(ImageSource):
         self.root = card.split_root(data_root).absolute()
         spec = card.splits[split]
         self.index_path = self.root / spec.index
+        if spec.num_images == 0:
+            raise UserError(
+                f"dataset {card.name!r}: its card ({card.path or 'built-in'}) says split "
+                f"{split!r} is not distributed (num_images: 0), so it cannot be read; use "
+                "another --mode, or a card of your own that states the split's image count"
+            )
         absent = missing_files(card, data_root, [split])
         if absent:
             raise MissingDataError(
@@ -172,6 +179,7 @@ class ElevaterSplit(ImageSource):
                     f"zip file {p}, which does not exist. Expected layout: "
                     f"{expected_layout(card, [split])}."
                 )
+        _check_count(self.index_path, card, split, len(refs))
         # Identity: path, size and mtime of every file the split reads, so a re-downloaded or
         # edited zip or index is never served stale cached features; the split name keeps two
         # splits sharing one zip (and one index) apart.
@@ -207,6 +215,35 @@ class ElevaterSplit(ImageSource):
                 ) from exc
             self._zips[key] = zf
         return zf
+
+    def missing_images(self) -> list[str]:
+        """One line per zip file (or the dataset folder) that lacks images the index lists;
+        empty when every image is there. Reads the zips' directories, not the images."""
+        problems: list[str] = []
+        for where, path in [*enumerate(self._zip_paths), (-1, self.root)]:
+            wanted = [m for w, m in zip(self._where, self._members, strict=True) if w == where]
+            if not wanted:
+                continue
+            if where < 0:
+                absent = [m for m in wanted if not (self.root / m).is_file()]
+            else:
+                try:
+                    with zipfile.ZipFile(path) as zf:
+                        present = set(zf.namelist())
+                except (OSError, zipfile.BadZipFile) as exc:
+                    problems.append(f"{path} cannot be opened as a zip file ({exc}); "
+                                    "download it again")
+                    continue
+                absent = [m for m in wanted if m not in present]
+            if absent:
+                shown = ", ".join(repr(m) for m in absent[:3])
+                more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+                container = f"the zip file {path}" if where >= 0 else f"the folder {path}"
+                problems.append(
+                    f"{len(absent)} of the {len(wanted)} images that {self.index_path} lists "
+                    f"in {container} are not there: {shown}{more}. The download or extraction "
+                    "is incomplete: download and extract the dataset again")
+        return problems
 
     def open_image(self, index: int) -> Image.Image:
         """Image ``index``, fully decoded; errors name ``<zip>@<member>``."""
@@ -258,12 +295,35 @@ class ElevaterSplit(ImageSource):
 # Parsing
 
 
+def _check_count(index_path: Path, card: DatasetCard, split: str, found: int) -> None:
+    """Refuse an index that lists another number of images than the card states: a cut or
+    edited file would otherwise be scored on the images it still lists."""
+    expected = card.splits[split].num_images
+    if expected is not None and found != expected:
+        raise UserError(
+            f"{index_path} lists {found} images, but the card of dataset {card.name!r} "
+            f"({card.path or 'built-in'}) says split {split!r} has {expected} (num_images): "
+            "the file is truncated or was edited. Download and extract the dataset again "
+            "(for a dataset of your own, correct num_images in its card)."
+        )
+
+
 def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark is skipped), split at ``\\n``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc})") from exc
     try:
         # utf-8-sig: files saved by some Windows editors start with a byte-order mark.
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text ({exc})") from exc
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); the file is "
+            "damaged or not an ELEVATER file: download and extract the dataset again"
+        ) from None
+    return text.split("\n")
 
 
 def _read_labelmap(path: Path, card: DatasetCard) -> list[str]:
@@ -277,6 +337,20 @@ def _read_labelmap(path: Path, card: DatasetCard) -> list[str]:
     return names
 
 
+_LABELS = re.compile(r"[0-9]{1,9}(,[0-9]{1,9})*", re.ASCII)
+
+
+def _check_ref(ref: str) -> str | None:
+    """What is wrong with an image reference (``<zip>@<member>`` or a file path), if anything."""
+    if "\x00" in ref:
+        return "a NUL character in the image path"
+    if "@" in ref:
+        zip_name, member = ref.split("@", 1)
+        if not zip_name.strip() or not member.strip():
+            return "no image path (a zip name and a path inside it) before the label"
+    return None
+
+
 def _read_index(path: Path, card: DatasetCard) -> tuple[list[str], list[list[int]]]:
     """Image references and label lists of an index file, in file order."""
     if card.multilabel:
@@ -287,6 +361,7 @@ def _read_index(path: Path, card: DatasetCard) -> tuple[list[str], list[list[int
                     f"{card.num_classes}, e.g. 'train.zip@img/1.jpg 3'")
     refs: list[str] = []
     labels: list[list[int]] = []
+    first_line: dict[str, int] = {}
 
     def bad(line_no: int, line: str, what: str) -> UserError:
         return UserError(f"{path}, line {line_no}: {what} in {line!r}; expected {expected}")
@@ -299,16 +374,26 @@ def _read_index(path: Path, card: DatasetCard) -> tuple[list[str], list[list[int
         if len(parts) != 2:
             raise bad(line_no, line, "no label after the image path")
         ref, label_text = parts
-        try:
-            labs = [int(x) for x in label_text.split(",")]
-        except ValueError:
+        problem = _check_ref(ref)
+        if problem:
+            raise bad(line_no, line, problem)
+        # ASCII digits only: int() would also take '+3', '1_0' and other scripts' digits.
+        if not _LABELS.fullmatch(label_text):
             raise bad(line_no, line, f"label {label_text!r} is not a (comma-separated list "
-                      "of) integer(s)") from None
+                      "of) non-negative integer(s)")
+        labs = [int(x) for x in label_text.split(",")]
         for lab in labs:
             if not 0 <= lab < card.num_classes:
                 raise bad(line_no, line, f"label {lab} is out of range")
         if not card.multilabel and len(labs) != 1:
             raise bad(line_no, line, f"{len(labs)} labels for a multiclass dataset")
+        key = ref.replace("\\", "/")
+        if key in first_line:
+            raise UserError(
+                f"{path}, lines {first_line[key]} and {line_no} list the same image {ref!r}; "
+                "an image is listed once (with all its labels, comma-separated): the file "
+                "was edited or damaged, download and extract the dataset again")
+        first_line[key] = line_no
         refs.append(ref)
         labels.append(labs if len(labs) == 1 else sorted(set(labs)))
     return refs, labels
@@ -317,10 +402,12 @@ def _read_index(path: Path, card: DatasetCard) -> tuple[list[str], list[list[int
 def _read_coco(path: Path, card: DatasetCard) -> tuple[list[str], list[list[int]], list[str]]:
     """Image references, label lists and class names of a COCO JSON, images sorted by id."""
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            doc = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc})") from exc
+        doc = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise UserError(f"{path} is not valid JSON ({exc}); the file is damaged: download "
+                        "and extract the dataset again") from None
 
     def bad(what: str) -> UserError:
         return UserError(
@@ -334,12 +421,17 @@ def _read_coco(path: Path, card: DatasetCard) -> tuple[list[str], list[list[int]
         if not isinstance(doc.get(key), list):
             raise bad(f"field {key!r} is missing or not a list")
 
-    def field(kind: str, i: int, entry: Any, key: str) -> Any:
+    def field(kind: str, i: int, entry: Any, key: str, types: tuple[type, ...] = (int,)
+              ) -> Any:
         if not isinstance(entry, dict) or key not in entry:
             raise bad(f"{kind}[{i}] has no {key!r}")
-        return entry[key]
+        value = entry[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            want = " or ".join(t.__name__ for t in types)
+            raise bad(f"{kind}[{i}] has {key!r} {value!r}, not a {want}")
+        return value
 
-    cats = [(field("categories", i, c, "id"), str(field("categories", i, c, "name")))
+    cats = [(field("categories", i, c, "id"), field("categories", i, c, "name", (str,)))
             for i, c in enumerate(doc["categories"])]
     cats.sort(key=lambda c: c[0])
     label_of = {cid: pos for pos, (cid, _) in enumerate(cats)}
@@ -350,18 +442,27 @@ def _read_coco(path: Path, card: DatasetCard) -> tuple[list[str], list[list[int]
                   f"{card.num_classes} classes (num_classes in its card)")
 
     images: dict[Any, str] = {}
+    seen: dict[str, Any] = {}
     for i, img in enumerate(doc["images"]):
-        image_id = field("images", i, img, "id")
-        ref = str(field("images", i, img, "file_name"))
+        image_id = field("images", i, img, "id", (int, str))
+        ref = field("images", i, img, "file_name", (str,))
         if img.get("zip_file"):
-            ref = f"{img['zip_file']}@{ref}"
+            ref = f"{field('images', i, img, 'zip_file', (str,))}@{ref}"
+        problem = _check_ref(ref) or ("" if ref.strip() else "an empty file_name")
+        if problem:
+            raise bad(f"images[{i}] has {problem}")
         if image_id in images:
             raise bad(f"images[{i}] repeats the id {image_id!r}")
+        key = ref.replace("\\", "/")
+        if key in seen:
+            raise bad(f"images with ids {seen[key]!r} and {image_id!r} are the same image "
+                      f"{ref!r}; the file was edited or damaged, download it again")
+        seen[key] = image_id
         images[image_id] = ref
 
     by_image: dict[Any, list[int]] = {k: [] for k in images}
     for i, ann in enumerate(doc["annotations"]):
-        image_id = field("annotations", i, ann, "image_id")
+        image_id = field("annotations", i, ann, "image_id", (int, str))
         cat = field("annotations", i, ann, "category_id")
         if image_id not in by_image:
             raise bad(f"annotations[{i}] refers to image id {image_id!r}, which is not in "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ import numpy as np
 
 from itra_bench.atomic_io import atomic_write, atomic_write_text
 from itra_bench.errors import UserError
+from itra_bench.vision_benchmark import cards as _cards
+from itra_bench.vision_benchmark.cards import DatasetCard
 
 FIELDS = ("model_name", "dataset_name", "num_trainable_params", "num_params",
           "num_visual_params", "num_backbone_params", "n_shot", "rnd_seeds", "predictions")
@@ -41,19 +43,28 @@ def _rounded(obj: Any) -> Any:
     return obj
 
 
+def file_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """``[N, C]`` probabilities exactly as a prediction file stores them (6 decimals), so as
+    EvalAI reads them back: rounding can tie scores that differed, which changes metrics
+    whose value depends on ties (11-point mAP, and argmax-based ones on exact ties)."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probabilities must be [images, classes], got {probs.shape}")
+    # Python's round, as json output of _rounded() gives; np.round may differ in the last bit.
+    return np.asarray(_rounded(probs.tolist()), dtype=np.float64).reshape(probs.shape)
+
+
 def prediction_record(*, model_name: str, dataset_name: str, probabilities: np.ndarray,
                       seed: int, n_shot: int, num_trainable_params: int, num_params: int,
                       num_visual_params: int, num_backbone_params: int) -> dict[str, Any]:
     """One ELEVATER prediction document for a single seed; ``probabilities`` is [N, C]."""
-    probs = np.asarray(probabilities, dtype=np.float64)
-    if probs.ndim != 2:
-        raise ValueError(f"probabilities must be [images, classes], got {probs.shape}")
+    probs = file_probabilities(probabilities)
     return {
         "model_name": model_name, "dataset_name": dataset_name,
         "num_trainable_params": int(num_trainable_params), "num_params": int(num_params),
         "num_visual_params": int(num_visual_params),
         "num_backbone_params": int(num_backbone_params), "n_shot": int(n_shot),
-        "rnd_seeds": [int(seed)], "predictions": [np.round(probs, PRECISION).tolist()],
+        "rnd_seeds": [int(seed)], "predictions": [probs.tolist()],
     }
 
 
@@ -94,15 +105,58 @@ def combine(records: Iterable[tuple[Path, dict[str, Any]]]) -> list[dict[str, An
     return combined
 
 
+def check_sizes(records: Iterable[tuple[Path, dict[str, Any]]],
+                cards: Mapping[str, DatasetCard]) -> None:
+    """Refuse a prediction file whose rows (images) or columns (classes) differ from its
+    dataset's test split as the card states it: a run that skipped images (``--skip-corrupt``)
+    or read a cut index leaves a file EvalAI would score as complete, or reject."""
+    for path, record in records:
+        name = record.get("dataset_name")
+        card = cards.get(name) if isinstance(name, str) else None
+        if card is None:
+            raise UserError(
+                f"{path}: dataset {name!r} has no known dataset card, so its predictions "
+                "cannot be checked for completeness; EvalAI's ELEVATER benchmark scores only "
+                "its own datasets. Leave this file out (move it, or pick files with --variant)")
+        rows, classes = card.splits["test"].num_images, card.num_classes
+        predictions = record.get("predictions")
+        if not isinstance(predictions, list) or not predictions:
+            raise UserError(f"{path}: 'predictions' must be a list of [images][classes] "
+                            "tables, one per seed")
+        for seed, table in zip(record.get("rnd_seeds") or [None] * len(predictions),
+                               predictions, strict=False):
+            found = len(table) if isinstance(table, list) else None
+            if found != rows:
+                raise UserError(
+                    f"{path}: dataset {name!r} (seed {seed}) has {found} prediction rows, but "
+                    f"its test split has {rows} images (num_images in its card "
+                    f"{card.path or 'built-in'}). The run skipped images or read an "
+                    "incomplete index: fix or re-download the data and run again "
+                    "(with --overwrite) before submitting.")
+            bad = next((i for i, row in enumerate(table)
+                        if not isinstance(row, list) or len(row) != classes), None)
+            if bad is not None:
+                got = len(table[bad]) if isinstance(table[bad], list) else "no"
+                raise UserError(
+                    f"{path}: dataset {name!r} (seed {seed}), row {bad} holds {got} scores, "
+                    f"but the dataset has {classes} classes; the file is not from this "
+                    "dataset's card or was edited: run the dataset again")
+
+
 def find_prediction_files(folder: str | Path) -> list[Path]:
     """Every prediction file under ``folder`` (as written by ``itra-bench run``)."""
     return sorted(Path(folder).rglob(f"*{SUFFIX}"))
 
 
 def write_submission(folder: str | Path, out: str | Path,
-                     files: list[Path] | None = None) -> tuple[Path, list[dict[str, Any]]]:
+                     files: list[Path] | None = None,
+                     cards: Iterable[DatasetCard] | None = None
+                     ) -> tuple[Path, list[dict[str, Any]]]:
     """Build ``out`` (a zip holding ``all_predictions.json`` = ``{"data": [...]}``) from the
-    prediction files under ``folder``; returns the path and the combined entries."""
+    prediction files under ``folder``; returns the path and the combined entries.
+
+    Every file must hold one row per test image and one score per class of its dataset, as
+    the dataset's card states (``cards``: the built-in cards by default)."""
     files = files if files is not None else find_prediction_files(folder)
     if not files:
         raise UserError(f"no prediction files (*{SUFFIX}) under {folder}; run ELEVATER tasks "
@@ -110,10 +164,16 @@ def write_submission(folder: str | Path, out: str | Path,
     records = []
     for path in files:
         try:
-            records.append((path, json.loads(path.read_text())))
-        except (OSError, json.JSONDecodeError) as exc:
+            record = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
             raise UserError(f"cannot read prediction file {path}: {exc}") from exc
-    entries = combine(records)
+        if not isinstance(record, dict):
+            raise UserError(f"{path} is not an ELEVATER prediction file: not a JSON object")
+        records.append((path, record))
+    combined = combine(records)  # first: a file that is no prediction file says so
+    by_name = {c.name: c for c in (_cards.builtin_cards() if cards is None else cards)}
+    check_sizes(records, by_name)
+    entries = combined
     payload = json.dumps(_rounded({"data": entries}))
 
     def write(f: Any) -> None:

@@ -11,12 +11,17 @@ nothing heavy itself: the model module (and torchvision with it) is imported onl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from itra_bench import hookimpl
 from itra_bench.losses import LossSpec
 from itra_bench.model import EncoderModel, ModelBuilder, ModelOptions
 from itra_bench.task import Task
 from itra_bench_example_plugin.losses import PairedCosineLoss
 from itra_bench_example_plugin.tasks import DigitsCentroidTask
+
+#: Task files shipped as package data (pyproject's package-data lists them).
+CARDS_DIR = Path(__file__).parent / "cards"
 
 
 def _build_colorhist(rest: str, options: ModelOptions) -> EncoderModel:
@@ -42,3 +47,11 @@ def itra_bench_losses() -> list[LossSpec]:
 def itra_bench_tasks() -> list[Task]:
     # The task's `suites` field puts it in the `example` suite; no itra_bench_suites needed.
     return [DigitsCentroidTask()]
+
+
+@hookimpl
+def itra_bench_task_files() -> list[Path]:
+    # Datasets as data: each YAML file is read like `--tasks FILE`. imagenette.yaml is an
+    # ELEVATER dataset card (protocol `elevater`), so it becomes an ELEVATER task with its
+    # zero-shot, linear-probe and fine-tune modes, without a line of task code.
+    return sorted(CARDS_DIR.glob("*.yaml"))
