@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from itra_bench.atomic_io import atomic_torch_save, atomic_write_json
+from itra_bench.errors import UserError
 
 
 def cache_key(**parts: Any) -> str:
@@ -45,5 +46,10 @@ class FeatureCache:
     def put(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Store tensors for ``key``; ``meta`` is kept beside them for humans."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        atomic_torch_save(tensors, self.path(key))
-        atomic_write_json(self.path(key).with_suffix(".json"), meta)
+        try:
+            atomic_torch_save(tensors, self.path(key))
+            atomic_write_json(self.path(key).with_suffix(".json"), meta)
+        except OSError as exc:
+            raise UserError(f"--cache-dir {self.root}: cannot write {self.path(key)} "
+                            f"({exc.strerror or exc}); results written so far are kept. Free "
+                            "space, choose another --cache-dir, or pass --no-cache.") from exc

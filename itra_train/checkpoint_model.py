@@ -50,6 +50,10 @@ def load_checkpoint_model(path: str | Path, registry=None) -> ItraModel:
     model.fingerprint = fingerprint({"builder": "checkpoint", "config": ckpt["config"],
                                      "epoch": ckpt.get("epoch")}, [path])
     model.name = str(path)
+    loss = registry.losses.get(cfg.loss)
+    # Which plugin (and version) provided the objective these weights were trained with.
+    model.provenance = {"loss": {"name": cfg.loss,
+                                 **(loss.plugin.as_record() if loss else {"plugin": None})}}
     return model.eval()
 
 

@@ -56,6 +56,12 @@ def test_checkpoint_evaluates_with_no_other_flag_and_watch_once(train, cli, data
     assert res.code == 0, res
     record = json.loads(next((tmp_path / "results").rglob("*.json")).read_text())
     assert record["task"] == "digits-zeroshot" and 0 <= record["main_score_value"] <= 1
+    # The result names the plugins (and versions) of its model, task and training loss.
+    providers = record["providers"]
+    assert providers["model"]["plugin"] == "itra_train"
+    assert providers["task"]["distribution"] == "itra-bench"
+    assert providers["loss"]["name"] == "infonce" and providers["loss"]["plugin"] == "losses"
+    assert providers["loss"]["version"]
 
     res = cli("watch", run, "--tasks", "digits-zeroshot", "--once", "--workers", "0")
     assert res.code == 0, res
@@ -263,10 +269,10 @@ def test_cached_teacher_features_train_like_the_live_teacher(train, data, tmp_pa
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["amp_bf16", "amp"])
+@pytest.mark.parametrize("precision", ["amp_bf16", "amp_fp16", "amp"])
 def test_mixed_precision_training_on_cuda(train, cli, data, tmp_path, precision):
-    """CUDA with autocast (bf16, or fp16 with the gradient scaler): finite losses, a
-    checkpoint with the scaler's state, and it evaluates."""
+    """CUDA with autocast (bf16, or fp16 with the gradient scaler; `amp` is fp16's old name):
+    finite losses, a checkpoint with the scaler's state, and it evaluates."""
     settings = [a if a != "cpu" else "cuda" for a in TINY]
     settings = [a if a != "fp32" else precision for a in settings]
     res = train("--train-data", data, "--logs", tmp_path, "--name", precision, *settings,
@@ -275,7 +281,8 @@ def test_mixed_precision_training_on_cuda(train, cli, data, tmp_path, precision)
     records = _results(tmp_path / precision)
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in records)
     ckpt = checkpoint.load(tmp_path / precision / "checkpoints" / "epoch_2.pt")
-    assert bool(ckpt["scaler"]) == (precision == "amp")
+    assert bool(ckpt["scaler"]) == (precision in ("amp_fp16", "amp"))
+    assert ckpt["config"]["precision"] == {"amp": "amp_fp16"}.get(precision, precision)
     res = cli("run", "--model", tmp_path / precision / "checkpoints" / "epoch_2.pt", "--tasks",
               "digits-zeroshot", "--device", "cuda", "--output", tmp_path / "r", "--workers", "0")
     assert res.code == 0, res

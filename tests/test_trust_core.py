@@ -281,3 +281,29 @@ def test_list_kind_typo_is_one_message(cli):
     res = cli("list", "losss")
     assert res.code == 2
     assert "losses" in res.err and "Traceback" not in res.err
+
+
+@pytest.mark.parametrize("target", ["result", "cache"])
+def test_write_failing_mid_run_names_the_folder_and_keeps_earlier_results(
+        cli, tmp_path, monkeypatch, target):
+    import errno
+
+    import itra_bench.feature_cache as feature_cache
+    import itra_bench.results as results
+
+    assert cli(*run_args(tmp_path, "--tasks", "digits-knn", "--no-cache")).code == 0
+    (kept, _), = iter_records(tmp_path / "out")
+    before = kept.read_text()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    module = results if target == "result" else feature_cache
+    monkeypatch.setattr(module, "atomic_write_json", full)
+    monkeypatch.setattr(feature_cache, "atomic_torch_save", full)
+    extra = ("--no-cache",) if target == "result" else ()
+    res = cli(*run_args(tmp_path, "--tasks", "digits-clustering", *extra))
+    assert res.code == 2, res
+    assert "No space left on device" in res.err and "Traceback" not in res.err
+    assert ("--output" if target == "result" else "--cache-dir") in res.err
+    assert kept.read_text() == before
