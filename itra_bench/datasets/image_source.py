@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+
+#: Integer modes of more than 8 bits per pixel (16-bit grayscale PNG and TIFF, 32-bit "I").
+#: PIL's own conversion to RGB clips their values at 255, so nearly every pixel turns white.
+WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 class ImageSource:
@@ -28,11 +33,28 @@ class ImageSource:
         return f"image #{index}"
 
 
-def load_rgb(source: ImageSource, index: int) -> Image.Image:
-    """Image ``index`` fully decoded as RGB; decoding errors propagate."""
-    with source.open_image(index) as img:
-        img.load()
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as an 8-bit RGB image, the one conversion evaluation and training share.
+
+    16-bit integer images are scaled to 8 bits over their full range (``round(v / 257)``, so
+    65535 becomes 255); a 32-bit ``I`` image is first clipped to 0..65535, the range of the
+    16-bit files it comes from. Every other mode converts as PIL converts it.
+    """
+    img.load()
+    if img.mode not in WIDE_INTEGER_MODES:
         return img.convert("RGB")
+    values = np.asarray(img).astype(np.int64)
+    if img.mode == "I":
+        values = np.clip(values, 0, 65535)
+    gray = ((values + 128) // 257).astype(np.uint8)  # round(v / 257) in integers
+    return Image.fromarray(gray).convert("RGB")  # a 2-D uint8 array is mode L
+
+
+def load_rgb(source: ImageSource, index: int) -> Image.Image:
+    """Image ``index`` fully decoded as 8-bit RGB (:func:`to_rgb`); decoding errors
+    propagate."""
+    with source.open_image(index) as img:
+        return to_rgb(img)
 
 
 class ImageFiles(ImageSource):
