@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,30 @@ class RunContext:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
+#: What ``--device`` accepts, as messages show it.
+DEVICES = "auto | cpu | cuda[:N] | mps"
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
+    """The torch device of ``--device`` (``auto`` picks CUDA when available); a device this
+    machine does not have, or a string that names none, is a user error."""
     from itra_bench.errors import UserError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is visible. Use --device cpu or auto.")
+    match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", name)
+    if match is None or (match[2] is not None and match[1] != "cuda"):
+        raise UserError(f"--device {name}: not a device itra-bench can use; give one of "
+                        f"{DEVICES}")
+    if match[1] == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA device is visible. Use --device cpu or "
+                            "auto.")
+        count = torch.cuda.device_count()
+        if match[2] is not None and int(match[2]) >= count:
+            raise UserError(f"--device {name}: only {count} CUDA device(s) are visible "
+                            f"(cuda:0 to cuda:{count - 1})")
+    if match[1] == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: Apple's MPS backend is not available on this "
+                        "machine. Use --device cpu or auto.")
     return torch.device(name)

@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
+
+from itra_bench.errors import UserError
 
 #: LossSpec.direction values.
 BIDIRECTIONAL = "bidirectional"
 STUDENT_TO_TEACHER = "student-to-teacher"
+#: The keywords the trainer itself passes to every factory (never ``--loss-options``).
+TRAINER_KEYWORDS = ("student_dim", "teacher_dim", "prototypes")
 
 
 @dataclass(frozen=True)
 class LossSpec:
     """A training objective a plugin provides.
 
-    **Construction.** ``factory(student_dim=Ds, teacher_dim=Dt, prototypes=K)`` returns an
-    ``nn.Module``; a factory takes the keywords it needs and ignores the rest (``**kwargs``).
-    ``K`` is 0 unless the model has a prototype layer. A loss may own parameters (a
-    prediction head) and buffers (queues, centres): the trainer optimises and checkpoints them
-    with the model.
+    **Construction.** ``factory(student_dim=Ds, teacher_dim=Dt, prototypes=K, **options)``
+    returns an ``nn.Module``. The trainer always passes the three keywords; a factory names
+    those it uses and takes the rest with ``**kwargs`` (``K`` is 0 unless the model has a
+    prototype layer). ``options`` are the user's ``itra-train --loss-options KEY=VALUE``; a
+    key must be a named parameter of the factory (for a class, of its ``__init__``), so a
+    misspelt option is refused instead of silently keeping the default: ``**kwargs`` absorbs
+    the trainer's keywords, never an option. (A factory *function* taking ``**kwargs``
+    forwards them: its options are checked against the ``__init__`` of the class it built.)
+    A loss may own parameters (a prediction head) and buffers (queues, centres): the trainer
+    optimises and checkpoints them with the model.
 
-    **Call.** ``loss(student, teacher, logit_scale, *, student_prototypes=None,
-    teacher_prototypes=None)`` returns a scalar tensor, or a dict of named scalar terms that
-    the trainer sums (and logs one by one).
+    **Call.** ``loss(student, teacher, logit_scale)`` returns a scalar tensor, or a dict of
+    named scalar terms that the trainer sums (and logs one by one). A loss whose ``needs``
+    include ``prototypes`` is called with two more keywords,
+    ``loss(student, teacher, logit_scale, *, student_prototypes, teacher_prototypes)``; no
+    other loss receives them, so a minimal loss is ``forward(self, student, teacher,
+    logit_scale)``.
 
     - ``student`` ``[B, Ds]``: features of the tower being trained (unnormalised; a loss
       normalises where its definition says so).
@@ -32,10 +47,10 @@ class LossSpec:
       row ``i``. In knowledge distillation (``itra-train --teacher SPEC``) these are a frozen
       teacher's features, computed without gradients. Without a teacher, the student is the
       image tower and the teacher the text tower, and a bidirectional loss trains both.
-    - ``logit_scale``: the learnable temperature ``exp(t)`` (for losses with ``needs``
-      ``logit_scale``).
+    - ``logit_scale``: the learnable temperature ``exp(t)``, always passed; it is trained only
+      for losses whose ``needs`` include ``logit_scale``.
     - ``student_prototypes`` / ``teacher_prototypes`` ``[B, K]``: the prototype layer's
-      outputs (logits) for each side, for losses that need ``prototypes``.
+      outputs (logits) for each side (``prototypes`` losses only).
 
     The batch is the **global** batch (every process's rows, identical on all processes), so a
     loss never communicates itself, and buffers updated from the batch stay identical across
@@ -54,3 +69,61 @@ class LossSpec:
     paper: str = ""
     needs: tuple[str, ...] = ()
     direction: str = BIDIRECTIONAL
+
+
+def _parameters(fn: Callable[..., Any]) -> tuple[set[str], bool]:
+    """The keyword-passable parameter names of ``fn`` (a class: its ``__init__``) and whether
+    it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check against
+        return set(), True
+    named = {p.name for p in params
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _refuse_trainer_keywords(options: Iterable[str]) -> None:
+    for key in options:
+        if key in TRAINER_KEYWORDS:
+            raise UserError(f"--loss-options {key}: {key} is set by itra-train from the model "
+                            f"(as are {', '.join(k for k in TRAINER_KEYWORDS if k != key)}); "
+                            "remove it")
+
+
+def _check_options(spec: LossSpec, options: Iterable[str], accepted: set[str]) -> None:
+    known = sorted(accepted - set(TRAINER_KEYWORDS))
+    for key in options:
+        if key in accepted:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        listed = f"its options: {', '.join(known)}" if known else "it takes no options"
+        raise UserError(f"--loss-options {key}: loss {spec.name!r} has no option {key!r}.{hint} "
+                        f"({listed})")
+
+
+def _forwards(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` is a function passing its ``**kwargs`` on (to the class it builds)."""
+    return _parameters(factory)[1] and not isinstance(factory, type)
+
+
+def check_options(spec: LossSpec, options: dict[str, Any]) -> None:
+    """Refuse ``--loss-options`` keys the factory does not name, suggesting the close match
+    (before anything is built; see :class:`LossSpec`, *Construction*)."""
+    _refuse_trainer_keywords(options)
+    if not _forwards(spec.factory):
+        _check_options(spec, options, _parameters(spec.factory)[0])
+
+
+def build_loss(spec: LossSpec, student_dim: int, teacher_dim: int, prototypes: int,
+               options: dict[str, Any]) -> nn.Module:
+    """The loss module of ``spec`` for these widths, with the user's ``options`` checked
+    against the factory's parameters (see :class:`LossSpec`, *Construction*)."""
+    check_options(spec, options)
+    loss = spec.factory(student_dim=student_dim, teacher_dim=teacher_dim,
+                        prototypes=prototypes, **options)
+    if _forwards(spec.factory):
+        named = _parameters(spec.factory)[0] | _parameters(type(loss))[0]
+        _check_options(spec, options, named)
+    return loss

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +49,13 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         except Exception as exc:  # safetensors raises its own error types for bad headers
             raise UserError(f"weights file {path} is not a valid safetensors file: {exc}") from exc
     if _is_torchscript(path):
-        scripted = torch.jit.load(str(path), map_location="cpu")
+        try:
+            scripted = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # torch.jit raises RuntimeError (and others) for bad archives
+            raise UserError(f"weights file {path} looks like a TorchScript archive (a zip with "
+                            "a code/ folder) but torch.jit.load cannot read it: "
+                            f"{_first_line(exc)}. Pass a state dict saved with torch.save or "
+                            "a .safetensors file.") from exc
         state = dict(scripted.state_dict())
         for key in _TORCHSCRIPT_EXTRA_KEYS:
             state.pop(key, None)
@@ -58,12 +65,29 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     except pickle.UnpicklingError as exc:
         raise UserError(
             f"weights file {path} holds more than tensors (torch.load with weights_only=True "
-            f"refused it: {str(exc).splitlines()[0]}). Save `model.state_dict()` instead of the "
+            f"refused it: {refusal_reason(exc)}). Save `model.state_dict()` instead of the "
             "whole model, or convert the file to .safetensors."
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise UserError(f"weights file {path} is not a readable PyTorch file: {exc}") from exc
     return _strip_prefixes(_unnest(obj, path))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to load it
+    with ``weights_only=False`` or to allowlist its classes (either would run the file's
+    pickled code: not something to suggest for a file of unknown origin)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    reason = found[1] if found else _first_line(exc)
+    # "... was not an allowed global by default. Please use `torch.serialization...`": keep
+    # the first sentence only.
+    return re.split(r"\.\s+Please use", reason)[0].rstrip(". ")
 
 
 def _is_torchscript(path: Path) -> bool:

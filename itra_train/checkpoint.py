@@ -17,6 +17,7 @@ import torch
 
 from itra_bench.atomic_io import atomic_torch_save
 from itra_bench.errors import UserError
+from itra_bench.weights import refusal_reason
 
 FORMAT = "itra-train/1"
 
@@ -82,7 +83,8 @@ def load(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file, pickled code, not a torch file
         raise UserError(f"{path}: cannot be read as an itra-train checkpoint with "
-                        f"torch.load(weights_only=True): {type(exc).__name__}: {exc}") from exc
+                        f"torch.load(weights_only=True): {type(exc).__name__}: "
+                        f"{refusal_reason(exc)}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "config" not in ckpt:
         raise UserError(f"{path} is not an itra-train checkpoint (no {FORMAT!r} format tag and "
                         "config). For plain weights of a known architecture use e.g. "

@@ -8,6 +8,7 @@ then the YAML file, then the flags given on the command line.
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,15 @@ from yacs.config import CfgNode
 
 from itra_bench.errors import UserError
 
-IMAGE_BUILDERS = ("openclip", "torchvision", "timm", "torchhub")
-TEXT_BUILDERS = ("openclip", "huggingface", "sbert")
-PRECISIONS = ("fp32", "amp_bf16", "amp")
+#: ``--precision`` values: itra-bench's names (as ``itra-bench run --precision``).
+PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+#: Old spellings still accepted, per setting: replaced by today's name when settings are read
+#: (flags, YAML files and the settings a checkpoint recorded).
+ALIASES: dict[str, dict[str, str]] = {
+    "precision": {"amp": "amp_fp16"},
+    "image_model_builder": {"huggingface": "hf"},
+    "text_model_builder": {"huggingface": "hf"},
+}
 HEADS = ("auto", "none", "linear", "mlp", "dino")
 DISTILL = ("", "image", "text")
 #: ``--adapter`` values: peft's methods, with ITRA's names as aliases.
@@ -106,18 +113,21 @@ RESUMABLE = frozenset({
 })
 
 _HELP = {
-    "image_model_builder": f"image tower family: {' | '.join(IMAGE_BUILDERS)}",
+    "image_model_builder": "image tower: a model scheme of itra-bench (`itra-bench list "
+                           "models`): openclip | torchvision | timm | torchhub | a plugin's",
     "image_model": "architecture (openclip: a name or an open_clip config .json; torchhub: "
                    "the repo, owner/repo or a folder)",
     "image_model_tag": "openclip: pretrained tag or weights file; torchhub: the entrypoint; "
                        "timm/torchvision: a weights file",
     "pretrained_image_model": "start the image tower from its pretrained weights (local "
                               "files only); otherwise from a seeded random initialisation",
-    "text_model_builder": f"text tower family: {' | '.join(TEXT_BUILDERS)}",
-    "text_model": "openclip: architecture; huggingface/sbert: a local model folder",
+    "text_model_builder": "text tower: a model scheme: openclip | hf (alias huggingface) | "
+                          "sbert | a plugin's",
+    "text_model": "openclip: architecture; hf/sbert: a local model folder; a plugin's scheme: "
+                  "the spec after `scheme:`",
     "text_model_tag": "openclip: pretrained tag or weights file",
     "pretrained_text_model": "start the text tower from its pretrained weights",
-    "text_pooler": "cls | mean token pooling for huggingface text towers",
+    "text_pooler": "cls | mean token pooling for hf text towers",
     "weights_cache": "where pretrained tags are looked up",
     "image_head": "projection after the image tower: auto (linear only when the towers' "
                   "widths differ) | none | linear | mlp | dino (DINO's MLP head; with "
@@ -158,7 +168,8 @@ _HELP = {
     "wd": "weight decay (not applied to biases, norms, embeddings' scale or logit scale)",
     "beta1": "AdamW beta1", "beta2": "AdamW beta2", "eps": "AdamW epsilon",
     "warmup": "linear warm-up steps before the cosine schedule",
-    "precision": f"{' | '.join(PRECISIONS)} (amp = float16 with a gradient scaler)",
+    "precision": f"{' | '.join(PRECISIONS)} (amp_fp16: float16 with a gradient scaler; the "
+                 "old name amp is accepted)",
     "accum_freq": "accumulate this many batches per optimizer step (contrastive losses see "
                   "the whole accumulated batch)",
     "grad_clip_norm": "clip the gradient norm to this value (0: no clipping)",
@@ -197,8 +208,9 @@ def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
             metavar = "KEY=VALUE" if key == "loss_options" else "TASK"
             parser.add_argument(_flag(key), nargs="+", metavar=metavar, **kwargs)
         else:
-            choices = {"image_model_builder": IMAGE_BUILDERS, "text_model_builder": TEXT_BUILDERS,
-                       "precision": PRECISIONS, "image_head": HEADS, "text_head": HEADS,
+            # Model schemes come from plugins and precision has aliases: both are checked
+            # after parsing, with a close-match suggestion.
+            choices = {"image_head": HEADS, "text_head": HEADS,
                        "distill_image": DISTILL, "distill_text": DISTILL}.get(key)
             parser.add_argument(_flag(key), type=type(value), choices=choices, **kwargs)
     return parser
@@ -215,6 +227,7 @@ def load_config(argv: Sequence[str] | None = None, prog: str = "itra-train"
         merge_file(cfg, config_file)
     for key, value in args.items():
         cfg[key] = value
+    normalise(cfg)
     validate(cfg)
     cfg.freeze()
     return cfg, plugins
@@ -249,11 +262,17 @@ def validate(cfg: CfgNode) -> None:
     for key in ("lr", "wd", "grad_clip_norm", "align_weight"):
         if cfg[key] < 0:
             raise UserError(f"{_flag(key)} must not be negative, got {cfg[key]}")
-    for key, allowed in (("image_model_builder", IMAGE_BUILDERS),
-                         ("text_model_builder", TEXT_BUILDERS), ("precision", PRECISIONS),
-                         ("image_head", HEADS), ("text_head", HEADS)):
+    for key, allowed in (("precision", PRECISIONS), ("image_head", HEADS),
+                         ("text_head", HEADS)):
         if cfg[key] not in allowed:
-            raise UserError(f"{_flag(key)} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
+            close = difflib.get_close_matches(str(cfg[key]), allowed, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"{_flag(key)} must be one of {', '.join(allowed)}, got "
+                            f"{cfg[key]!r}.{hint}")
+    for key in ("image_model_builder", "text_model_builder"):
+        if not cfg[key]:
+            raise UserError(f"{_flag(key)} is empty; give a model scheme such as openclip "
+                            "(`itra-bench list models`)")
     if cfg.text_pooler not in ("", "cls", "mean"):
         raise UserError(f"--text-pooler must be cls or mean, got {cfg.text_pooler!r}")
     for key in ("head_hidden", "head_layers", "adapter_rank", "adapter_tokens"):
@@ -299,17 +318,30 @@ def as_dict(cfg: CfgNode) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in cfg.items()}
 
 
+def normalise(values: CfgNode | dict[str, Any]) -> None:
+    """Replace old spellings (:data:`ALIASES`) by today's names, in place."""
+    for key, renamed in ALIASES.items():
+        value = values.get(key)
+        if isinstance(value, str) and value in renamed:
+            values[key] = renamed[value]
+
+
 def from_dict(values: dict[str, Any]) -> CfgNode:
-    """Settings recorded in a checkpoint, completed by today's defaults for newer keys."""
+    """Settings recorded in a checkpoint, completed by today's defaults for newer keys and
+    with old spellings renamed."""
     cfg = defaults()
     for key, value in values.items():
         if key in cfg:
             cfg[key] = value
+    normalise(cfg)
     return cfg
 
 
 def differences(saved: dict[str, Any], current: CfgNode) -> list[str]:
-    """The settings (outside :data:`RESUMABLE`) whose values differ, as readable lines."""
+    """The settings (outside :data:`RESUMABLE`) whose values differ, as readable lines
+    (an old spelling in ``saved`` equals today's name)."""
+    saved = dict(saved)
+    normalise(saved)
     out = []
     for key in sorted(set(saved) | set(current)):
         if key in RESUMABLE:

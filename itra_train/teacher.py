@@ -21,7 +21,12 @@ from .data import CsvImageText
 
 def build_teacher(cfg: CfgNode, registry: Registry) -> EncoderModel:
     """The ``--teacher`` model, frozen (no parameter requires a gradient), in eval mode."""
-    scheme, rest = parse_model_spec(cfg.teacher, registry)
+    spec = cfg.teacher
+    scheme = spec.partition(":")[0]
+    if scheme not in registry.models and _looks_like_path(spec) and not Path(spec).exists():
+        raise UserError(f"--teacher {spec}: the file {spec} does not exist; give an itra-train "
+                        "checkpoint or a model spec such as openclip:ARCH@WEIGHTS")
+    scheme, rest = parse_model_spec(spec, registry)
     options = ModelOptions(cache_dir=cfg.weights_cache or None, seed=cfg.seed)
     teacher = registry.model_builder(scheme).build(rest, options)
     teacher.name = cfg.teacher
@@ -33,6 +38,12 @@ def build_teacher(cfg: CfgNode, registry: Registry) -> EncoderModel:
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()
+
+
+def _looks_like_path(spec: str) -> bool:
+    """Whether a model spec that names no scheme was meant as a file."""
+    return "/" in spec or "\\" in spec or Path(spec).suffix in (
+        ".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 class _CsvImages(ImageFiles):

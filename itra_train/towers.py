@@ -1,12 +1,13 @@
 """The trained model: image tower, text tower, projection heads and a learnable temperature.
 
 Towers are built by the same model plugins that evaluation uses (``openclip:``, ``timm:``,
-``hf:``, ...), from the trainer's ``--image-model-builder`` / ``--text-model-builder``
-settings, so whatever itra-bench can evaluate it can also train.
+``hf:``, a plugin's own scheme, ...): ``--image-model-builder`` / ``--text-model-builder`` name
+the scheme, so whatever itra-bench can evaluate it can also train.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -24,27 +25,54 @@ from .heads import PrototypeLayer, build_head
 #: CLIP's initial temperature (logit scale 1 / 0.07) and its cap (scale 100).
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)
-#: ``--image-model-builder`` / ``--text-model-builder`` value -> itra-bench model scheme.
-SCHEMES = {"openclip": "openclip", "torchvision": "torchvision", "timm": "timm",
-           "torchhub": "torchhub", "huggingface": "hf", "sbert": "sbert"}
+#: Schemes whose ``--*-model-tag`` the trainer folds into the spec; ``hf`` and ``sbert`` read
+#: none. For any other (a plugin's) scheme, ``--*-model`` is the whole spec after ``scheme:``.
+TAGGED_SCHEMES = ("openclip", "timm", "torchvision", "torchhub")
+UNTAGGED_SCHEMES = ("hf", "sbert")
 
 
-def tower_spec(builder: str, model: str, tag: str, pretrained: bool) -> str:
+def tower_spec(builder: str, model: str, tag: str, pretrained: bool, side: str = "image"
+               ) -> str:
     """The itra-bench model spec (without ``scheme:``) of one tower's settings."""
     if builder == "torchhub":
         if not tag:
-            raise UserError("--image-model-builder torchhub needs --image-model-tag ENTRYPOINT "
-                            "(and --image-model REPO, e.g. facebookresearch/dino:main)")
+            raise UserError(f"--{side}-model-builder torchhub needs --{side}-model-tag "
+                            f"ENTRYPOINT (and --{side}-model REPO, e.g. "
+                            "facebookresearch/dino:main)")
         return f"{model}:{tag}"
-    if builder in ("openclip", "timm", "torchvision") and tag and pretrained:
+    if builder in TAGGED_SCHEMES and tag and pretrained:
         return f"{model}@{tag}"
+    if tag and builder not in (*TAGGED_SCHEMES, *UNTAGGED_SCHEMES):
+        raise UserError(f"--{side}-model-tag {tag!r}: the {builder} scheme takes no tag; put the "
+                        f"whole spec after `{builder}:` in --{side}-model")
     return model
 
 
-def _tower(registry: Registry, builder: str, model: str, tag: str, pretrained: bool,
-           cfg: CfgNode, use_weights: bool) -> EncoderModel:
-    scheme = SCHEMES[builder]
-    rest = tower_spec(builder, model, tag, pretrained and use_weights)
+def check_builders(cfg: CfgNode, registry: Registry) -> None:
+    """Refuse a ``--image-model-builder`` / ``--text-model-builder`` that no loaded plugin
+    provides as a model scheme, suggesting the close match."""
+    for side in ("image", "text"):
+        scheme = cfg[f"{side}_model_builder"]
+        if scheme in registry.models:
+            continue
+        known = sorted(registry.models)
+        close = difflib.get_close_matches(scheme, known, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"--{side}-model-builder {scheme!r}: no loaded plugin provides this "
+                        f"model scheme.{hint} Available: {', '.join(known)} (a plugin that is "
+                        "not installed loads with --plugin MODULE)")
+
+
+def tower_plugin_modules(cfg: CfgNode, registry: Registry) -> list[str]:
+    """The modules of the plugins providing the towers' schemes, which a checkpoint records
+    so that it rebuilds without ``--plugin``."""
+    schemes = {cfg.image_model_builder, cfg.text_model_builder}
+    return sorted({registry.models[s].plugin.module for s in schemes if s in registry.models})
+
+
+def _tower(registry: Registry, scheme: str, model: str, tag: str, pretrained: bool,
+           cfg: CfgNode, use_weights: bool, side: str) -> EncoderModel:
+    rest = tower_spec(scheme, model, tag, pretrained and use_weights, side)
     load = pretrained and use_weights
     options = ModelOptions(random_init=not load, seed=cfg.seed,
                            pooler=cfg.text_pooler or None,
@@ -152,13 +180,13 @@ def build_model(cfg: CfgNode, registry: Registry, use_weights: bool = True) -> I
     loading a checkpoint's weights over it (no pretrained file is needed then).
     """
     image = _tower(registry, cfg.image_model_builder, cfg.image_model, cfg.image_model_tag,
-                   cfg.pretrained_image_model, cfg, use_weights)
+                   cfg.pretrained_image_model, cfg, use_weights, "image")
     if IMAGE not in image.modalities:
         raise UserError(f"--image-model {cfg.image_model}: this model has no image encoder")
     shared = _shared_clip(cfg)
     text = None if shared else _tower(registry, cfg.text_model_builder, cfg.text_model,
                                       cfg.text_model_tag, cfg.pretrained_text_model, cfg,
-                                      use_weights)
+                                      use_weights, "text")
     text_encoder = image if text is None else text
     if TEXT not in text_encoder.modalities:
         raise UserError(f"--text-model {cfg.text_model}: this model has no text encoder")

@@ -19,19 +19,26 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from yacs.config import CfgNode
 
-from itra_bench.errors import UnknownNameError, UserError
-from itra_bench.losses import STUDENT_TO_TEACHER
+from itra_bench.errors import CorruptImageError, UserError
+from itra_bench.losses import STUDENT_TO_TEACHER, build_loss, check_options
 from itra_bench.registry import Registry
 from itra_bench.runner import seed_everything
 
 from . import checkpoint
 from .config import as_dict, differences, loss_options
-from .data import Batch, CsvImageText, collate
+from .data import Batch, CsvImageText, DecodeFailure, collate
 from .distributed import World, gather_batch
 from .run_folder import RunFolder
 from .schedule import adamw, cosine_lr
 from .teacher import build_teacher
-from .towers import ItraModel, build_model, count_parameters, freeze_side
+from .towers import (
+    ItraModel,
+    build_model,
+    check_builders,
+    count_parameters,
+    freeze_side,
+    tower_plugin_modules,
+)
 
 
 class TrainingDiverged(UserError):
@@ -59,11 +66,9 @@ def run_name(cfg: CfgNode) -> str:
 class WeightedInfoNCE(nn.Module):
     """``weight * InfoNCE``, the alignment term added to distillation by --align-weight."""
 
-    def __init__(self, weight: float) -> None:
+    def __init__(self, weight: float, infonce: nn.Module) -> None:
         super().__init__()
-        from itra_bench.plugins.losses.alignment import InfoNCE
-
-        self.weight, self.infonce = weight, InfoNCE()
+        self.weight, self.infonce = weight, infonce
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor,
                 logit_scale: torch.Tensor, **_: object) -> torch.Tensor:
@@ -95,15 +100,27 @@ class Trainer:
     def __init__(self, cfg: CfgNode, registry: Registry, world: World) -> None:
         self.cfg, self.registry, self.world = cfg, registry, world
         self.folder = Path(cfg.logs).expanduser() / run_name(cfg)
+        # What plugins define (model schemes, the loss and its options) is checked before
+        # the run folder is created or locked.
+        check_builders(cfg, registry)
+        self.spec = registry.loss(cfg.loss)
+        self.options = loss_options(cfg)
+        check_options(self.spec, self.options)
         resume = self._resume_path()
-        if resume is None and world.is_main and checkpoint.latest_path(self.folder).exists():
-            raise UserError(f"{self.folder} already holds a run (checkpoints/epoch_latest.pt); "
-                            "continue it with --resume latest, or choose another --name")
         self.out = RunFolder(self.folder, world.is_main)
+        try:
+            if resume is None and world.is_main and checkpoint.latest_path(self.folder).exists():
+                raise UserError(f"{self.folder} already holds a run "
+                                "(checkpoints/epoch_latest.pt); continue it with --resume "
+                                "latest, or choose another --name")
+            self._build(resume)
+        except BaseException:
+            self.out.close()  # releases the run folder's lock
+            raise
+
+    def _build(self, resume: Path | None) -> None:
+        cfg, registry, world = self.cfg, self.registry, self.world
         self.log = self.out.log
-        if cfg.loss not in registry.losses:
-            raise UnknownNameError("loss", cfg.loss, registry.losses)
-        self.spec = registry.losses[cfg.loss].item
         seed_everything(cfg.seed)
         self.model: ItraModel = build_model(cfg, registry)
         self.teacher = build_teacher(cfg, registry) if cfg.teacher else None
@@ -113,10 +130,9 @@ class Trainer:
         self.model.to(world.device)
         if self.teacher is not None:
             self.teacher.to(world.device)
-        options = loss_options(cfg)
         try:
             self.loss_fns = nn.ModuleDict({
-                name: self._objective(name, student, teacher, options)
+                name: self._objective(name, student, teacher, self.options)
                 for name, student, teacher in self.pairs}).to(world.device)
         except (TypeError, ValueError) as exc:
             raise UserError(f"--loss {cfg.loss}: {exc}") from exc
@@ -164,7 +180,7 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = adamw(nn.ModuleList([self.model, self.loss_fns]), cfg.lr, cfg.wd,
                                (cfg.beta1, cfg.beta2), cfg.eps)
-        self.scaler = torch.amp.GradScaler(world.device.type, enabled=cfg.precision == "amp")
+        self.scaler = torch.amp.GradScaler(world.device.type, enabled=cfg.precision == "amp_fp16")
         self.state = State()
         if resume is not None:
             self._load(resume)
@@ -176,10 +192,11 @@ class Trainer:
                    ) -> nn.Module:
         if name == "align" and self.teacher is not None:
             # The --align-weight term beside distillation: InfoNCE between the student's towers.
-            return WeightedInfoNCE(self.cfg.align_weight)
-        return self.spec.factory(student_dim=self._width(student),
-                                 teacher_dim=self._width(teacher), prototypes=self.cfg.prototypes,
-                                 **options)
+            infonce = build_loss(self.registry.loss("infonce"), self.model.joint_dim,
+                                 self.model.joint_dim, self.cfg.prototypes, {})
+            return WeightedInfoNCE(self.cfg.align_weight, infonce)
+        return build_loss(self.spec, self._width(student), self._width(teacher),
+                          self.cfg.prototypes, options)
 
     def _width(self, side: str) -> int:
         """Feature width of a side: ``image``/``text`` (the model's joint space) or
@@ -262,6 +279,10 @@ class Trainer:
         checkpoint.set_rng_state(ckpt["rng"])
         self.log.info(f"resumed from {path} after epoch {self.state.epoch} "
                       f"(step {self.state.step})")
+        restored = self.out.restore_results(self.state.history)
+        if restored:
+            self.log.info(f"results.jsonl lacked {restored} epoch line(s) that the checkpoint "
+                          "records (a run stopped between the two writes); restored them")
 
     def _save(self) -> None:
         if not self.world.is_main:
@@ -274,6 +295,9 @@ class Trainer:
             "schedule": {"kind": "cosine", "warmup": self.cfg.warmup,
                          "total_steps": self.total_steps},
             "rng": checkpoint.rng_state(), "history": self.state.history,
+            # Rebuilding the towers needs their plugins; modules loaded with --plugin are
+            # imported again from here.
+            "plugins": tower_plugin_modules(self.cfg, self.registry),
         }
         epoch = self.state.epoch
         latest = checkpoint.latest_path(self.folder)
@@ -322,12 +346,16 @@ class Trainer:
                  if k != "logit_scale"}
         total: torch.Tensor | float = 0.0
         terms: dict[str, float] = {}
+        prototypes = "prototypes" in self.spec.needs
         for name, student, teacher in self.pairs:
+            # Only a loss that declares needs=("prototypes",) is passed the prototype keywords
+            # (the LossSpec contract), so a minimal loss need not accept them.
+            extra = {"student_prototypes": every.get(f"{student}_prototypes"),
+                     "teacher_prototypes": every.get(f"{teacher}_prototypes")} \
+                if prototypes else {}
             value = self.loss_fns[name](
                 every[f"{student}_features"], every[f"{teacher}_features"],
-                out["logit_scale"].float(),
-                student_prototypes=every.get(f"{student}_prototypes"),
-                teacher_prototypes=every.get(f"{teacher}_prototypes"))
+                out["logit_scale"].float(), **extra)
             prefix = "" if len(self.pairs) == 1 else f"{name}/"
             if isinstance(value, dict):
                 terms.update({f"{prefix}{k}": float(v.detach()) for k, v in value.items()})
@@ -388,6 +416,10 @@ class Trainer:
     def _micro_batches(self) -> Iterator[list[Batch]]:
         group: list[Batch] = []
         for batch in self.loader:
+            if isinstance(batch, DecodeFailure):
+                # Raised here, not in the worker: a worker's exception reaches the user
+                # wrapped in its traceback.
+                raise CorruptImageError(batch.message)
             group.append(batch)
             if len(group) == self.cfg.accum_freq:
                 yield group

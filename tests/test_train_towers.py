@@ -146,7 +146,8 @@ def test_every_tower_builder_trains_and_its_checkpoint_evaluates(builders, train
     assert ckpt.is_file()
     record = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 2
-    image_builder, text_builder = builders.split("+")
+    # The settings record model schemes: `huggingface` is the old name of `hf`.
+    image_builder, text_builder = builders.replace("huggingface", "hf").split("+")
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert saved["config"]["image_model_builder"] == image_builder
     assert saved["config"]["text_model_builder"] == text_builder

@@ -1,4 +1,5 @@
-"""``example-cosine``: a minimal training objective, to show the loss contract."""
+"""``example-cosine``: a minimal training objective, to show the loss contract
+(``itra_bench.losses.LossSpec``)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ class PairedCosineLoss(nn.Module):
 
     Only matched pairs enter (no negatives), so unlike InfoNCE it can collapse every feature
     to one direction; it is an example of the contract, not a recommended objective.
-    ``logit_scale`` is part of the contract and ignored here.
     """
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
+    def __init__(self, **_: object) -> None:
+        # itra-train passes student_dim, teacher_dim and prototypes to every loss; this one
+        # needs none of them. It names no option, so any --loss-options key is refused.
+        super().__init__()
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor,
                 logit_scale: torch.Tensor | None = None) -> torch.Tensor:
-        return (1 - F.cosine_similarity(image_features, text_features, dim=-1)).mean()
+        """``student`` (image) and ``teacher`` (text) features ``[B, D]``, row i paired with
+        row i; ``logit_scale`` is part of the contract and ignored here."""
+        return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
