@@ -47,9 +47,13 @@ def itra_bench_model_builders() -> Iterable[ModelBuilder]:
 def itra_bench_losses() -> Iterable[LossSpec]:
     """Return the training objectives this plugin provides.
 
-    Each :class:`itra_bench.losses.LossSpec` names a loss and a factory returning an
-    ``nn.Module`` whose ``forward(image_features, text_features, logit_scale, **extra)``
-    returns a scalar loss (or a dict of named loss terms).
+    Each :class:`itra_bench.losses.LossSpec` names a loss and a factory:
+    ``factory(student_dim=Ds, teacher_dim=Dt, prototypes=K, **options)`` returns an
+    ``nn.Module`` whose ``forward(student, teacher, logit_scale)`` returns a scalar loss (or a
+    dict of named scalar terms). Losses that declare ``needs=("prototypes",)`` also receive
+    ``student_prototypes=`` and ``teacher_prototypes=``. ``options`` are the user's
+    ``--loss-options``, checked against the factory's named parameters. ``LossSpec``'s
+    docstring is the full contract.
     """
 
 

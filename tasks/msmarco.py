@@ -206,7 +206,10 @@ class MSMarcoPassageTask(Task):
             block_rows=positive_int_option(options, "block_rows", 262_144) or 262_144)
 
     def variants(self, options: Mapping[str, Any]) -> list[Variant]:
-        return [Variant(self.settings(options).variant)]
+        # Exact search over every passage is the task's standard measurement; an approximate
+        # index or a passage subset is its own family, never averaged with it in a suite.
+        name = self.settings(options).variant
+        return [Variant(name, family="" if name == "flat" else name)]
 
     def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
         return [Path(data_root) / f for f in (self.collection, self.queries, self.qrels)]

@@ -307,3 +307,14 @@ def test_write_failing_mid_run_names_the_folder_and_keeps_earlier_results(
     assert "No space left on device" in res.err and "Traceback" not in res.err
     assert ("--output" if target == "result" else "--cache-dir") in res.err
     assert kept.read_text() == before
+
+
+def test_msmarco_subset_runs_are_their_own_family():
+    from itra_bench.registry import load_registry
+    from itra_bench.task import variant_family
+
+    task = load_registry().tasks["msmarco-passage-dev"].item
+    full, = task.variants({})
+    subset, = task.variants({"max_passages": 1000})
+    assert variant_family(full.name, task.protocol, full.family) == ""
+    assert variant_family(subset.name, task.protocol, subset.family) == subset.name != ""
