@@ -39,9 +39,10 @@ def test_image_source_without_identity_is_refused(cli, tmp_path):
 
 
 def test_fingerprint_covers_provider_version_and_pooler():
+    from itra_test_plugin import PixelModel
+
     from itra_bench.registry import PluginInfo
     from itra_bench.runner import effective_fingerprint
-    from itra_test_plugin import PixelModel
 
     model = PixelModel()
     a = PluginInfo("p", "dist-a", "mod", "1.0")

@@ -10,7 +10,7 @@ from torchvision import transforms
 from itra_bench import hookimpl
 from itra_bench.datasets.image_source import ImageSource
 from itra_bench.encoding import encode_images
-from itra_bench.model import IMAGE, EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.model import IMAGE, EncoderModel, ModelBuilder
 from itra_bench.task import Task, TaskResult
 
 

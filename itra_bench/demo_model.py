@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 
 from itra_bench.fingerprint import fingerprint
+from itra_bench.plugins.openclip_models import PACKAGED_CONFIGS, OpenCLIPEncoder
 from itra_bench.weights import random_init_config, seeded_init
-
-from .openclip_models import PACKAGED_CONFIGS, OpenCLIPEncoder
 
 #: The architecture, in open_clip's model-config format (also known to open_clip as
 #: ``itra-demo``, the name the trainer uses).
