@@ -228,3 +228,21 @@ def test_plugin_command_runs_and_clash_with_builtin_is_refused(cli, tmp_path, mo
     """)
     res = cli("list", "plugins", "--plugin", clash)
     assert res.code == 2 and "'run'" in res.err and "clash_command" in res.err
+
+
+def test_trainer_uses_plugins_only_through_the_registry():
+    """itra_train builds on the core's contracts, never on a plugin's internals (losses and
+    towers come from the registry, as a third-party plugin's would)."""
+    import ast
+    from pathlib import Path
+
+    import itra_train
+
+    offenders = []
+    for path in Path(itra_train.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names
+                          if n.startswith(("itra_bench.plugins", "itra_bench.tasks"))]
+    assert offenders == []
