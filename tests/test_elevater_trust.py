@@ -88,6 +88,17 @@ def test_check_files_reports_a_truncated_train_index(cifar100):
     assert "train_images.txt" in problem and "26 images" in problem and "100" in problem
 
 
+def test_check_data_reports_the_mismatch(cli, cifar100):
+    data_root, card = cifar100
+    res = cli("check-data", "--tasks", "cifar-100", "--data-root", data_root)
+    assert res.code == 0, res
+    _cut_inside_label(data_root / card.root / card.splits["test"].index)
+    res = cli("check-data", "--tasks", "cifar-100", "--data-root", data_root)
+    text = " ".join((res.out + res.err).replace("│", " ").split())
+    assert res.code != 0, res
+    assert "26 images" in text and "100" in text
+
+
 def test_check_files_reports_images_missing_from_the_zip(cifar100):
     data_root, card = cifar100
     root = data_root / card.root

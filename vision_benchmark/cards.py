@@ -92,6 +92,11 @@ class DatasetCard:
         root = self.split_root(data_root)
         out: list[Path] = []
         for s in splits:
+            if s not in self.splits:
+                raise UserError(
+                    f"dataset {self.name!r} has no {s!r} split: its card "
+                    f"({self.path or 'built-in'}) defines {', '.join(self.splits)}"
+                    + ("; run it with --mode zeroshot" if s == "train" else ""))
             spec = self.splits[s]
             out += [root / spec.index, *(root / f for f in spec.files)]
         if self.labelmap:
