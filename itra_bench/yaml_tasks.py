@@ -121,6 +121,10 @@ def load_task_file(path: str | Path,
         raise UserError(f"{path}: not valid YAML ({exc})") from exc
     except RecursionError:
         raise UserError(f"{path}: not a task file (its YAML is nested too deeply)") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        # PyYAML's constructors let Python's own errors through for values such as
+        # 2001-02-30, `!!int x` or a 5,000-digit integer.
+        raise UserError(f"{path}: not valid YAML (a value cannot be read: {exc})") from None
     if not isinstance(doc, dict):
         raise UserError(f"{path}: expected a mapping of keys (name, protocol, ...), "
                         f"got {type(doc).__name__}")

@@ -33,6 +33,7 @@ import torch
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
 from itra_bench.datasets.image_source import ImageFiles
+from itra_bench.datasets.text_files import iter_lines
 from itra_bench.encoding import encode_images, encode_texts
 from itra_bench.errors import MissingDataError, UserError
 from itra_bench.fingerprint import files_identity
@@ -79,33 +80,45 @@ def read_snli_ve(path: Path) -> EntailmentSplit:
         raise MissingDataError(f"SNLI-VE file not found: {path}")
     split = EntailmentSplit(path)
     label_index = {name: i for i, name in enumerate(LABELS)}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}, line {line_no}: not valid JSON ({exc.msg}); each "
-                                "line must be one SNLI-VE record") from exc
-            if not isinstance(record, dict):
-                raise UserError(f"{path}, line {line_no}: expected a JSON object")
-            missing = [k for k in ("Flickr30K_ID", "sentence1", "sentence2", "gold_label")
-                       if k not in record]
-            if missing:
-                raise UserError(f"{path}, line {line_no}: missing key(s) {missing}; SNLI-VE "
-                                "records have Flickr30K_ID, sentence1, sentence2, gold_label")
-            label = record["gold_label"]
-            if label == "-":
-                split.unlabelled += 1
-                continue
-            if label not in label_index:
-                raise UserError(f"{path}, line {line_no}: gold_label {label!r} is not one of "
-                                f"{', '.join(LABELS)} (or '-', skipped)")
-            split.image_ids.append(str(record["Flickr30K_ID"]))
-            split.premises.append(str(record["sentence1"]))
-            split.hypotheses.append(str(record["sentence2"]))
-            split.labels.append(label_index[label])
+    for line_no, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}, line {line_no}: not valid JSON ({exc.msg}); each "
+                            "line must be one SNLI-VE record") from None
+        except (RecursionError, ValueError) as exc:  # too deep; a 5,000-digit integer
+            raise UserError(f"{path}, line {line_no}: not valid JSON ({exc}); each line "
+                            "must be one SNLI-VE record") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}, line {line_no}: expected a JSON object")
+        missing = [k for k in ("Flickr30K_ID", "sentence1", "sentence2", "gold_label")
+                   if k not in record]
+        if missing:
+            raise UserError(f"{path}, line {line_no}: missing key(s) {missing}; SNLI-VE "
+                            "records have Flickr30K_ID, sentence1, sentence2, gold_label")
+        label = record["gold_label"]
+        if label == "-":
+            split.unlabelled += 1
+            continue
+        if not isinstance(label, str) or label not in label_index:
+            raise UserError(f"{path}, line {line_no}: gold_label {label!r:.60} is not one of "
+                            f"{', '.join(LABELS)} (or '-', skipped)")
+        image_id = record["Flickr30K_ID"]
+        # An id names the image file <id>.jpg: a string or a non-negative integer.
+        if isinstance(image_id, bool) or not isinstance(image_id, (str, int)) \
+                or not str(image_id).strip() or "\0" in str(image_id):
+            raise UserError(f"{path}, line {line_no}: Flickr30K_ID {image_id!r:.60} is not an "
+                            "image id (a string or an integer naming <images>/<id>.jpg)")
+        for key in ("sentence1", "sentence2"):
+            if not isinstance(record[key], str):
+                raise UserError(f"{path}, line {line_no}: {key} must be a string, got "
+                                f"{type(record[key]).__name__}")
+        split.image_ids.append(str(image_id))
+        split.premises.append(record["sentence1"])
+        split.hypotheses.append(record["sentence2"])
+        split.labels.append(label_index[label])
     if not split.labels:
         raise UserError(f"{path}: no labelled pair (entailment, neutral or contradiction)")
     return split

@@ -34,6 +34,7 @@ Task file (``protocol: wordsim``)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ import torch
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
+from itra_bench.datasets.text_files import check_encoding, read_text
 from itra_bench.encoding import encode_texts
 from itra_bench.errors import UserError
 from itra_bench.model import TEXT, EncoderModel
@@ -96,21 +98,20 @@ def _split(line: str, separator: str) -> list[str]:
 
 
 def _is_number(text: str) -> bool:
+    """A finite number: float() also takes "nan" and "inf", which would make the
+    correlation nan."""
     try:
-        float(text)
+        return math.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 def read_word_pairs(path: Path, separator: str = "auto", score_column: int | str = 2,
                     encoding: str = "utf-8") -> WordPairs:
     """Read ``word1, word2, score`` rows (words in the first two columns) from ``path``."""
-    try:
-        lines = path.read_text(encoding=encoding).splitlines()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not valid {encoding} ({exc}); set `encoding:` in the task "
-                        "file (e.g. latin-1)") from None
+    lines = read_text(path, encoding, fix="set `encoding:` in the task file to the file's "
+                      "encoding (e.g. encoding: latin-1), or save the file as UTF-8"
+                      ).splitlines()
     out = WordPairs()
     score_index = score_column if isinstance(score_column, int) else None
     first_data = True
@@ -231,6 +232,7 @@ def wordsim_task_from_file(doc: dict[str, Any], path: Path) -> WordSimTask:
     if "{}" not in values["template"]:
         raise UserError(f"{path}: template {values['template']!r} has no '{{}}' slot for the "
                         "word")
+    check_encoding(values["encoding"], f"{path}: key 'encoding'")
     if isinstance(values["score_column"], int) and values["score_column"] < 2:
         raise UserError(f"{path}: key 'score_column' must be a 0-based index of 2 or more "
                         "(the words are columns 0 and 1) or a header name")

@@ -1,15 +1,20 @@
 """Bad input files end in one message naming the file and line (exit 2, no traceback), and a
-UTF-8 byte-order mark just works: task YAML, caption CSVs (`itra-bench` and `itra-train`) and
-STS files."""
+UTF-8 byte-order mark just works: task YAML, caption CSVs (`itra-bench` and `itra-train`), STS
+files; and values the readers' libraries would turn into a Python exception or a silently
+wrong number (5,000-digit integers, repeated ids, "nan" scores) are refused by name."""
 
 from __future__ import annotations
 
 import codecs
+import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from text_data import sts_pairs, write_stsbenchmark
 from train_data import TINY
+
+from itra_bench.errors import UserError
 
 PIXEL = ("--plugin", "itra_test_plugin")
 
@@ -141,10 +146,7 @@ def test_unterminated_quote_train_names_the_opening_line(train, tmp_path):
 def test_stray_quote_is_refused_not_swallowing_rows(tmp_path):
     """A short file with a stray quote: the csv module's lenient mode would read the rest of
     the file as one caption, giving a table with fewer rows and no error."""
-    import pytest
-
     from itra_bench.datasets.captions_csv import CaptionsCSV
-    from itra_bench.errors import UserError
 
     csv = caption_table(tmp_path, [*CAPTIONS[:2], '"oops', *CAPTIONS[2:]])
     with pytest.raises(UserError, match=r"captions.tsv, line 4: .*never closed"):
@@ -182,3 +184,106 @@ def test_sts_unknown_encoding_is_named(cli, tmp_path):
                     "files: [sts-dev.csv]\nencoding: latin-9000\n")
     one_clean_error(bench(cli, tmp_path, tmp_path, task), "dev.yaml", "'encoding'",
                     "latin-9000")
+
+
+# -- values the parsers' libraries reject with Python's own exceptions ------------------------
+
+
+@pytest.mark.parametrize("value", ["1" * 5000, "2001-02-30", "!!int x", "!!float x",
+                                   "!!timestamp x", "[" * 5000])
+def test_yaml_values_python_cannot_build(tmp_path, value):
+    from itra_bench.yaml_tasks import load_task_file
+
+    task = tmp_path / "pets.yaml"
+    task.write_text(f"name: pets\nprotocol: knn\nroot: pets\nk: {value}\n")
+    with pytest.raises(UserError, match="pets.yaml: not"):
+        load_task_file(task)
+
+
+def test_template_with_an_attribute_field_is_refused_before_encoding(tmp_path):
+    from itra_bench.yaml_tasks import load_task_file
+
+    task = tmp_path / "pets.yaml"
+    task.write_text("name: pets\nprotocol: zeroshot\nroot: pets\ntemplates: ['a {c.x} {}']\n")
+    with pytest.raises(UserError, match="pets.yaml: template 'a {c.x} {}'"):
+        load_task_file(task)
+
+
+def test_json_with_a_5000_digit_integer(tmp_path):
+    from itra_bench.datasets.coco_captions import CocoCaptions
+    from itra_bench.tasks.snli_ve import read_snli_ve
+
+    coco = tmp_path / "captions.json"
+    coco.write_text('{"images": [{"id": ' + "1" * 5000 + ', "file_name": "a.jpg"}], '
+                    '"annotations": []}')
+    with pytest.raises(UserError, match="captions.json: not valid JSON"):
+        CocoCaptions(coco, tmp_path)
+    snli = tmp_path / "snli_ve_dev.jsonl"
+    snli.write_text('{"Flickr30K_ID": ' + "1" * 5000 + "}\n")
+    with pytest.raises(UserError, match="snli_ve_dev.jsonl, line 1: not valid JSON"):
+        read_snli_ve(snli)
+
+
+def test_msmarco_id_beyond_int64(tmp_path):
+    from itra_bench.datasets.msmarco import scan_collection
+
+    collection = tmp_path / "collection.tsv"
+    collection.write_text("0\tfine\n9223372036854775808\ttoo big for int64\n")
+    with pytest.raises(UserError, match=r"collection.tsv:2: pid .* below 2\*\*63"):
+        scan_collection(collection, tmp_path / "pids.i64")
+
+
+# -- duplicate ids that the readers' libraries would resolve silently -------------------------
+
+def test_coco_repeated_annotation_id_is_refused(tmp_path):
+    """pycocotools keys captions by annotation id: two captions sharing one would both read
+    as the last, a silently wrong caption set."""
+    from itra_bench.datasets.coco_captions import CocoCaptions
+
+    path = tmp_path / "captions.json"
+    doc = {"images": [{"id": 1, "file_name": "a.jpg"}],
+           "annotations": [{"id": 5, "image_id": 1, "caption": "a cat"},
+                           {"id": 5, "image_id": 1, "caption": "a dog"}]}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"annotations\[1\] repeats annotation id 5"):
+        CocoCaptions(path, tmp_path)
+    doc["annotations"][1]["id"] = 6
+    doc["images"].append({"id": 1, "file_name": "b.jpg"})
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"images\[1\] repeats image id 1"):
+        CocoCaptions(path, tmp_path)
+    doc["images"] = [{"id": "1", "file_name": "a.jpg"}]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"images\[0\].id must be an integer"):
+        CocoCaptions(path, tmp_path)
+
+
+def test_vqa_repeated_question_id_is_refused(tmp_path):
+    from itra_bench.datasets.vqav2 import read_annotations
+
+    ann = {"question_id": 1, "image_id": 2, "question_type": "what", "answer_type": "other",
+           "multiple_choice_answer": "red", "answers": [{"answer": "red"}]}
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps({"annotations": [ann, {**ann, "multiple_choice_answer": "blue"}]}))
+    with pytest.raises(UserError, match=r"annotations\[1\] repeats question_id 1"):
+        read_annotations(path)
+
+
+def test_sts_gold_score_nan_is_refused(tmp_path):
+    """float() reads "nan": the correlation would be nan, with exit 0."""
+    from itra_bench.tasks.sts import read_senteval_sts
+
+    (tmp_path / "STS.input.x.txt").write_text("a\tb\nc\td\ne\tf\n")
+    (tmp_path / "STS.gs.x.txt").write_text("1.0\nnan\n3.0\n")
+    with pytest.raises(UserError, match=r"STS.gs.x.txt:2: gold score 'nan' is not a number"):
+        read_senteval_sts(tmp_path, "x")
+
+
+def test_snli_ve_label_of_the_wrong_type(tmp_path):
+    from itra_bench.tasks.snli_ve import read_snli_ve
+
+    path = tmp_path / "snli_ve_dev.jsonl"
+    path.write_text(json.dumps({"Flickr30K_ID": "1", "sentence1": "a", "sentence2": "b",
+                                "gold_label": ["entailment"]}) + "\n")
+    with pytest.raises(UserError, match="snli_ve_dev.jsonl, line 1: gold_label"):
+        read_snli_ve(path)

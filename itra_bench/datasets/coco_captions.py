@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from itra_bench.datasets.image_source import ImageFiles
+from itra_bench.datasets.text_files import check_no_nul, read_json
 from itra_bench.errors import MissingDataError, UserError
 from itra_bench.fingerprint import files_identity
 
@@ -70,20 +70,35 @@ def _images_identity(annotation_file: Path, paths: list[Path]) -> str:
 def _read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise MissingDataError(f"{what} not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg}); expected "
-                        f"{what}") from exc
+    return read_json(path, what)
+
+
+#: JSON types of the fields read, and how to name them in messages.
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "id": ((int,), "an integer"), "image_id": ((int,), "an integer"),
+    "file_name": ((str,), "a string"), "caption": ((str,), "a string"),
+    "filename": ((str,), "a string"), "filepath": ((str, type(None)), "a string"),
+    "split": ((str,), "a string"), "sentences": ((list,), "a list"), "raw": ((str,), "a string"),
+}
 
 
 def _require(record: Any, keys: tuple[str, ...], where: str, path: Path) -> None:
+    """``record`` is an object with ``keys``, each of the JSON type the format gives it."""
     if not isinstance(record, dict):
         raise UserError(f"{path}: {where} must be an object, got {type(record).__name__}")
     missing = [k for k in keys if k not in record]
     if missing:
         raise UserError(f"{path}: {where} lacks key(s) {missing}; it needs {list(keys)}")
+    for key in (*keys, "filepath"):
+        if key not in record or key not in _TYPES:
+            continue
+        types, name = _TYPES[key]
+        value = record[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise UserError(f"{path}: {where}.{key} must be {name}, got "
+                            f"{type(value).__name__} ({value!r:.60})")
+        if isinstance(value, str) and key in ("file_name", "filename", "filepath"):
+            check_no_nul(value, f"{path}: {where}.{key}")
 
 
 class CocoCaptions(CaptionedImages):
@@ -100,11 +115,22 @@ class CocoCaptions(CaptionedImages):
         for key in ("images", "annotations"):
             if not isinstance(doc.get(key), list):
                 raise UserError(f"{path}: key {key!r} must hold a list; expected {what}")
+        image_ids: set[int] = set()
         for n, image in enumerate(doc["images"]):
             _require(image, ("id", "file_name"), f"images[{n}]", path)
-        image_ids = {image["id"] for image in doc["images"]}
+            if image["id"] in image_ids:
+                # pycocotools would keep the last one silently.
+                raise UserError(f"{path}: images[{n}] repeats image id {image['id']}; each "
+                                "image must be listed once")
+            image_ids.add(image["id"])
+        ann_ids: set[int] = set()
         for n, ann in enumerate(doc["annotations"]):
             _require(ann, ("id", "image_id", "caption"), f"annotations[{n}]", path)
+            if ann["id"] in ann_ids:
+                # pycocotools would give both captions the text of the last one.
+                raise UserError(f"{path}: annotations[{n}] repeats annotation id {ann['id']}; "
+                                "each caption needs its own id")
+            ann_ids.add(ann["id"])
             if ann["image_id"] not in image_ids:
                 raise UserError(f"{path}: annotations[{n}] (id {ann['id']}) refers to image_id "
                                 f"{ann['image_id']}, which 'images' does not list")

@@ -42,9 +42,10 @@ def _decode(raw: bytes, path: Path, lineno: int) -> str:
 
 def _parse_id(text: str, path: Path, lineno: int, what: str, fix: str) -> int:
     text = text.strip()
-    if not (text.isascii() and text.isdigit()):
-        raise UserError(f"{path}:{lineno}: {what} {text!r} is not a non-negative integer; "
-                        f"{fix}")
+    # Ids are stored as int64 (the passage store, faiss).
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= 2**63:
+        raise UserError(f"{path}:{lineno}: {what} {text[:30]!r} is not a non-negative integer "
+                        f"below 2**63; {fix}")
     return int(text)
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from itra_bench.errors import UserError
 
@@ -48,9 +50,11 @@ def _bom_note(raw: bytes) -> str:
     return ""
 
 
-def _decode_error(path: Path, raw: bytes, start: int, encoding: str, fix: str) -> UserError:
-    """The error for a byte at offset ``start`` of ``raw`` that ``encoding`` cannot decode."""
-    line = raw.count(b"\n", 0, start) + 1
+def _decode_error(path: Path, raw: bytes, start: int, encoding: str, fix: str,
+                  first_line: int = 1) -> UserError:
+    """The error for a byte at offset ``start`` of ``raw`` (text from line ``first_line`` on)
+    that ``encoding`` cannot decode."""
+    line = raw.count(b"\n", 0, start) + first_line
     column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
     bad = raw[start:start + 1].hex()
     return UserError(f"{path}, line {line}: byte 0x{bad} (column {column}) is not valid "
@@ -76,6 +80,42 @@ def read_text(path: str | Path, encoding: str = "utf-8", fix: str = REENCODE_HIN
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise _decode_error(path, raw, exc.start, encoding, fix) from None
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON document in ``path`` (UTF-8, a byte-order mark allowed); a file that is not
+    JSON is a UserError naming it, the line and column, and ``what`` it should hold."""
+    path = Path(path)
+    text = read_text(path, fix=f"{what} is UTF-8 JSON: {REENCODE_HINT}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON "
+                        f"({exc.msg}); expected {what}") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply; expected {what}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise UserError(f"{path}: not valid JSON ({exc}); expected {what}") from None
+
+
+def iter_lines(path: str | Path, fix: str = REENCODE_HINT) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, text)`` for each line of a UTF-8 file, read one line at a time
+    (a byte-order mark on the first line is dropped; line ends are kept). A bad byte is a
+    UserError naming the file and line; ``fix`` says what to do about it."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    with f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _decode_error(path, raw, exc.start, "utf-8", fix, first_line=number
+                                    ) from None
 
 
 def _first_bad_byte(path: Path, encoding: str, fix: str) -> UserError:

@@ -12,7 +12,6 @@ annotations JSON and MS COCO images.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from itra_bench.datasets.image_source import ImageFiles
+from itra_bench.datasets.text_files import read_json
 from itra_bench.errors import MissingDataError, UserError
 
 #: The COCO file name of an image, as a ``str.format`` pattern over ``image_id``.
@@ -42,12 +42,7 @@ class VQAQuestion:
 def _load_json(path: Path, top_key: str, what: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise MissingDataError(f"VQA {what} file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON "
-                        f"({exc.msg}); is this the VQA {what} file, complete?") from exc
+    doc = read_json(path, f"the VQA v2 {what} JSON (is the download complete?)")
     if not isinstance(doc, dict) or not isinstance(doc.get(top_key), list):
         raise UserError(f"{path}: expected a JSON object with a list under {top_key!r} "
                         f"(the VQA v2 {what} format)")
@@ -71,6 +66,9 @@ def read_annotations(path: Path) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for i, entry in enumerate(entries):
         qid = _field(entry, "question_id", int, path, i, "annotations")
+        if qid in out:
+            raise UserError(f"{path}: annotations[{i}] repeats question_id {qid}; each "
+                            "question needs one annotation")
         for key in ("question_type", "answer_type", "multiple_choice_answer"):
             _field(entry, key, str, path, i, "annotations")
         answers = _field(entry, "answers", list, path, i, "annotations")
@@ -89,8 +87,13 @@ def read_split(questions_path: Path, annotations_path: Path) -> list[VQAQuestion
     annotations = read_annotations(annotations_path)
     entries = _load_json(questions_path, "questions", "questions")
     questions: list[VQAQuestion] = []
+    seen: set[int] = set()
     for i, entry in enumerate(entries):
         qid = _field(entry, "question_id", int, questions_path, i, "questions")
+        if qid in seen:
+            raise UserError(f"{questions_path}: questions[{i}] repeats question_id {qid}; "
+                            "each question must be listed once")
+        seen.add(qid)
         image_id = _field(entry, "image_id", int, questions_path, i, "questions")
         text = _field(entry, "question", str, questions_path, i, "questions")
         ann = annotations.get(qid)
