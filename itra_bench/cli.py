@@ -291,7 +291,13 @@ def _cmd_submit(args: argparse.Namespace, registry: Registry, console: Console) 
     files = find_prediction_files(folder)
     if args.variant:
         files = [f for f in files if f.name.startswith(args.variant)]
-    path, entries = write_submission(folder, args.output, files)
+    from itra_bench.vision_benchmark.cards import DatasetCard
+
+    # Every ELEVATER-format dataset the plugins know (the built-in 20 and plugin cards), so
+    # each prediction file is checked against its own card's counts.
+    cards = [card for p in registry.tasks.values()
+             if isinstance(card := getattr(p.item, "card", None), DatasetCard)]
+    path, entries = write_submission(folder, args.output, files, cards=cards)
     table = Table(title=f"EvalAI submission {path}")
     for c in ("dataset", "model", "n_shot", "seeds", "predictions"):
         table.add_column(c)

@@ -94,6 +94,16 @@ def _raw(v: float | None) -> str:
     return "" if v is None else repr(float(v))
 
 
+#: Metric names of results written before the vocabulary was unified, per protocol.
+_OLD_METRIC_NAMES = {"elevater": {"accuracy": "acc1",
+                                  "mean_per_class": "mean_per_class_recall_present"}}
+
+
+def _current_name(record: dict[str, Any], metric: str) -> str:
+    """Today's name of a metric read from a (possibly older) result file."""
+    return _OLD_METRIC_NAMES.get(record.get("protocol", ""), {}).get(metric, metric)
+
+
 def suite_column(suite: str, family: str) -> str:
     """The name of a suite average: the suite, plus the variant family when it has one
     (``elevater/zeroshot``, ``elevater/linear_probe-5shot``)."""
@@ -137,7 +147,7 @@ def collate(root: str | Path, problems: list[str] | None = None) -> Leaderboard:
             by_family.setdefault((m, s, family), {}).setdefault(r["task"], []).append(
                 float(r["main_score_value"]))
         main[(m, c)] = float(r["main_score_value"])
-        metrics[(m, c)] = {k: float(v) for k, v in r["metrics"].items()}
+        metrics[(m, c)] = {_current_name(r, k): float(v) for k, v in r["metrics"].items()}
     suite_avg = {}
     for (m, s, family), per_task in by_family.items():
         if set(per_task) == suite_tasks[s]:

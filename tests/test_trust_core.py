@@ -319,3 +319,19 @@ def test_msmarco_subset_runs_are_their_own_family():
     subset, = task.variants({"max_passages": 1000})
     assert variant_family(full.name, task.protocol, full.family) == ""
     assert variant_family(subset.name, task.protocol, subset.family) == subset.name != ""
+
+
+def test_old_elevater_metric_names_read_as_todays(tmp_path):
+    from itra_bench.leaderboard import collate
+    from itra_bench.results import ResultStore
+
+    store = ResultStore(tmp_path)
+    rec = {"model": {"name": "m", "fingerprint": "f" * 16, "modalities": ["image"]},
+           "task": "dtd", "variant": "zeroshot", "protocol": "elevater", "suites": [],
+           "main_score": "accuracy", "main_score_value": 0.5,
+           "metrics": {"accuracy": 0.5, "mean_per_class": 0.4}, "num_samples": 3,
+           "details": {}, "config": {}}
+    store.write(store.path("m", "f" * 16, "dtd", "zeroshot"), rec)
+    board = collate(tmp_path)
+    assert board.metrics[("m", "dtd[zeroshot]")] == {"acc1": 0.5,
+                                                     "mean_per_class_recall_present": 0.4}
