@@ -119,6 +119,7 @@ class Trainer:
             raise
 
     def _build(self, resume: Path | None) -> None:
+        """Model, teacher, objective, data and optimizer, built under the run folder's lock."""
         cfg, registry, world = self.cfg, self.registry, self.world
         self.log = self.out.log
         seed_everything(cfg.seed)
