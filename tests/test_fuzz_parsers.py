@@ -38,7 +38,8 @@ THOROUGH = settings(max_examples=1000, deadline=None,
 INTERESTING = [b'"', b"'", b"\t", b",", b";", b" ", b"\n", b"\r", b"\r\n", b"\x00", b"\xff",
                b"\xc3", b"\xe9", b"\xef\xbb\xbf", b"nan", b"inf", b"-inf", b"1e999", b"-1",
                b"99999999999999999999999", b"{", b"}", b"[", b"]", b":", b"- ", b"#", b"&a",
-               b"*a", b"!!python/object:os.system", b"~", b"null", b"\\", b"{}"]
+               b"*a", b"!!python/object:os.system", b"~", b"null", b"\\", b"{}",
+               b"1" * 5000, b"2001-02-30", b"!!int x", b"!!timestamp x", b"[" * 2000]
 ENCODINGS = ["latin-1", "cp1252", "utf-16", "utf-16-le", "utf-32", "utf-8-sig", "shift_jis"]
 BOMS = [codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE]
 
