@@ -13,7 +13,7 @@ from rich.table import Table
 
 from itra_bench import __version__
 from itra_bench.commands import Command
-from itra_bench.context import PRECISIONS, default_workers
+from itra_bench.context import PRECISIONS, default_workers, precision_name
 from itra_bench.errors import PluginClashError, UserError
 from itra_bench.registry import ENV_VAR, Registry, load_registry
 
@@ -39,6 +39,14 @@ def _task_option(text: str) -> tuple[str, str]:
 
 
 MODES = ("zeroshot", "linear_probe", "finetune")
+
+
+def precision_arg(text: str) -> str:
+    """``--precision`` as argparse reads it: today's name, old spellings accepted."""
+    try:
+        return precision_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _list_kind(text: str) -> str:
@@ -137,7 +145,9 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
                      help="token pooling of transformer text encoders (--pooler: old "
                           "spelling, accepted)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
-    run.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    run.add_argument("--precision", default="fp32", type=precision_arg,
+                     metavar="{" + ",".join(PRECISIONS) + "}",
+                     help="autocast of the forward passes (amp: old name of amp_fp16)")
     run.add_argument("--batch-size", type=int, default=64)
     run.add_argument("--workers", type=int, default=default_workers(),
                      help="DataLoader worker processes (default: CPU cores - 1, at most 8; "

@@ -16,6 +16,17 @@ from itra_bench.feature_cache import FeatureCache
 from itra_bench.progress import ProgressReporter
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+#: Old spellings of precisions, still accepted (itra-train once called float16 ``amp``).
+PRECISION_ALIASES = {"amp": "amp_fp16"}
+
+
+def precision_name(text: str) -> str:
+    """Today's name of a ``--precision`` value (an old spelling is renamed); an unknown one is
+    a ``ValueError`` listing the valid names."""
+    name = PRECISION_ALIASES.get(text, text)
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {text!r}; choose one of {', '.join(PRECISIONS)}")
+    return name
 
 
 def default_workers() -> int:

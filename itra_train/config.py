@@ -15,14 +15,13 @@ from typing import Any
 
 from yacs.config import CfgNode
 
+from itra_bench.context import PRECISION_ALIASES, PRECISIONS
 from itra_bench.errors import UserError
 
-#: ``--precision`` values: itra-bench's names (as ``itra-bench run --precision``).
-PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
 #: Old spellings still accepted, per setting: replaced by today's name when settings are read
 #: (flags, YAML files and the settings a checkpoint recorded).
 ALIASES: dict[str, dict[str, str]] = {
-    "precision": {"amp": "amp_fp16"},
+    "precision": PRECISION_ALIASES,
     "image_model_builder": {"huggingface": "hf"},
     "text_model_builder": {"huggingface": "hf"},
 }

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from itra_bench import hookimpl
+from itra_bench.cli import precision_arg
 from itra_bench.commands import Command
 from itra_bench.context import PRECISIONS, default_workers
 from itra_bench.errors import UserError
@@ -95,7 +96,8 @@ def _watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=".", help="folder that dataset paths are under")
     parser.add_argument("--output", help="results folder (default: LOGDIR/watch-results)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--precision", default="fp32", type=precision_arg,
+                        metavar="{" + ",".join(PRECISIONS) + "}")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--seed", type=int, default=0)

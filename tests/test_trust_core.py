@@ -335,3 +335,16 @@ def test_old_elevater_metric_names_read_as_todays(tmp_path):
     board = collate(tmp_path)
     assert board.metrics[("m", "dtd[zeroshot]")] == {"acc1": 0.5,
                                                      "mean_per_class_recall_present": 0.4}
+
+
+def test_precision_has_one_vocabulary_with_the_old_spelling_accepted(cli, tmp_path, capsys):
+    from itra_bench.context import PRECISIONS as RUN_PRECISIONS
+    from itra_train.config import PRECISIONS as TRAIN_PRECISIONS
+
+    assert RUN_PRECISIONS == TRAIN_PRECISIONS == ("fp32", "amp_bf16", "amp_fp16")
+    # `amp` (itra-train's old name) is read as amp_fp16, which needs CUDA.
+    res = cli(*run_args(tmp_path, "--tasks", "digits-knn", "--precision", "amp",
+                        "--device", "cpu"))
+    assert res.code == 2 and "amp_fp16 needs a CUDA device" in res.err
+    bad = cli(*run_args(tmp_path, "--tasks", "digits-knn", "--precision", "fp64"))
+    assert bad.code == 2 and "amp_bf16" in bad.err
