@@ -287,3 +287,12 @@ def test_snli_ve_label_of_the_wrong_type(tmp_path):
                                 "gold_label": ["entailment"]}) + "\n")
     with pytest.raises(UserError, match="snli_ve_dev.jsonl, line 1: gold_label"):
         read_snli_ve(path)
+
+
+def test_msmarco_files_with_a_bom_are_read(tmp_path):
+    from itra_bench.datasets.msmarco import read_qrels, read_queries
+
+    (tmp_path / "queries.tsv").write_bytes(codecs.BOM_UTF8 + b"7\twhat is a cafe\n")
+    (tmp_path / "qrels.tsv").write_bytes(codecs.BOM_UTF8 + b"7 0 3 1\n")
+    assert read_queries(tmp_path / "queries.tsv") == {7: "what is a cafe"}
+    assert read_qrels(tmp_path / "qrels.tsv") == {7: {3: 1}}

@@ -33,6 +33,8 @@ def _open(path: Path, what: str):  # -> BinaryIO
 
 
 def _decode(raw: bytes, path: Path, lineno: int) -> str:
+    if lineno == 1:
+        raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
     try:
         return raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
