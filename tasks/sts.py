@@ -274,7 +274,8 @@ class STSTask(Task):
         files = self.load(ctx.data_root)
         for p in files:
             if len(p.scores) < 2:
-                raise UserError(f"{ctx.data_root / self.root / p.name}: {len(p.scores)} scored "
+                file = f"STS.gs.{p.name}.txt" if self.format == "senteval" else p.name
+                raise UserError(f"{ctx.data_root / self.root / file}: {len(p.scores)} scored "
                                 "pair(s); a correlation needs at least 2")
         texts = [t for p in files for t in (*p.sentences1, *p.sentences2)]
         distinct, index = unique_texts(texts)

@@ -296,3 +296,16 @@ def test_msmarco_files_with_a_bom_are_read(tmp_path):
     (tmp_path / "qrels.tsv").write_bytes(codecs.BOM_UTF8 + b"7 0 3 1\n")
     assert read_queries(tmp_path / "queries.tsv") == {7: "what is a cafe"}
     assert read_qrels(tmp_path / "qrels.tsv") == {7: {3: 1}}
+
+
+def test_sts_file_with_one_scored_pair_is_a_user_error(cli, tmp_path):
+    """A correlation needs two pairs: the message names the gold file (was a ValueError,
+    reported as a plugin bug)."""
+    folder = tmp_path / "data" / "STS"
+    folder.mkdir(parents=True)
+    (folder / "STS.input.x.txt").write_text("a b\tc d\ne f\tg h\n")
+    (folder / "STS.gs.x.txt").write_text("1.0\n\n")
+    task = tmp_path / "x.yaml"
+    task.write_text("name: sts-x\nprotocol: sts\nformat: senteval\nroot: STS\nfiles: [x]\n")
+    one_clean_error(bench(cli, tmp_path, tmp_path / "data", task), "STS.gs.x.txt: 1 scored",
+                    "at least 2")
