@@ -277,7 +277,8 @@ def task_from_doc(doc: dict[str, Any], path: Path) -> TapcVQATask:
                         f"{', '.join(ANSWER_TYPE_SOURCES)}")
     try:
         values["image_pattern"].format(image_id=1)
-    except (KeyError, IndexError, ValueError) as exc:
+    # format() raises any of these for a field the pattern cannot fill from an integer id.
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"{path}: key 'image_pattern' must be a file name with an "
                         "'{image_id}' field, e.g. COCO_val2014_{image_id:012d}.jpg") from exc
     data = VQAFiles(values["questions"], values["annotations"], values["train_annotations"],

@@ -330,3 +330,17 @@ def test_missing_data_is_reported_with_the_layout(cli, tmp_path):
     res = run(cli, tmp_path, tmp_path / "empty")
     assert res.code == 2, res
     assert "v2_OpenEnded_mscoco_val2014_questions.json" in res.err
+
+
+@pytest.mark.parametrize("pattern", ["{image_id[0]}.jpg", "{image_id.x}.jpg", "{other}.jpg",
+                                     "{image_id:q}.jpg", "{0}.jpg"])
+def test_bad_image_pattern_names_file_and_key(cli, tmp_path, data_root, pattern):
+    task_file = tmp_path / "pattern.yaml"
+    task_file.write_text(
+        "name: tapc-pattern\nprotocol: tapc-vqa\nquestions: vqav2/q.json\n"
+        "annotations: vqav2/a.json\ntrain_annotations: vqav2/t.json\nimages: vqav2/val2014\n"
+        f"image_pattern: '{pattern}'\n")
+    res = run(cli, tmp_path, data_root, str(task_file))
+    assert res.code == 2, res
+    assert "pattern.yaml" in res.err and "image_pattern" in res.err
+    assert "Traceback" not in res.err
