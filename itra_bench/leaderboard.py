@@ -95,8 +95,14 @@ def _raw(v: float | None) -> str:
 
 
 #: Metric names of results written before the vocabulary was unified, per protocol.
+_SNLI_VE_OLD = {"accuracy": "acc1", "mean_per_class_accuracy": "mean_per_class_recall",
+                "dev_accuracy": "dev_acc1", "text_premise_accuracy": "text_premise_acc1",
+                "dev_text_premise_accuracy": "dev_text_premise_acc1",
+                **{f"accuracy_{c}": f"recall_{c}"
+                   for c in ("entailment", "neutral", "contradiction")}}
 _OLD_METRIC_NAMES = {"elevater": {"accuracy": "acc1",
-                                  "mean_per_class": "mean_per_class_recall_present"}}
+                                  "mean_per_class": "mean_per_class_recall_present"},
+                     "snli_ve_zeroshot": _SNLI_VE_OLD, "snli_ve_transfer": _SNLI_VE_OLD}
 
 
 def _current_name(record: dict[str, Any], metric: str) -> str:

@@ -6,10 +6,10 @@ entailed by, neutral to or contradicted by an image? Suite ``snli-ve``.
 - ``snli-ve-transfer``: TAP-C's cross-modal transfer (Song et al. 2022): an MLP trained on the
   train split with the *caption* premise (``sentence1``) and the hypothesis, its epoch chosen
   on dev (caption premises too: no image is seen before testing), then applied on test with
-  the *image* embedding as the premise. ``text_premise_accuracy`` scores the same classifier
+  the *image* embedding as the premise. ``text_premise_acc1`` scores the same classifier
   on test with caption premises, the within-modality reference.
 
-Metrics: ``accuracy`` (main), ``accuracy_<class>`` per class, ``mean_per_class_accuracy``.
+Metrics: ``acc1`` (main), ``recall_<class>`` per class, ``mean_per_class_recall``.
 
 Data, as the SNLI-VE generator (necla-ml/SNLI-VE) writes it: ``snli_ve_{train,dev,test}.jsonl``,
 one SNLI record per line with ``Flickr30K_ID``, ``sentence1`` (the Flickr30k caption the
@@ -169,7 +169,7 @@ class SnliVeTask(Task):
         if self.method not in ("zeroshot", "transfer"):
             raise ValueError(f"method must be zeroshot or transfer, got {self.method!r}")
         self.protocol = f"snli_ve_{self.method}"
-        self.main_score = "accuracy"
+        self.main_score = "acc1"
         self.modalities = frozenset({IMAGE, TEXT})
         train = f"{self.train} (train), " if self.method == "transfer" else ""
         self.layout = LAYOUT.format(train=train, dev=f"{self.dev} (dev)",
@@ -243,7 +243,7 @@ class SnliVeTask(Task):
         test_sims, test_labels, _ = scored["test"]
         metrics = entailment_metrics(apply_thresholds(test_sims, thresholds.low,
                                                       thresholds.high), test_labels)
-        metrics["dev_accuracy"] = thresholds.accuracy
+        metrics["dev_acc1"] = thresholds.accuracy
         details.update(thresholds.as_details(),
                        threshold_search="t_lo <= t_hi over the distinct dev similarities and "
                                         "+inf, exhaustive, maximising dev accuracy")
@@ -261,9 +261,9 @@ class SnliVeTask(Task):
                                             device=ctx.device)
         test = self._image_pairs(model, ctx, splits["test"], "test", *hyps["test"])
         metrics = entailment_metrics(predict(trained.classifier, test.pairs), test.labels)
-        metrics["text_premise_accuracy"] = entailment_metrics(
-            predict(trained.classifier, text["test"]), labels["test"])["accuracy"]
-        metrics["dev_text_premise_accuracy"] = trained.dev_accuracy
+        metrics["text_premise_acc1"] = entailment_metrics(
+            predict(trained.classifier, text["test"]), labels["test"])["acc1"]
+        metrics["dev_text_premise_acc1"] = trained.dev_accuracy
         details.update(best_epoch=trained.best_epoch,
                        train_loss=[round(x, 6) for x in trained.train_loss],
                        dev_text_premise_accuracies=trained.dev_accuracies,

@@ -296,10 +296,10 @@ def test_entailment_metrics_match_sklearn():
                        torch.randint(0, 3, (50,), generator=generator))
     ours = entailment_metrics(pred, labels)
     per_class = recall_score(labels, pred, average=None, labels=[0, 1, 2])
-    assert ours["accuracy"] == pytest.approx(accuracy_score(labels, pred))
+    assert ours["acc1"] == pytest.approx(accuracy_score(labels, pred))
     for c, name in enumerate(LABELS):
-        assert ours[f"accuracy_{name}"] == pytest.approx(per_class[c])
-    assert ours["mean_per_class_accuracy"] == pytest.approx(balanced_accuracy_score(labels, pred))
+        assert ours[f"recall_{name}"] == pytest.approx(per_class[c])
+    assert ours["mean_per_class_recall"] == pytest.approx(balanced_accuracy_score(labels, pred))
 
 
 # ------------------------------------------------------------------------- SNLI-VE data
@@ -368,13 +368,13 @@ def test_snli_ve_zeroshot_picks_thresholds_on_dev_only(cli, tmp_path):
     t = choose_thresholds(dev_sims, label_tensor(rows["dev"]))
     assert rec["details"]["t_lo"] == pytest.approx(t.low, abs=1e-6)
     assert rec["details"]["t_hi"] == pytest.approx(t.high, abs=1e-6)
-    assert rec["metrics"]["dev_accuracy"] == pytest.approx(t.accuracy)
+    assert rec["metrics"]["dev_acc1"] == pytest.approx(t.accuracy)
     test_labels = label_tensor(rows["test"])
     pred = apply_thresholds(image_pair_similarities(root, rows["test"]), t.low, t.high)
     per_class = recall_score(test_labels, pred, average=None, labels=[0, 1, 2])
-    assert rec["metrics"]["accuracy"] == pytest.approx(float((pred == test_labels).float().mean()))
+    assert rec["metrics"]["acc1"] == pytest.approx(float((pred == test_labels).float().mean()))
     for c, name in enumerate(LABELS):
-        assert rec["metrics"][f"accuracy_{name}"] == pytest.approx(per_class[c])
+        assert rec["metrics"][f"recall_{name}"] == pytest.approx(per_class[c])
 
     # Relabelling test changes test scores but never the thresholds.
     test_file = root / "snli_ve" / "snli_ve_test.jsonl"
@@ -386,7 +386,7 @@ def test_snli_ve_zeroshot_picks_thresholds_on_dev_only(cli, tmp_path):
     again = records(tmp_path / "out2")["snli-ve-zeroshot"]
     assert again["details"]["t_lo"] == rec["details"]["t_lo"]
     assert again["details"]["t_hi"] == rec["details"]["t_hi"]
-    assert again["metrics"]["accuracy_entailment"] != rec["metrics"]["accuracy_entailment"]
+    assert again["metrics"]["recall_entailment"] != rec["metrics"]["recall_entailment"]
 
 
 def test_transfer_classifier_carries_text_premises_over_to_images():
@@ -419,7 +419,7 @@ def _check_transfer_on_synthetic_embeddings() -> None:
     config = TransferConfig(hidden_dim=32, epochs=20, lr=3e-3, batch_size=64)
     result = train_transfer_classifier(train, train_y, dev, dev_y, config, seed=1)
     assert result.dev_accuracy > 0.9 and result.best_epoch >= 1
-    image_acc = entailment_metrics(predict(result.classifier, test_image), test_y)["accuracy"]
+    image_acc = entailment_metrics(predict(result.classifier, test_image), test_y)["acc1"]
     assert image_acc > 0.8
     again = train_transfer_classifier(train, train_y, dev, dev_y, config, seed=1)
     assert torch.equal(predict(again.classifier, test_text), predict(result.classifier, test_text))
@@ -454,9 +454,9 @@ def test_snli_ve_transfer_end_to_end(cli, tmp_path):
     res = cli(*run_args(tmp_path, root, "--tasks", task, "--seed", "4"))
     assert res.code == 0, res
     rec = records(tmp_path / "out")["ve-transfer"]
-    assert rec["main_score"] == "accuracy" and rec["num_samples"] == len(rows["test"])
-    assert set(rec["metrics"]) >= {"accuracy", "mean_per_class_accuracy", "text_premise_accuracy",
-                                   *(f"accuracy_{name}" for name in LABELS)}
+    assert rec["main_score"] == "acc1" and rec["num_samples"] == len(rows["test"])
+    assert set(rec["metrics"]) >= {"acc1", "mean_per_class_recall", "text_premise_acc1",
+                                   *(f"recall_{name}" for name in LABELS)}
     assert rec["details"]["num_train_pairs"] == len(rows["train"])
     assert len(rec["details"]["train_loss"]) == 3 and 1 <= rec["details"]["best_epoch"] <= 3
 

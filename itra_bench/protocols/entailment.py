@@ -124,26 +124,26 @@ def choose_thresholds(similarities: Tensor, labels: Tensor) -> Thresholds:
 
 
 def entailment_metrics(predictions: Tensor, labels: Tensor) -> dict[str, float]:
-    """Accuracy overall and per class.
+    """Accuracy overall and per class, named as the classification protocols name them.
 
-    - ``accuracy``: fraction of pairs whose predicted class is the label;
-    - ``accuracy_<class>`` for each class present in ``labels``: the accuracy on the pairs of
+    - ``acc1``: fraction of pairs whose predicted class is the label;
+    - ``recall_<class>`` for each class present in ``labels``: the accuracy on the pairs of
       that class (its recall);
-    - ``mean_per_class_accuracy``: the mean of those.
+    - ``mean_per_class_recall``: the mean of those (scikit-learn's balanced accuracy).
     """
     pred = predictions.reshape(-1).cpu().long()
     labels = _check_labels(labels.cpu(), pred.shape[0])
     if pred.shape[0] == 0:
         raise ValueError("no pairs to score")
     hit = pred == labels
-    metrics = {"accuracy": float(hit.float().mean())}
+    metrics = {"acc1": float(hit.float().mean())}
     per_class = []
     for c, name in enumerate(LABELS):
         mask = labels == c
         if mask.any():
-            metrics[f"accuracy_{name}"] = float(hit[mask].float().mean())
-            per_class.append(metrics[f"accuracy_{name}"])
-    metrics["mean_per_class_accuracy"] = sum(per_class) / len(per_class)
+            metrics[f"recall_{name}"] = float(hit[mask].float().mean())
+            per_class.append(metrics[f"recall_{name}"])
+    metrics["mean_per_class_recall"] = sum(per_class) / len(per_class)
     return metrics
 
 
