@@ -239,13 +239,13 @@ def _cmd_list(args: argparse.Namespace, registry: Registry, console: Console) ->
         for name, p in sorted(registry.losses.items()):
             table.add_row(name, p.item.description, p.plugin.name, p.plugin.distribution)
     elif args.kind == "tasks":
-        for c in ("task", "aliases", "protocol", "main score", "suites", "plugin",
-                  "distribution"):
+        for c in ("task", "aliases", "protocol", "main score", "suites", "description",
+                  "plugin", "distribution"):
             table.add_column(c)
         for name, p in sorted(registry.tasks.items()):
             t = p.item
             table.add_row(name, ", ".join(a for a in t.aliases if a != name), t.protocol,
-                          t.main_score, ", ".join(t.suites), p.plugin.name,
+                          t.main_score, ", ".join(t.suites), t.description, p.plugin.name,
                           p.plugin.distribution)
     elif args.kind == "suites":
         for c in ("suite", "tasks", "count", "plugin", "distribution"):
