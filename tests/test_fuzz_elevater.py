@@ -11,7 +11,6 @@ many more cases.
 
 from __future__ import annotations
 
-import codecs
 import json
 import zipfile
 from pathlib import Path
@@ -20,20 +19,14 @@ from typing import Any
 import pytest
 import yaml
 from elevater_data import tiny_card, write_dataset
-from hypothesis import HealthCheck, given, settings
+from fuzzing import BOMS, ENCODINGS, QUICK, THOROUGH
+from hypothesis import given
 from hypothesis import strategies as st
 
 from itra_bench.errors import UserError
 from itra_bench.tasks.elevater import ElevaterTask, elevater_card_task
 from itra_bench.vision_benchmark.cards import CARDS_DIR, find_card, load_card
 from itra_bench.vision_benchmark.readers import open_split
-
-QUICK = settings(max_examples=150, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow])
-THOROUGH = settings(max_examples=1000, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])
 
 # Bytes the parsers treat specially somewhere: separators, line ends, '@', digits and signs,
 # commas, NUL, invalid UTF-8, a BOM, YAML and JSON syntax.
@@ -42,8 +35,6 @@ INTERESTING = [b" ", b"\t", b"\n", b"\r", b"\r\n", b"\x0b", b"\x0c", b"\x85", b"
                b"9" * 5000, b"\x00", b"\xff", b"\xc3", b"\xef\xbb\xbf", b"\\", b"/", b"..",
                b"{", b"}", b"[", b"]", b":", b"- ", b"#", b"&a", b"*a", b"~", b"null",
                b"!!python/object:os.system", b'"', b"'", b"{}", b"1e999", b"NaN"]
-ENCODINGS = ["latin-1", "cp1252", "utf-16", "utf-16-le", "utf-32", "shift_jis"]
-BOMS = [codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE]
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats()
     | st.text(max_size=8) | st.sampled_from(["{}", "a {} b", "{0}", "{c}", "test", "x.zip"]),

@@ -11,7 +11,6 @@ bug. The default run takes a few seconds per parser; ``-m slow`` runs many more 
 
 from __future__ import annotations
 
-import codecs
 import copy
 import json
 from collections.abc import Callable
@@ -21,17 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from fuzzing import BOMS, ENCODINGS, QUICK, THOROUGH
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from itra_bench.errors import UserError
-
-QUICK = settings(max_examples=150, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow])
-THOROUGH = settings(max_examples=1000, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])
 
 # Bytes that parsers treat specially somewhere: quotes, separators, line ends, NUL, invalid
 # UTF-8, a BOM, numbers that float() accepts but are not finite, YAML/JSON syntax.
@@ -40,8 +33,6 @@ INTERESTING = [b'"', b"'", b"\t", b",", b";", b" ", b"\n", b"\r", b"\r\n", b"\x0
                b"99999999999999999999999", b"{", b"}", b"[", b"]", b":", b"- ", b"#", b"&a",
                b"*a", b"!!python/object:os.system", b"~", b"null", b"\\", b"{}",
                b"1" * 5000, b"2001-02-30", b"!!int x", b"!!timestamp x", b"[" * 2000]
-ENCODINGS = ["latin-1", "cp1252", "utf-16", "utf-16-le", "utf-32", "utf-8-sig", "shift_jis"]
-BOMS = [codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE]
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats()
