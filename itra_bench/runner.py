@@ -239,7 +239,9 @@ def _call_task(task: Task, model: EncoderModel, ctx: RunContext,
     except UserError as exc:
         if task.name in str(exc):
             raise
-        raise type(exc)(f"task {task.name!r}: {exc}") from exc
+        named = UserError(f"task {task.name!r}: {exc}")
+        named.exit_code = exc.exit_code
+        raise named from exc
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:

@@ -76,6 +76,7 @@ def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int
     console.print(f"demo checkpoint: {escape(str(checkpoint))}")
     model = load_checkpoint_model(checkpoint, registry)
     model.name = "demo"
+    model.provider = registry.plugins.get("itra_train")
     config = RunConfig(model="demo", tasks=["demo"], output=args.output,
                        workers=args.workers, cache_dir=None, overwrite=True)
     outcomes = run(config, registry, console, show_progress=not args.no_progress, model=model)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_data import TINY, assert_same_weights, digits_csv
+from train_data import TINY, assert_same_weights, digits_csv, epoch_records, train_run
 
 from itra_train import checkpoint
 from itra_train.trainer import Trainer
@@ -20,16 +20,8 @@ def data(tmp_path_factory) -> Path:
     return digits_csv(tmp_path_factory.mktemp("digits"), 128)
 
 
-def _run(train, data: Path, logs: Path, *extra: str, name: str = "run"):
-    return train("--train-data", data, "--logs", logs, "--name", name, *TINY, *extra)
-
-
-def _results(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
-
-
 def test_run_folder_and_checkpoint_contents(train, data, tmp_path):
-    res = _run(train, data, tmp_path, "--epochs", "2", "--save-frequency", "2")
+    res = train_run(train, data, tmp_path, "--epochs", "2", "--save-frequency", "2")
     assert res.code == 0, res
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_2.pt",
@@ -40,7 +32,7 @@ def test_run_folder_and_checkpoint_contents(train, data, tmp_path):
     log = (run / "out.log").read_text()
     assert "loss: " in log and "lr: " in log and "samples/s: " in log and "samples/s/proc: " in log
     assert "batch_size: 32" in (run / "params.txt").read_text()
-    records = _results(run)
+    records = epoch_records(run)
     assert [r["epoch"] for r in records] == [1, 2] and records[1]["step"] == 8
     ckpt = torch.load(run / "checkpoints" / "epoch_2.pt", map_location="cpu", weights_only=True)
     assert {"model", "optimizer", "scaler", "rng", "epoch", "step", "config"} <= set(ckpt)
@@ -49,7 +41,7 @@ def test_run_folder_and_checkpoint_contents(train, data, tmp_path):
 
 
 def test_checkpoint_evaluates_with_no_other_flag_and_watch_once(train, cli, data, tmp_path):
-    assert _run(train, data, tmp_path, "--epochs", "2").code == 0
+    assert train_run(train, data, tmp_path, "--epochs", "2").code == 0
     run = tmp_path / "run"
     res = cli("run", "--model", run / "checkpoints" / "epoch_2.pt", "--tasks", "digits-zeroshot",
               "--output", tmp_path / "results", "--workers", "0", "--no-progress")
@@ -78,7 +70,7 @@ def test_checkpoint_evaluates_with_no_other_flag_and_watch_once(train, cli, data
 
 
 def test_resume_reproduces_an_uninterrupted_run(train, data, tmp_path, monkeypatch):
-    assert _run(train, data, tmp_path, "--epochs", "3", name="straight").code == 0
+    assert train_run(train, data, tmp_path, "--epochs", "3", name="straight").code == 0
 
     original = Trainer.train_one_epoch
 
@@ -88,13 +80,13 @@ def test_resume_reproduces_an_uninterrupted_run(train, data, tmp_path, monkeypat
         return original(self, epoch)
 
     monkeypatch.setattr(Trainer, "train_one_epoch", crash_in_second_epoch)
-    assert _run(train, data, tmp_path, "--epochs", "3", name="resumed").code == 130
+    assert train_run(train, data, tmp_path, "--epochs", "3", name="resumed").code == 130
     monkeypatch.setattr(Trainer, "train_one_epoch", original)
-    assert [r["epoch"] for r in _results(tmp_path / "resumed")] == [1]
-    res = _run(train, data, tmp_path, "--epochs", "3", "--resume", "latest", name="resumed")
+    assert [r["epoch"] for r in epoch_records(tmp_path / "resumed")] == [1]
+    res = train_run(train, data, tmp_path, "--epochs", "3", "--resume", "latest", name="resumed")
     assert res.code == 0, res
 
-    straight, resumed = _results(tmp_path / "straight"), _results(tmp_path / "resumed")
+    straight, resumed = epoch_records(tmp_path / "straight"), epoch_records(tmp_path / "resumed")
     assert [r["epoch"] for r in resumed] == [1, 2, 3]
     for a, b in zip(straight, resumed, strict=True):
         assert a["train_loss"] == b["train_loss"] and a["train_loss_last"] == b["train_loss_last"]
@@ -106,11 +98,11 @@ def test_resume_reproduces_an_uninterrupted_run(train, data, tmp_path, monkeypat
 
 def test_accumulation_equals_the_large_batch(train, data, tmp_path):
     """Two accumulated batches of 32 are one contrastive batch of 64: same loss, same step."""
-    assert _run(train, data, tmp_path, "--epochs", "1", "--batch-size", "64",
-                name="big").code == 0
-    assert _run(train, data, tmp_path, "--epochs", "1", "--batch-size", "32",
-                "--accum-freq", "2", name="accum").code == 0
-    big, accum = _results(tmp_path / "big")[0], _results(tmp_path / "accum")[0]
+    assert train_run(train, data, tmp_path, "--epochs", "1", "--batch-size", "64",
+                     name="big").code == 0
+    assert train_run(train, data, tmp_path, "--epochs", "1", "--batch-size", "32",
+                     "--accum-freq", "2", name="accum").code == 0
+    big, accum = epoch_records(tmp_path / "big")[0], epoch_records(tmp_path / "accum")[0]
     assert big["step"] == accum["step"] == 2
     assert accum["train_loss"] == pytest.approx(big["train_loss"], rel=1e-5)
     wa = checkpoint.load(tmp_path / "big" / "checkpoints" / "epoch_1.pt")["model"]
@@ -133,7 +125,7 @@ def test_yaml_config_with_flag_override(train, data, tmp_path):
 
 
 def test_locked_image_tower_does_not_change(train, data, tmp_path):
-    assert _run(train, data, tmp_path, "--epochs", "1", "--lock-image", name="lit").code == 0
+    assert train_run(train, data, tmp_path, "--epochs", "1", "--lock-image", name="lit").code == 0
     ckpt = checkpoint.load(tmp_path / "lit" / "checkpoints" / "epoch_1.pt")
     from itra_bench.registry import load_registry
     from itra_train.config import from_dict
@@ -151,7 +143,7 @@ def test_locked_image_tower_does_not_change(train, data, tmp_path):
 # -- bad input: one clear message each -----------------------------------------------------
 
 def test_csv_missing_column_names_the_columns(train, data, tmp_path):
-    res = _run(train, data, tmp_path, "--csv-caption-key", "caption")
+    res = train_run(train, data, tmp_path, "--csv-caption-key", "caption")
     assert res.code == 2
     assert "no column 'caption'" in res.err and "'filepath', 'title'" in res.err
 
@@ -159,26 +151,27 @@ def test_csv_missing_column_names_the_columns(train, data, tmp_path):
 def test_csv_missing_image_names_the_line(train, tmp_path):
     csv = tmp_path / "t.csv"
     csv.write_text("filepath\ttitle\nnope.png\ta digit\n")
-    res = _run(train, csv, tmp_path)
+    res = train_run(train, csv, tmp_path)
     assert res.code == 2 and "line 2" in res.err and "nope.png" in res.err
 
 
 def test_empty_csv(train, tmp_path):
     csv = tmp_path / "t.csv"
     csv.write_text("filepath\ttitle\n")
-    res = _run(train, csv, tmp_path)
+    res = train_run(train, csv, tmp_path)
     assert res.code == 2 and "empty" in res.err
 
 
 def test_unknown_loss_and_unfeedable_loss(train, data, tmp_path, monkeypatch):
-    res = _run(train, data, tmp_path, "--loss", "infonse")
+    res = train_run(train, data, tmp_path, "--loss", "infonse")
     assert res.code == 2 and "unknown loss 'infonse'" in res.err and "infonce" in res.err
-    res = _run(train, data, tmp_path, "--loss", "needs-teacher", "--plugin", "itra_test_plugin")
+    res = train_run(train, data, tmp_path, "--loss", "needs-teacher", "--plugin",
+                    "itra_test_plugin")
     assert res.code == 2 and "distils from a frozen teacher" in res.err and "--teacher" in res.err
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train, data, tmp_path, monkeypatch):
-    assert _run(train, data, tmp_path, "--epochs", "2").code == 0
+    assert train_run(train, data, tmp_path, "--epochs", "2").code == 0
     latest = tmp_path / "run" / "checkpoints" / "epoch_latest.pt"
     before = latest.read_bytes()
 
@@ -193,7 +186,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train, data, tmp_path
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(InfoNCE, "forward", nan_at_third_step)
-    res = _run(train, data, tmp_path, "--epochs", "3", "--resume", "latest")
+    res = train_run(train, data, tmp_path, "--epochs", "3", "--resume", "latest")
     assert res.code == 2, res
     assert "loss is nan" in res.err and "epoch 3, step 11" in res.err
     assert str(latest) in res.err.replace("\n", "")
@@ -202,12 +195,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train, data, tmp_path
 
 
 def test_resume_with_other_settings_names_them(train, data, tmp_path):
-    assert _run(train, data, tmp_path, "--epochs", "1").code == 0
-    res = _run(train, data, tmp_path, "--epochs", "2", "--lr", "1e-3", "--resume", "latest")
+    assert train_run(train, data, tmp_path, "--epochs", "1").code == 0
+    res = train_run(train, data, tmp_path, "--epochs", "2", "--lr", "1e-3", "--resume", "latest")
     assert res.code == 2
     assert "--lr: checkpoint 0.002, now 0.001" in res.err
     # A new run into an existing run folder must not overwrite its checkpoints.
-    res = _run(train, data, tmp_path, "--epochs", "1")
+    res = train_run(train, data, tmp_path, "--epochs", "1")
     assert res.code == 2 and "--resume latest" in res.err
 
 
@@ -246,11 +239,11 @@ def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
 
 
 def test_loss_needing_prototypes_or_teacher_is_refused_at_start(train, data, tmp_path):
-    res = _run(train, data, tmp_path, "--loss", "dino")
+    res = train_run(train, data, tmp_path, "--loss", "dino")
     assert res.code == 2 and "--prototypes N" in res.err, res
-    res = _run(train, data, tmp_path, "--teacher", "demo:random")
+    res = train_run(train, data, tmp_path, "--teacher", "demo:random")
     assert res.code == 2 and "--distill-image" in res.err
-    res = _run(train, data, tmp_path, "--adapter", "compacter")
+    res = train_run(train, data, tmp_path, "--adapter", "compacter")
     assert res.code == 2 and "lora" in res.err and "prefix_tuning" in res.err
 
 
@@ -259,11 +252,11 @@ def test_cached_teacher_features_train_like_the_live_teacher(train, data, tmp_pa
     same as encoding with the teacher at every step."""
     kd = ["--epochs", "1", "--teacher", "demo:random", "--distill-image", "image",
           "--distill-text", "text", "--loss", "simreg"]
-    assert _run(train, data, tmp_path, *kd, name="live").code == 0
-    res = _run(train, data, tmp_path, *kd, "--cache-teacher", "--cache-dir", tmp_path / "cache",
-               name="cached")
+    assert train_run(train, data, tmp_path, *kd, name="live").code == 0
+    res = train_run(train, data, tmp_path, *kd, "--cache-teacher", "--cache-dir",
+                    tmp_path / "cache", name="cached")
     assert res.code == 0, res
-    live, cached = _results(tmp_path / "live")[0], _results(tmp_path / "cached")[0]
+    live, cached = epoch_records(tmp_path / "live")[0], epoch_records(tmp_path / "cached")[0]
     for key in ("train_loss", "train/image", "train/text"):
         assert cached[key] == pytest.approx(live[key], rel=1e-4), key
 
@@ -278,7 +271,7 @@ def test_mixed_precision_training_on_cuda(train, cli, data, tmp_path, precision)
     res = train("--train-data", data, "--logs", tmp_path, "--name", precision, *settings,
                 "--epochs", "2")
     assert res.code == 0, res
-    records = _results(tmp_path / precision)
+    records = epoch_records(tmp_path / precision)
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in records)
     ckpt = checkpoint.load(tmp_path / precision / "checkpoints" / "epoch_2.pt")
     assert bool(ckpt["scaler"]) == (precision in ("amp_fp16", "amp"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from train_data import TINY, digits_csv
+from train_data import digits_csv, epoch_records, train_run
 
 from itra_bench.errors import UserError
 
@@ -32,27 +32,19 @@ def example(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLE))
 
 
-def _run(train, data: Path, logs: Path, *extra: str, name: str = "run"):
-    return train("--train-data", data, "--logs", logs, "--name", name, *TINY, *ONE_EPOCH, *extra)
-
-
-def _records(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
-
-
 # -- model builders of plugins ------------------------------------------------------------------
 
 def test_plugin_model_builder_trains_as_image_tower_and_its_checkpoint_evaluates(
         train, cli, data, tmp_path, example):
-    res = _run(train, data, tmp_path, *PLUGIN, "--image-model-builder", "colorhist",
-               "--image-model", "16")
+    res = train_run(train, data, tmp_path, *PLUGIN, "--image-model-builder", "colorhist",
+                    "--image-model", "16")
     assert res.code == 0, res
     ckpt = tmp_path / "run" / "checkpoints" / "epoch_1.pt"
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert saved["config"]["image_model_builder"] == "colorhist"
     # 3 * 16 histogram bins joined to the text tower by a linear head.
     assert saved["model"]["image_head.weight"].shape[1] == 48
-    assert _records(tmp_path / "run")[0]["step"] == 2
+    assert epoch_records(tmp_path / "run")[0]["step"] == 2
 
     # The checkpoint names the plugin module that built its tower: no --plugin needed.
     res = cli("run", "--model", ckpt, "--tasks", "digits-zeroshot", "--output",
@@ -63,13 +55,13 @@ def test_plugin_model_builder_trains_as_image_tower_and_its_checkpoint_evaluates
 
 
 def test_unknown_builder_suggests_the_plugin_scheme(train, data, tmp_path, example):
-    res = _run(train, data, tmp_path, *PLUGIN, "--image-model-builder", "colorhits")
+    res = train_run(train, data, tmp_path, *PLUGIN, "--image-model-builder", "colorhits")
     assert res.code == 2, res
     assert "--image-model-builder" in res.err and "'colorhist'" in res.err
     assert "Traceback" not in res.err
     assert not (tmp_path / "run").exists()
 
-    res = _run(train, data, tmp_path, "--image-model-builder", "torchvison")
+    res = train_run(train, data, tmp_path, "--image-model-builder", "torchvison")
     assert res.code == 2 and "'torchvision'" in res.err, res
 
 
@@ -87,16 +79,16 @@ def test_builder_and_precision_aliases_are_normalised():
 
 
 def test_unknown_precision_names_the_choices(train, data, tmp_path):
-    res = _run(train, data, tmp_path, "--precision", "amp_fp61")
+    res = train_run(train, data, tmp_path, "--precision", "amp_fp61")
     assert res.code == 2 and "--precision" in res.err and "'amp_fp16'" in res.err, res
 
 
 # -- losses of plugins ------------------------------------------------------------------------
 
 def test_example_plugin_loss_trains(train, data, tmp_path, example):
-    res = _run(train, data, tmp_path, *PLUGIN, "--loss", "example-cosine")
+    res = train_run(train, data, tmp_path, *PLUGIN, "--loss", "example-cosine")
     assert res.code == 0, res
-    record = _records(tmp_path / "run")[0]
+    record = epoch_records(tmp_path / "run")[0]
     assert record["epoch"] == 1 and torch.isfinite(torch.tensor(record["train_loss"]))
     assert (tmp_path / "run" / "checkpoints" / "epoch_1.pt").is_file()
 
@@ -118,7 +110,7 @@ def test_itra_train_imports_no_plugin_internals():
 ])
 def test_misspelled_loss_option_is_refused_with_the_close_match(train, data, tmp_path, loss,
                                                                 option, suggestion):
-    res = _run(train, data, tmp_path, "--loss", loss, "--loss-options", option)
+    res = train_run(train, data, tmp_path, "--loss", loss, "--loss-options", option)
     assert res.code == 2, res
     assert "--loss-options" in res.err and option.split("=")[0] in res.err
     assert suggestion in res.err
@@ -126,9 +118,9 @@ def test_misspelled_loss_option_is_refused_with_the_close_match(train, data, tmp
 
 
 def test_loss_without_options_refuses_any(train, data, tmp_path):
-    res = _run(train, data, tmp_path, "--loss-options", "temperature=0.1")
+    res = train_run(train, data, tmp_path, "--loss-options", "temperature=0.1")
     assert res.code == 2 and "infonce" in res.err and "temperature" in res.err, res
-    res = _run(train, data, tmp_path, "--loss", "seed", "--loss-options", "student_dim=3")
+    res = train_run(train, data, tmp_path, "--loss", "seed", "--loss-options", "student_dim=3")
     assert res.code == 2 and "student_dim" in res.err and "set by itra-train" in res.err, res
 
 

@@ -4,7 +4,6 @@ traceback), and an interrupted or concurrent run loses nothing."""
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import zipfile
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from train_data import TINY, digits_csv
+from train_data import digits_csv, epoch_records, train_run
 
 from itra_bench.errors import UserError
 
@@ -24,14 +23,6 @@ ONE_EPOCH = ["--epochs", "1"]
 def data(tmp_path_factory) -> Path:
     """64 rows: two steps of 32."""
     return digits_csv(tmp_path_factory.mktemp("digits"), 64)
-
-
-def _run(train, data: Path, logs: Path, *extra: str, name: str = "run"):
-    return train("--train-data", data, "--logs", logs, "--name", name, *TINY, *extra)
-
-
-def _records(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
 
 
 def _one_error(res) -> str:
@@ -58,7 +49,7 @@ def _csv_with(data: Path, folder: Path, line: int, image: Path) -> Path:
 # -- devices ------------------------------------------------------------------------------------
 
 def test_unknown_device_is_refused_by_train_and_run(train, cli, data, tmp_path):
-    message = _one_error(_run(train, data, tmp_path, *ONE_EPOCH, "--device", "tpu"))
+    message = _one_error(train_run(train, data, tmp_path, *ONE_EPOCH, "--device", "tpu"))
     assert "--device tpu" in message and "auto | cpu | cuda[:N] | mps" in message
     res = cli("run", "--model", "demo:random", "--tasks", "digits-zeroshot", "--device", "tpu",
               "--output", tmp_path / "out", "--workers", "0", "--no-progress")
@@ -76,7 +67,7 @@ def test_decompression_bomb_names_the_file_and_line(train, data, tmp_path, monke
     big = tmp_path / "big.png"
     Image.new("RGB", (64, 64), (10, 20, 30)).save(big)
     csv = _csv_with(data, tmp_path, 7, big)
-    message = _one_error(_run(train, csv, tmp_path / "logs", *ONE_EPOCH))
+    message = _one_error(train_run(train, csv, tmp_path / "logs", *ONE_EPOCH))
     assert f"{csv}, line 7" in message and str(big) in message
     assert "decompression bomb" in message
 
@@ -85,7 +76,7 @@ def test_corrupt_image_with_workers_is_one_line(train, data, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     csv = _csv_with(data, tmp_path, 5, bad)
-    res = _run(train, csv, tmp_path / "logs", *ONE_EPOCH, "--workers", "1")
+    res = train_run(train, csv, tmp_path / "logs", *ONE_EPOCH, "--workers", "1")
     message = _one_error(res)
     assert f"{csv}, line 5" in message and str(bad) in message
     assert "DataLoader" not in res.err
@@ -95,8 +86,8 @@ def test_corrupt_image_with_workers_is_one_line(train, data, tmp_path):
 
 def test_missing_teacher_file_says_it_does_not_exist(train, data, tmp_path):
     missing = tmp_path / "missing.pt"
-    message = _one_error(_run(train, data, tmp_path, *ONE_EPOCH, "--teacher", missing,
-                              "--distill-image", "image"))
+    message = _one_error(train_run(train, data, tmp_path, *ONE_EPOCH, "--teacher", missing,
+                                   "--distill-image", "image"))
     assert f"--teacher {missing}" in message and "does not exist" in message
     assert "Did you mean" not in message
 
@@ -139,7 +130,7 @@ def test_refused_checkpoint_does_not_advise_weights_only_false(train, cli, data,
     res = cli("run", "--model", unsafe, "--tasks", "digits-zeroshot", "--output",
               tmp_path / "out", "--workers", "0", "--no-progress")
     assert res.code == 2 and "weights_only=False" not in res.err, res
-    message = _one_error(_run(train, data, tmp_path, *ONE_EPOCH, "--resume", unsafe))
+    message = _one_error(train_run(train, data, tmp_path, *ONE_EPOCH, "--resume", unsafe))
     assert str(unsafe) in message and "weights_only=False" not in message
 
 
@@ -161,13 +152,13 @@ def test_second_run_on_the_same_folder_is_refused(train, data, tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        message = _one_error(_run(train, data, tmp_path, *ONE_EPOCH))
+        message = _one_error(train_run(train, data, tmp_path, *ONE_EPOCH))
         assert str(folder) in message and f"pid {holder.pid}" in message
     finally:
         holder.kill()
         holder.wait()
     # Once the other run is gone the folder is free again.
-    assert _run(train, data, tmp_path, *ONE_EPOCH).code == 0
+    assert train_run(train, data, tmp_path, *ONE_EPOCH).code == 0
 
 
 def test_resume_rebuilds_the_results_line_a_kill_lost(train, data, tmp_path, monkeypatch):
@@ -181,18 +172,18 @@ def test_resume_rebuilds_the_results_line_a_kill_lost(train, data, tmp_path, mon
         append(self, record)
 
     monkeypatch.setattr(RunFolder, "append_result", killed_after_checkpoint)
-    assert _run(train, data, tmp_path, "--epochs", "3").code == 130
+    assert train_run(train, data, tmp_path, "--epochs", "3").code == 130
     run = tmp_path / "run"
-    assert [r["epoch"] for r in _records(run)] == [1]
+    assert [r["epoch"] for r in epoch_records(run)] == [1]
     # A write killed half-way leaves its temp file behind.
     leftovers = [run / ".results.jsonl.abc123.tmp", run / "checkpoints" / ".epoch_3.pt.x1.tmp"]
     for path in leftovers:
         path.write_bytes(b"partial")
 
     monkeypatch.setattr(RunFolder, "append_result", append)
-    res = _run(train, data, tmp_path, "--epochs", "3", "--resume", "latest")
+    res = train_run(train, data, tmp_path, "--epochs", "3", "--resume", "latest")
     assert res.code == 0, res
-    records = _records(run)
+    records = epoch_records(run)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     saved = torch.load(run / "checkpoints" / "epoch_3.pt", map_location="cpu", weights_only=True)
     assert records[1] == saved["history"][1]

@@ -348,3 +348,20 @@ def test_precision_has_one_vocabulary_with_the_old_spelling_accepted(cli, tmp_pa
     assert res.code == 2 and "amp_fp16 needs a CUDA device" in res.err
     bad = cli(*run_args(tmp_path, "--tasks", "digits-knn", "--precision", "fp64"))
     assert bad.code == 2 and "amp_bf16" in bad.err
+
+
+def test_user_error_of_any_kind_from_a_task_keeps_its_message_and_gets_the_task_name(
+        cli, tmp_path, monkeypatch):
+    mod = tmp_path / "raising_plugin.py"
+    mod.write_text(
+        "from itra_bench import hookimpl\nfrom itra_bench.errors import UnknownNameError\n"
+        "from itra_bench.task import Task\n\n"
+        "class Raises(Task):\n    name = 'raising-task'\n    protocol = 'x'\n"
+        "    main_score = 'm'\n    modalities = frozenset({'image'})\n"
+        "    def run(self, model, ctx):\n"
+        "        raise UnknownNameError('template', 'phto', ['photo'])\n\n"
+        "@hookimpl\ndef itra_bench_tasks():\n    return [Raises()]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = cli(*run_args(tmp_path, "--tasks", "raising-task", "--plugin", "raising_plugin"))
+    assert res.code == 2, res
+    assert "task 'raising-task'" in res.err and "unknown template 'phto'" in res.err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from itra_train.demo_data import write_digits_csv
@@ -22,6 +23,17 @@ def digits_csv(folder: Path, rows: int) -> Path:
 TINY = ["--image-model", "itra-demo", "--text-model", "itra-demo", "--batch-size", "32",
         "--lr", "2e-3", "--wd", "0.1", "--warmup", "2", "--workers", "0", "--device", "cpu",
         "--precision", "fp32", "--no-progress", "--log-every-n-steps", "1"]
+
+
+def train_run(train, data: Path, logs: Path, *extra: str, name: str = "run"):
+    """``itra-train`` (the ``train`` fixture) on ``data`` with the tiny settings, in
+    ``logs/name``."""
+    return train("--train-data", data, "--logs", logs, "--name", name, *TINY, *extra)
+
+
+def epoch_records(folder: Path) -> list[dict]:
+    """The lines of a run folder's ``results.jsonl``."""
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
 
 
 def assert_same_weights(expected: dict, got: dict, lr: float, steps: int,
