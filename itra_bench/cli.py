@@ -6,6 +6,7 @@ import argparse
 import difflib
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -128,10 +129,12 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
     run = sub.add_parser("run", parents=[common, protocol], help="evaluate a model on tasks",
                          description="Evaluate one model on tasks and suites; results go to "
                                      "--output, one JSON per (model, task, variant).")
-    run.add_argument("--model", required=True, metavar="SPEC",
+    run.add_argument("--model", action="append", default=[], metavar="SPEC",
                      help="demo | openclip:ARCH[@WEIGHTS] | hf:PATH | sbert:PATH | "
                           "timm:NAME[@WEIGHTS] | torchvision:NAME[@WEIGHTS] | "
-                          "torchhub:REPO:NAME")
+                          "torchhub:REPO:NAME; repeat it to evaluate several models")
+    run.add_argument("--models-file", metavar="FILE",
+                     help="more model specs, one a line (blank lines and # comments ignored)")
     run.add_argument("--tasks", required=True, nargs="+", metavar="TASK",
                      help="task names, suite names or task .yaml files (space or comma "
                           "separated)")
@@ -200,7 +203,35 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
     return parser
 
 
+def model_specs(args: argparse.Namespace) -> list[str]:
+    """The models of a ``run`` command line: every ``--model`` and the lines of
+    ``--models-file``, in order, each once."""
+    specs = list(args.model)
+    if args.models_file:
+        path = Path(args.models_file)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise UserError(f"--models-file {path}: cannot read it ({exc.strerror})") from exc
+        except UnicodeDecodeError as exc:
+            raise UserError(f"--models-file {path}: not UTF-8 text ({exc.reason} at byte "
+                            f"{exc.start})") from exc
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        from_file = [line for line in lines if line]
+        if not from_file:
+            raise UserError(f"--models-file {path}: no model spec in it (one a line)")
+        specs += from_file
+    specs = list(dict.fromkeys(specs))
+    if not specs:
+        raise UserError("give a model to evaluate: --model SPEC (repeatable) or --models-file")
+    if len(specs) > 1 and args.pretrained:
+        raise UserError("--pretrained names the weights of one model; with several models put "
+                        "each one's weights in its spec (e.g. openclip:ARCH@/path/weights.pt)")
+    return specs
+
+
 def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from itra_bench.leaderboard import write_leaderboard
     from itra_bench.runner import RunConfig, outcome_table, run
 
     for flag in ("batch_size",):
@@ -208,17 +239,23 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.workers < 0:
         raise UserError("--workers must be 0 or more")
-    config = RunConfig(
-        model=args.model, tasks=args.tasks, device=args.device, precision=args.precision,
-        batch_size=args.batch_size, workers=args.workers, seed=args.seed,
-        data_root=args.data_root, output=args.output,
-        cache_dir=None if args.no_cache else args.cache_dir, overwrite=args.overwrite,
-        skip_corrupt=args.skip_corrupt, pretrained=args.pretrained,
-        random_init=args.random_init, pooler=args.pooler,
-        weights_cache=args.weights_cache,
-        skip_missing=args.skip_missing, task_options=task_options(args))
-    outcomes = run(config, registry, console, show_progress=not args.no_progress)
-    Console().print(outcome_table(outcomes, args.model))
+    specs = model_specs(args)
+    for spec in specs:
+        if len(specs) > 1:
+            console.print(f"[bold]model {escape(spec)}[/]")
+        config = RunConfig(
+            model=spec, tasks=args.tasks, device=args.device, precision=args.precision,
+            batch_size=args.batch_size, workers=args.workers, seed=args.seed,
+            data_root=args.data_root, output=args.output,
+            cache_dir=None if args.no_cache else args.cache_dir, overwrite=args.overwrite,
+            skip_corrupt=args.skip_corrupt, pretrained=args.pretrained,
+            random_init=args.random_init, pooler=args.pooler,
+            weights_cache=args.weights_cache,
+            skip_missing=args.skip_missing, task_options=task_options(args))
+        outcomes = run(config, registry, console, show_progress=not args.no_progress)
+        Console().print(outcome_table(outcomes, spec))
+    if len(specs) > 1:
+        Console().print(write_leaderboard(args.output).to_rich())
     console.print(f"results in {escape(args.output)}; collate with "
                   f"`itra-bench results {escape(args.output)}`")
     return 0
@@ -264,7 +301,6 @@ def _cmd_list(args: argparse.Namespace, registry: Registry, console: Console) ->
 
 
 def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console) -> int:
-    from pathlib import Path
 
     from itra_bench.leaderboard import write_leaderboard
 
@@ -291,7 +327,6 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
 
 
 def _cmd_submit(args: argparse.Namespace, registry: Registry, console: Console) -> int:
-    from pathlib import Path
 
     from itra_bench.vision_benchmark.submission import find_prediction_files, write_submission
 
@@ -322,7 +357,6 @@ def _cmd_submit(args: argparse.Namespace, registry: Registry, console: Console) 
 
 
 def _cmd_check_data(args: argparse.Namespace, registry: Registry, console: Console) -> int:
-    from pathlib import Path
 
     from itra_bench.runner import resolve_tasks
 
