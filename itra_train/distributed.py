@@ -1,45 +1,14 @@
-"""Process-group set-up under ``torchrun`` and the one feature gather every loss relies on."""
+"""The one feature gather every loss relies on; joining the job (torchrun or SLURM) is
+itra-bench's (:mod:`itra_bench.distributed`), shared with evaluation."""
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from itra_bench.context import resolve_device
+from itra_bench.distributed import World, init_distributed
 
-
-@dataclass(frozen=True)
-class World:
-    """This process's place in the job."""
-
-    rank: int = 0
-    local_rank: int = 0
-    size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0, which writes logs and checkpoints."""
-        return self.rank == 0
-
-
-def init_distributed(device: str = "auto") -> World:
-    """Join the ``torchrun`` job when there is one (NCCL on GPU, gloo on CPU)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    resolved = resolve_device(device)
-    if size == 1:
-        return World(device=resolved)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if resolved.type == "cuda":
-        resolved = torch.device("cuda", local_rank)
-        torch.cuda.set_device(resolved)
-    backend = "nccl" if resolved.type == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=size)
-    return World(rank=rank, local_rank=local_rank, size=size, device=resolved)
+__all__ = ["World", "gather_batch", "init_distributed"]
 
 
 class _GatherKeepLocalGrad(torch.autograd.Function):

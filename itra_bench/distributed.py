@@ -1,0 +1,127 @@
+"""Joining a distributed job (torchrun or SLURM; NCCL on GPUs, gloo on CPUs) and the few
+collectives evaluation needs: disjoint shards, an ordered gather, agreement on the command.
+
+One process is a world of size 1, and every function here is then a no-op, so the same code
+path serves a plain run and a run under ``torchrun --nproc-per-node K``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from itra_bench.context import resolve_device
+from itra_bench.errors import UserError
+
+#: Seconds a collective may wait for a slow or hung rank before the job ends (``--dist-timeout``).
+DEFAULT_TIMEOUT = 1800.0
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes results, prediction files, checkpoints and logs."""
+        return self.rank == 0
+
+
+def job_environment(env: dict[str, str] | None = None) -> tuple[int, int, int] | None:
+    """``(rank, local_rank, world_size)`` from torchrun's variables, else SLURM's (``srun``),
+    or None outside a multi-process job."""
+    env = dict(os.environ) if env is None else env
+    if int(env.get("WORLD_SIZE", "1")) > 1:
+        return int(env["RANK"]), int(env.get("LOCAL_RANK", "0")), int(env["WORLD_SIZE"])
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not env.get(v)]
+        if missing:
+            raise UserError(
+                f"running under srun with {env['SLURM_NTASKS']} tasks, but {' and '.join(missing)} "
+                "is not set: export them in the batch script, e.g. "
+                "`export MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)` "
+                "and `export MASTER_PORT=29500`")
+        return (int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0")),
+                int(env["SLURM_NTASKS"]))
+    return None
+
+
+def init_distributed(device: str = "auto", timeout: float = DEFAULT_TIMEOUT) -> World:
+    """Join the job this process was started in (torchrun or srun), or a world of one."""
+    resolved = resolve_device(device)
+    job = job_environment()
+    if job is None:
+        return World(device=resolved)
+    rank, local_rank, size = job
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", local_rank)
+        torch.cuda.set_device(resolved)
+    if not dist.is_initialized():
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=size,
+                                timeout=timedelta(seconds=timeout))
+    return World(rank=rank, local_rank=local_rank, size=size, device=resolved)
+
+
+def shard(n: int, world: World) -> range:
+    """This rank's part of ``range(n)``: contiguous, disjoint, together exactly ``range(n)``
+    (no padding, no duplicates; the first ``n % size`` ranks take one row more)."""
+    base, extra = divmod(n, world.size)
+    start = world.rank * base + min(world.rank, extra)
+    return range(start, start + base + (world.rank < extra))
+
+
+def gather_rows(rows: torch.Tensor, world: World) -> torch.Tensor:
+    """Every rank's ``rows`` concatenated in rank order (ranks may hold different counts), on
+    every rank; with :func:`shard` this restores the original row order."""
+    if world.size == 1:
+        return rows
+    device = world.device if world.device.type == "cuda" else torch.device("cpu")
+    local = rows.to(device).contiguous()
+    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world.size)]
+    dist.all_gather(counts, torch.tensor([local.shape[0]], device=device))
+    most = int(max(c.item() for c in counts))
+    padded = torch.zeros((most, *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[:local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(world.size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:int(c.item())] for p, c in zip(parts, counts, strict=True)]).to(
+        rows.device)
+
+
+def gather_objects(value: Any, world: World) -> list[Any]:
+    """``value`` of every rank, in rank order (small picklable objects only)."""
+    if world.size == 1:
+        return [value]
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, value)
+    return out
+
+
+def require_same(what: dict[str, Any], world: World) -> None:
+    """Refuse, before any compute, a job whose ranks were started with different settings
+    (model, tasks, data root, ...): each rank would otherwise compute a different thing."""
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+    everyone = gather_objects((digest, what), world)
+    differing = [r for r, (d, _) in enumerate(everyone) if d != everyone[0][0]]
+    if differing:
+        first = everyone[0][1]
+        other = everyone[differing[0]][1]
+        keys = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        raise UserError(
+            f"the ranks of this job were started with different settings: rank "
+            f"{differing[0]} differs from rank 0 in {', '.join(keys)} (rank 0: "
+            f"{ {k: first.get(k) for k in keys} }, rank {differing[0]}: "
+            f"{ {k: other.get(k) for k in keys} }). Start every rank with the same command.")

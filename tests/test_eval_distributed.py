@@ -1,0 +1,53 @@
+"""Evaluation's distributed building blocks: disjoint shards, an ordered gather of uneven
+parts, refusal of ranks started with different settings, torchrun and SLURM environments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+from itra_bench.distributed import World, job_environment, shard
+from itra_bench.errors import UserError
+
+HELPERS = Path(__file__).parent / "helpers"
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 10, 1001])
+@pytest.mark.parametrize("size", [1, 2, 3, 8])
+def test_shards_are_disjoint_and_cover_every_row_once(n, size):
+    parts = [shard(n, World(rank=r, size=size)) for r in range(size)]
+    assert [i for p in parts for i in p] == list(range(n))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_job_environment_of_torchrun_and_slurm():
+    assert job_environment({}) is None
+    assert job_environment({"WORLD_SIZE": "1", "RANK": "0"}) is None
+    assert job_environment({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"}) == (2, 0, 4)
+    slurm = {"SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1",
+             "MASTER_ADDR": "node01", "MASTER_PORT": "29500"}
+    assert job_environment(slurm) == (5, 1, 8)
+    del slurm["MASTER_ADDR"]
+    with pytest.raises(UserError, match="MASTER_ADDR"):
+        job_environment(slurm)
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                    reason="torch was built without torch.distributed / gloo")
+def test_gather_restores_order_and_disagreeing_ranks_are_refused(tmp_path):
+    out = tmp_path / "report.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node=3", str(HELPERS / "dist_collectives_check.py"),
+                           str(out)], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["size"] == 3 and all(report["restored"])
+    assert "rank 1 differs from rank 0 in data_root" in report["refused"]
