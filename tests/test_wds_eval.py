@@ -1,0 +1,347 @@
+"""clip-benchmark's webdataset folders evaluated as tasks (protocol ``wds`` and ``wds:PATH``).
+
+Folders are written with webdataset's ``TarWriter`` in clip-benchmark's layout; the same image
+bytes are also written as an ImageFolder tree / a caption table, so every ``wds`` number can be
+compared with the number of the same images read the established way.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+import webdataset
+from PIL import Image
+
+from itra_bench.results import iter_records
+
+PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.wds")
+CLASSES = ("bird", "cat", "dog")
+
+
+def run_args(tmp_path: Path, *extra: object) -> list[object]:
+    return ["run", "--model", "pixel", *PLUGINS, "--output", tmp_path / "out",
+            "--cache-dir", tmp_path / "cache", "--workers", "0", "--no-progress",
+            "--data-root", tmp_path / "data", *extra]
+
+
+def records(out: Path) -> dict[str, dict]:
+    return {r["task"]: r for _, r in iter_records(out)}
+
+
+def png(c: int, i: int) -> bytes:
+    colour = ((90 * c + 37 * i) % 256, (50 * i + 20 * c) % 256, (255 - 70 * c + 13 * i) % 256)
+    img = Image.new("RGB", (16, 16), colour)
+    img.putpixel((i % 16, c), (255 - colour[0], 0, 255))
+    buf = io.BytesIO()
+    img.save(buf, format="png")
+    return buf.getvalue()
+
+
+def write_shards(split_dir: Path, samples: list[dict], per_shard: int) -> None:
+    """``samples`` into ``0.tar, 1.tar, ...`` with ``nshards.txt``, as clip-benchmark does."""
+    split_dir.mkdir(parents=True)
+    chunks = [samples[i:i + per_shard] for i in range(0, len(samples), per_shard)]
+    for n, chunk in enumerate(chunks):
+        with webdataset.TarWriter(str(split_dir / f"{n}.tar")) as sink:
+            for sample in chunk:
+                sink.write(sample)
+    (split_dir / "nshards.txt").write_text(f"{len(chunks)}\n")
+
+
+def make_classification(data: Path, n: int = 5, per_shard: int = 4,
+                        splits: tuple[str, ...] = ("train", "test")) -> Path:
+    """``data/wds_toy`` (webdataset) and ``data/folder`` (ImageFolder) of the same images, in
+    the same order (class-major, names sorted)."""
+    root = data / "wds_toy"
+    root.mkdir(parents=True)
+    (root / "classnames.txt").write_text("".join(f"{c}\n" for c in CLASSES))
+    (root / "zeroshot_classification_templates.txt").write_text(
+        "a photo of a {c}.\na blurry photo of a {c}.\n")
+    for s, split in enumerate(splits):
+        samples = []
+        for c, cls in enumerate(CLASSES):
+            folder = data / "folder" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                image = png(c, i + 10 * s)
+                (folder / f"{i:03d}.png").write_bytes(image)
+                samples.append({"__key__": f"s{c}{i:03d}", "png": image, "cls": c})
+        write_shards(root / split, samples, per_shard)
+    return root
+
+
+def make_retrieval(data: Path, n: int = 6, per_shard: int = 4) -> Path:
+    """``data/wds_caps`` (webdataset retrieval) and ``data/caps.tsv`` of the same images."""
+    root = data / "wds_caps"
+    root.mkdir(parents=True)
+    (root / "dataset_type.txt").write_text("retrieval\n")
+    (data / "imgs").mkdir()
+    rows, samples = ["filepath\ttitle"], []
+    for i in range(n):
+        image = png(i % 3, i)
+        (data / "imgs" / f"{i}.png").write_bytes(image)
+        captions = [f"picture number {i}", f"image {i} of {n}"][: 1 + i % 2]
+        rows += [f"imgs/{i}.png\t{cap}" for cap in captions]
+        samples.append({"__key__": f"s{i:04d}", "webp" if i == 0 else "png": image,
+                        "txt": "\n".join(captions)})
+    # webp is clip-benchmark's default format; lossless, so the pixels are the PNG's.
+    samples[0]["webp"] = _as_webp(samples[0]["webp"])
+    (data / "caps.tsv").write_text("\n".join(rows) + "\n")
+    write_shards(root / "test", samples, per_shard)
+    return root
+
+
+def _as_webp(png_bytes: bytes) -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(png_bytes)).save(buf, format="webp", lossless=True)
+    return buf.getvalue()
+
+
+def task_file(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{body}")
+    return path
+
+
+def _metrics(rec: dict) -> dict:
+    return rec["metrics"]
+
+
+FOLDER_TEMPLATES = "templates: ['a photo of a {}.', 'a blurry photo of a {c}.']\n"
+
+
+@pytest.mark.parametrize(("wds_body", "folder_body"), [
+    ("", "protocol: zeroshot\n" + FOLDER_TEMPLATES),
+    ("task: zeroshot_classification\n", "protocol: zeroshot\n" + FOLDER_TEMPLATES),
+    ("task: knn\nk: 3\n", "protocol: knn\nk: 3\n"),
+    ("task: linear_probe\n", "protocol: linear_probe\n"),
+    ("task: clustering\n", "protocol: clustering\n"),
+], ids=["default", "zeroshot", "knn", "linear_probe", "clustering"])
+def test_classification_equals_the_same_images_as_an_image_folder(cli, tmp_path, wds_body,
+                                                                  folder_body):
+    make_classification(tmp_path / "data")
+    wds = task_file(tmp_path, "w", "protocol: wds\nroot: wds_toy\n" + wds_body)
+    folder = task_file(tmp_path, "f", "root: folder\n" + folder_body)
+    # One case decodes in a worker process: samples are read by index from any process.
+    workers = ("--workers", "1") if not wds_body else ()
+    res = cli(*run_args(tmp_path, "--tasks", f"{wds},{folder}", *workers))
+    assert res.code == 0, res
+    recs = records(tmp_path / "out")
+    assert recs["w"]["num_samples"] == recs["f"]["num_samples"] == 15
+    assert recs["w"]["main_score"] == recs["f"]["main_score"]
+    assert _metrics(recs["w"]) == _metrics(recs["f"])
+
+
+def test_zeroshot_reads_classnames_as_written_and_the_folder_templates(tmp_path):
+    """clip-benchmark fills ``{c}`` with the class name as written (no ``_`` -> space)."""
+    from itra_bench.tasks.wds import wds_task
+
+    root = make_classification(tmp_path / "data", splits=("test",))
+    (root / "classnames.txt").write_text("sea_bird\ncat\ndog\n\n")
+    task = wds_task({"name": "w", "protocol": "wds", "root": "wds_toy"}, tmp_path / "w.yaml")
+    resolved = task._resolved(tmp_path / "data")
+    assert resolved.protocol == "zeroshot"
+    assert resolved.classnames == ["sea_bird", "cat", "dog"]
+    assert resolved.templates == ["a photo of a {c}.", "a blurry photo of a {c}."]
+
+
+def test_retrieval_equals_the_same_images_as_a_caption_table(cli, tmp_path):
+    make_retrieval(tmp_path / "data")
+    wds = task_file(tmp_path, "w", "protocol: wds\nroot: wds_caps\ntask: retrieval\n")
+    table = task_file(tmp_path, "t", "protocol: retrieval\nfile: caps.tsv\n")
+    res = cli(*run_args(tmp_path, "--tasks", f"{wds},{table}"))
+    assert res.code == 0, res
+    recs = records(tmp_path / "out")
+    assert recs["w"]["details"]["num_images"] == 6
+    assert recs["w"]["details"]["num_captions"] == recs["t"]["details"]["num_captions"] == 9
+    assert _metrics(recs["w"]) == _metrics(recs["t"])
+
+
+def test_wds_path_shorthand_builds_the_folder_task(tmp_path, monkeypatch):
+    """``--tasks wds:PATH`` (the runner calls ``wds_task_from_path``): the test split,
+    zero-shot unless dataset_type.txt says retrieval, a relative PATH under the working
+    directory, and the same numbers as the task file."""
+    from itra_test_plugin import PixelModel
+
+    from itra_bench.context import RunContext
+    from itra_bench.errors import UserError
+    from itra_bench.generic_tasks import ClassificationTask, ImageFolderData, RetrievalTask
+    from itra_bench.tasks.wds import wds_task_from_path
+
+    data = tmp_path / "data"
+    make_classification(data, splits=("test",))
+    (data / "wds_toy").rename(data / "wds_vtab-toy")
+    monkeypatch.chdir(data)
+    task = wds_task_from_path("wds:wds_vtab-toy")
+    assert task.name == "wds/vtab-toy"
+    assert isinstance(task, ClassificationTask) and task.protocol == "zeroshot"
+    assert task.eval_split == "test"
+    # The data root of the run does not matter: the path was resolved when it was named.
+    ctx = RunContext(data_root=tmp_path / "elsewhere")
+    got = task.run(PixelModel(), ctx)
+    ref = ClassificationTask(name="f", data=ImageFolderData(str(data / "folder")),
+                             templates=["a photo of a {}.", "a blurry photo of a {c}."])
+    assert got.metrics == ref.run(PixelModel(), ctx).metrics and got.num_samples == 15
+
+    make_retrieval(data)
+    caps = wds_task_from_path(str(data / "wds_caps"))
+    assert isinstance(caps, RetrievalTask) and caps.name == "wds/caps"
+    assert caps.run(PixelModel(), ctx).details["num_captions"] == 9
+    with pytest.raises(UserError, match="give the folder"):
+        wds_task_from_path("wds:")
+
+
+# ----- bad input: exit 2, one message naming the shard or file and the key ------------------
+
+def _rewrite_shard(path: Path, samples: list[dict]) -> None:
+    path.unlink()
+    with webdataset.TarWriter(str(path)) as sink:
+        for sample in samples:
+            sink.write(sample)
+
+
+def _members(path: Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(path) as tar:
+        return tar.getmembers()
+
+
+def no_classnames(root: Path) -> tuple[str, ...]:
+    (root / "classnames.txt").unlink()
+    return (str(root / "classnames.txt"), "missing")
+
+
+def nshards_too_many(root: Path) -> tuple[str, ...]:
+    (root / "test" / "nshards.txt").write_text("6\n")
+    return ("nshards.txt", "announces 6 shards", "4.tar, 5.tar", "missing")
+
+
+def nshards_too_few(root: Path) -> tuple[str, ...]:
+    (root / "test" / "nshards.txt").write_text("2\n")
+    return ("nshards.txt", "announces 2 shards", "2.tar, 3.tar")
+
+
+def shards_named_otherwise(root: Path) -> tuple[str, ...]:
+    for p in sorted((root / "test").glob("*.tar")):
+        p.rename(p.with_name(f"shard-{p.name}"))
+    return ("0.tar", "shard-0.tar", "missing")
+
+
+def empty_shard(root: Path) -> tuple[str, ...]:
+    _rewrite_shard(root / "test" / "1.tar", [])
+    return (str(root / "test" / "1.tar"), "holds no samples")
+
+
+def zero_byte_shard(root: Path) -> tuple[str, ...]:
+    (root / "test" / "2.tar").write_bytes(b"")
+    return (str(root / "test" / "2.tar"), "empty (0 bytes)")
+
+
+def not_a_tar(root: Path) -> tuple[str, ...]:
+    (root / "test" / "2.tar").write_bytes(b"<html>404 not found</html>" * 40)
+    return (str(root / "test" / "2.tar"), "not a tar file")
+
+
+def sample_without_image(root: Path) -> tuple[str, ...]:
+    _rewrite_shard(root / "test" / "1.tar", [{"__key__": "lonely", "cls": 1}])
+    return (str(root / "test" / "1.tar"), "'lonely'", "no image", "webp, png, jpg, jpeg")
+
+
+def sample_without_cls(root: Path) -> tuple[str, ...]:
+    _rewrite_shard(root / "test" / "0.tar", [{"__key__": "nolabel", "jpg": png(0, 0)}])
+    return (str(root / "test" / "0.tar"), "'nolabel'", "no 'cls' member")
+
+
+def cls_out_of_range(root: Path) -> tuple[str, ...]:
+    _rewrite_shard(root / "test" / "0.tar", [{"__key__": "big", "png": png(0, 0), "cls": 3}])
+    return (str(root / "test" / "0.tar"), "'big'", "'cls' is 3", "0..2")
+
+
+def damaged_header(root: Path) -> tuple[str, ...]:
+    shard = root / "test" / "1.tar"
+    third = _members(shard)[2]
+    with shard.open("r+b") as f:
+        f.seek(third.offset)
+        f.write(b"\x07garbage" * 64)
+    return (str(shard), "damaged", f"byte {third.offset}")
+
+
+def cut_between_members(root: Path) -> tuple[str, ...]:
+    shard = root / "test" / "1.tar"
+    third = _members(shard)[2]
+    shard.write_bytes(shard.read_bytes()[:third.offset])
+    return (str(shard), "end-of-archive", "truncated")
+
+
+def blank_template_slot(root: Path) -> tuple[str, ...]:
+    path = root / "zeroshot_classification_templates.txt"
+    path.write_text("a photo of a {c}.\na photo.\n")
+    return (str(path), "line 2", "placeholder")
+
+
+def says_retrieval(root: Path) -> tuple[str, ...]:
+    (root / "dataset_type.txt").write_text("retrieval\n")
+    return (str(root / "dataset_type.txt"), "'retrieval'", "task:")
+
+
+@pytest.mark.parametrize("damage", [
+    no_classnames, nshards_too_many, nshards_too_few, shards_named_otherwise, empty_shard,
+    zero_byte_shard, not_a_tar, sample_without_image, sample_without_cls, cls_out_of_range,
+    damaged_header, cut_between_members, blank_template_slot, says_retrieval,
+], ids=lambda f: f.__name__)
+def test_bad_folder_is_refused_with_one_message(cli, tmp_path, damage):
+    root = make_classification(tmp_path / "data", splits=("test",))
+    expected = damage(root)
+    wds = task_file(tmp_path, "w", "protocol: wds\nroot: wds_toy\n")
+    for args in ((), ("--skip-corrupt",)):  # damage that is not one image is never skipped
+        res = cli(*run_args(tmp_path, "--tasks", wds, *args))
+        assert res.code == 2, res
+        assert "Traceback" not in res.err
+        for part in expected:
+            assert part in res.err, (part, res.err)
+    assert not records(tmp_path / "out")
+
+
+def test_retrieval_sample_without_captions_is_refused(cli, tmp_path):
+    root = make_retrieval(tmp_path / "data")
+    _rewrite_shard(root / "test" / "1.tar", [{"__key__": "mute", "png": png(0, 0)}])
+    wds = task_file(tmp_path, "w", "protocol: wds\nroot: wds_caps\ntask: retrieval\n")
+    res = cli(*run_args(tmp_path, "--tasks", wds))
+    assert res.code == 2 and "Traceback" not in res.err
+    assert str(root / "test" / "1.tar") in res.err and "'mute'" in res.err
+    assert "no 'txt' member" in res.err
+
+
+def undecodable_image(root: Path) -> str:
+    shard = root / "test" / "1.tar"
+    samples = [{"__key__": f"s1{i:03d}", "png": png(1, i), "cls": 1} for i in range(1, 5)]
+    samples[1]["png"] = b"\x89PNG\r\n\x1a\n but not an image"
+    _rewrite_shard(shard, samples)
+    return f"{shard}:s1002.png"
+
+
+def image_cut_short(root: Path) -> str:
+    shard = root / "test" / "3.tar"  # the last shard: s2002, s2003, s2004
+    image = _members(shard)[-1]
+    assert image.name == "s2004.png"
+    shard.write_bytes(shard.read_bytes()[:image.offset_data + image.size // 2])
+    return f"{shard}:s2004.png"
+
+
+@pytest.mark.parametrize("damage", [undecodable_image, image_cut_short],
+                         ids=lambda f: f.__name__)
+def test_unreadable_image_is_named_or_skipped_and_counted(cli, tmp_path, damage):
+    root = make_classification(tmp_path / "data", splits=("test",))
+    bad = damage(root)
+    wds = task_file(tmp_path, "w", "protocol: wds\nroot: wds_toy\ntask: clustering\n")
+    res = cli(*run_args(tmp_path, "--tasks", wds))
+    assert res.code == 2 and "Traceback" not in res.err
+    assert bad in res.err and "--skip-corrupt" in res.err
+    res = cli(*run_args(tmp_path, "--tasks", wds, "--skip-corrupt"))
+    assert res.code == 0, res
+    rec = records(tmp_path / "out")["w"]
+    assert rec["num_samples"] == 14
+    assert rec["details"]["skipped_corrupt"] == [bad]
+    assert "skipped 1 corrupt image" in res.err
