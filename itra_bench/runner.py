@@ -134,7 +134,14 @@ def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
         for name in (n.strip() for n in raw.split(",")):
             if not name:
                 continue
-            if name.endswith((".yaml", ".yml")):
+            if name.startswith("wds:"):
+                # A clip-benchmark webdataset folder, named directly (the `wds` protocol).
+                from itra_bench.tasks.wds import wds_task_from_path
+
+                task = wds_task_from_path(name)
+                task.task_file_protocol = "wds"
+                out.setdefault(task.name, task)
+            elif name.endswith((".yaml", ".yml")):
                 task = load_task_file(name, {p: f.item for p, f in
                                              registry.task_file_protocols.items()})
                 if task.name in registry.tasks:
@@ -155,7 +162,8 @@ def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
                 raise UnknownNameError("task", name,
                                        [*registry.tasks, *registry.aliases, *registry.suites],
                                        hint="Suites are accepted too (`itra-bench list "
-                                            "suites`), and so is a path to a task .yaml file.")
+                                            "suites`), and so are a path to a task .yaml file "
+                                            "and wds:PATH, a clip-benchmark webdataset folder.")
     if not out:
         raise UserError("--tasks is empty: name at least one task, suite or task .yaml file")
     return list(out.values())
@@ -210,7 +218,7 @@ def task_provider(task: Task, registry: Registry) -> PluginInfo:
     provided = registry.tasks.get(task.name)
     if provided is not None and provided.item is task:
         return provided.plugin
-    protocol = registry.task_file_protocols.get(task.protocol)
+    protocol = registry.task_file_protocols.get(task.task_file_protocol)
     if protocol is not None:
         return protocol.plugin
     from itra_bench import __version__

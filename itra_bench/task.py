@@ -76,6 +76,8 @@ class Task:
     main_score: str = ""
     description: str = ""
     layout: str = ""
+    #: For a task built from a task file: the task-file protocol that built it.
+    task_file_protocol: str = ""
 
     def variants(self, options: Mapping[str, Any]) -> list[Variant]:
         """The variants a run with these task options measures, one result file each.

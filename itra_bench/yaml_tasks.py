@@ -135,7 +135,9 @@ def load_task_file(path: str | Path,
                         f"{type(protocol).__name__} ({protocol!r}); set `protocol:` to one "
                         f"of {known}")
     if protocol in protocols and protocol not in PROTOCOLS:
-        return protocols[protocol](doc, path)
+        task = protocols[protocol](doc, path)
+        task.task_file_protocol = protocol  # whose plugin built it (a result's provenance)
+        return task
     if protocol not in PROTOCOLS:
         hint = "missing key 'protocol'" if protocol is None else f"protocol {protocol!r}"
         raise UserError(f"{path}: {hint}; set `protocol:` to one of {known}")

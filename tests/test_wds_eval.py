@@ -345,3 +345,14 @@ def test_unreadable_image_is_named_or_skipped_and_counted(cli, tmp_path, damage)
     assert rec["num_samples"] == 14
     assert rec["details"]["skipped_corrupt"] == [bad]
     assert "skipped 1 corrupt image" in res.err
+
+
+def test_wds_shorthand_on_the_command_line(cli, tmp_path):
+    root = make_classification(tmp_path / "data")
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--output",
+              tmp_path / "out", "--cache-dir", tmp_path / "cache", "--workers", "0",
+              "--no-progress", "--tasks", f"wds:{root}")
+    assert res.code == 0, res
+    rec = records(tmp_path / "out")["wds/toy"]
+    assert rec["main_score"] == "acc1" and rec["num_samples"] == 15
+    assert rec["providers"]["task"]["plugin"] == "wds_tasks"
