@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from rich.markup import escape
 from torch.utils.data import DataLoader, Dataset
 
 from itra_bench.context import RunContext
 from itra_bench.datasets.image_source import ImageSource, load_rgb
 from itra_bench.errors import CorruptImageError, UserError
-from itra_bench.feature_cache import cache_key
+from itra_bench.feature_cache import DEFAULT_CHUNK_ROWS, cache_key
 from itra_bench.model import EncoderModel
 from itra_bench.threads import torch_threads
 
@@ -92,22 +93,130 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
                     transform=repr(model.image_transform), precision=ctx.precision,
                     skip_corrupt=ctx.skip_corrupt)
     if ctx.cache is not None and (hit := ctx.cache.get(key)) is not None:
+        ctx.cache.drop_chunks(key)  # left over when a run stopped between entry and cleanup
         return EncodedImages(hit["features"], hit["indices"], _skipped_from(hit, source))
 
+    chunk_rows = ctx.cache.chunk_rows if ctx.cache is not None else DEFAULT_CHUNK_ROWS
+    total = len(source)
+    done, batch_size = _resumable_chunks(ctx, key, source, chunk_rows)
+    todo = [(s, min(s + chunk_rows, total)) for s in range(0, total, chunk_rows)
+            if s not in done]
+    resumed = total - sum(end - start for start, end in todo)
+    if todo:
+        _encode_chunks(model, source, ctx, key, todo, done, split, resumed, batch_size)
+    parts = [done[start] for start in sorted(done)]
+    features = torch.cat([p["features"] for p in parts if len(p["features"])] or
+                         [torch.empty(0, 0)])
+    indices = torch.cat([p["indices"] for p in parts] or [torch.empty(0, dtype=torch.long)])
+    failed = torch.cat([p["failed"] for p in parts] or [torch.empty(0, dtype=torch.long)])
+    if ctx.cache is not None:
+        ctx.cache.put(key, {"features": features, "indices": indices, "failed": failed},
+                      meta={"model": model.name, "dataset": source.identity, "split": split,
+                            "num_images": total, "num_failed": len(failed)})
+        ctx.cache.drop_chunks(key)
+    return EncodedImages(features, indices, [source.describe(int(i)) for i in failed])
+
+
+def _resumable_chunks(ctx: RunContext, key: str, source: ImageSource,
+                      chunk_rows: int) -> tuple[dict[int, dict[str, torch.Tensor]], int]:
+    """The chunks of ``key`` an earlier, interrupted run completed, by start row, and the batch
+    size to encode the rest with: the one those chunks were encoded with, since a model's
+    features may differ in their last bits between batch sizes, and one entry must not mix
+    them. A chunk whose rows do not account for exactly its range (every row encoded or
+    skipped once) is left out."""
+    if ctx.cache is None:
+        return {}, ctx.batch_size
+    total = len(source)
+    found = {}
+    for start, data in ctx.cache.get_chunks(key, total).items():
+        end = min(start + chunk_rows, total)
+        settings = data["chunk"].get("settings")
+        if (_chunk_is_whole(data, start, end) and isinstance(settings, dict)
+                and isinstance(settings.get("batch_size"), int) and settings["batch_size"] > 0):
+            found[start] = data
+    batch_size = ctx.batch_size
+    if found:
+        # Chunks of one entry all have its first run's batch size; should they not (a folder
+        # edited by hand), those of the first chunk's are kept and the others recomputed.
+        batch_size = found[min(found)]["chunk"]["settings"]["batch_size"]
+    chunks = {s: d for s, d in found.items()
+              if d["chunk"]["settings"]["batch_size"] == batch_size}
+    where = escape(source.identity[:60])
+    if batch_size != ctx.batch_size:
+        ctx.console.print(
+            f"[yellow]note:[/] resuming the encoding of {where} in batches of {batch_size}, "
+            f"like its first {sum(len(d['indices']) + len(d['failed']) for d in chunks.values()):,}"
+            f" rows (not --batch-size {ctx.batch_size}): one entry's features all come from one "
+            "batch size, those of an uninterrupted run. To start it over with the new batch size "
+            f"instead, delete {ctx.cache.chunk_folder(key).parent}.")
+    others = ctx.cache.other_chunk_sizes(key)
+    if others:
+        ctx.console.print(
+            f"[yellow]note:[/] the feature cache holds chunks of {where} written with "
+            f"{', '.join(map(str, others))} rows per chunk; this run uses {chunk_rows}, "
+            "so they are not reused (their rows were encoded in other batches).")
+    return chunks, batch_size
+
+
+def _chunk_is_whole(data: dict[str, Any], start: int, end: int) -> bool:
+    try:
+        features, indices, failed = data["features"], data["indices"], data["failed"]
+        if not (isinstance(features, torch.Tensor) and features.dtype == torch.float32
+                and indices.dtype == torch.long and failed.dtype == torch.long
+                and indices.dim() == failed.dim() == 1 and len(features) == len(indices)
+                and (features.dim() == 2 or len(features) == 0)):
+            return False
+        rows = torch.sort(torch.cat([indices, failed])).values
+        return torch.equal(rows, torch.arange(start, end)) and bool(
+            (indices[1:] > indices[:-1]).all() and (failed[1:] > failed[:-1]).all())
+    except (KeyError, AttributeError, TypeError, RuntimeError):
+        return False
+
+
+class _ChunkBatches:
+    """Batches of source rows that never straddle a chunk: every chunk is encoded in the same
+    batches whether the run is uninterrupted or resumed, so its features are bit-identical."""
+
+    def __init__(self, chunks: list[tuple[int, int]], batch_size: int) -> None:
+        self.chunks = chunks
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for start, end in self.chunks:
+            for first in range(start, end, self.batch_size):
+                yield list(range(first, min(first + self.batch_size, end)))
+
+    def __len__(self) -> int:
+        return sum(-(-(end - start) // self.batch_size) for start, end in self.chunks)
+
+
+def _encode_chunks(model: EncoderModel, source: ImageSource, ctx: RunContext, key: str,
+                   todo: list[tuple[int, int]], done: dict[int, dict[str, torch.Tensor]],
+                   split: str, resumed: int, batch_size: int) -> None:
+    """Encode the source rows of the chunks ``todo`` in batches of ``batch_size``, adding each
+    finished chunk to ``done`` (and to the cache's chunk files, so a killed run resumes there)."""
+    # Only the missing rows are decoded: the batch sampler starts at the first of them.
     loader = DataLoader(
         _Decoded(source, model.image_transform),
-        batch_size=ctx.batch_size,
+        batch_sampler=_ChunkBatches(todo, batch_size),
         num_workers=ctx.workers,
         pin_memory=ctx.device.type == "cuda",
         collate_fn=_collate,
         prefetch_factor=4 if ctx.workers > 0 else None,
         persistent_workers=False,
     )
+    total = len(source)
+    pending = iter(todo)
+    start, end = next(pending)
     feats: list[torch.Tensor] = []
     kept: list[torch.Tensor] = []
     failed: list[int] = []
+    consumed = 0
+    resumed_chunks = len(done)
     label = f"encode {split or 'images'}"
-    with ctx.progress.bar(label, total=len(source), unit="images") as bar, \
+    if resumed:
+        label += f" (resumed at {resumed:,})"
+    with ctx.progress.bar(label, total=total, unit="images", completed=resumed) as bar, \
             torch.inference_mode(), ctx.autocast():
         for batch in loader_batches(loader):
             for index, err in batch["failed"]:
@@ -121,15 +230,22 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
                 images = batch["images"].to(ctx.device, non_blocking=True)
                 feats.append(model.encode_image(images).float().cpu())
                 kept.append(batch["indices"])
-            bar.advance(len(batch["indices"]) + len(batch["failed"]))
-    features = torch.cat(feats) if feats else torch.empty(0, 0)
-    indices = torch.cat(kept) if kept else torch.empty(0, dtype=torch.long)
-    if ctx.cache is not None:
-        ctx.cache.put(key, {"features": features, "indices": indices,
-                            "failed": torch.tensor(failed, dtype=torch.long)},
-                      meta={"model": model.name, "dataset": source.identity, "split": split,
-                            "num_images": len(source), "num_failed": len(failed)})
-    return EncodedImages(features, indices, [source.describe(i) for i in failed])
+            rows = len(batch["indices"]) + len(batch["failed"])
+            bar.advance(rows)
+            # Batches never straddle chunks, so a chunk is complete after exactly its rows.
+            consumed += rows
+            if consumed == end - start:
+                chunk = {"features": torch.cat(feats) if feats else torch.empty(0, 0),
+                         "indices": torch.cat(kept) if kept
+                         else torch.empty(0, dtype=torch.long),
+                         "failed": torch.tensor(failed, dtype=torch.long)}
+                # The last chunk goes straight into the entry the caller writes.
+                if ctx.cache is not None and len(done) + 1 < len(todo) + resumed_chunks:
+                    ctx.cache.put_chunk(key, start, end, total, chunk,
+                                        settings={"batch_size": batch_size})
+                done[start] = chunk
+                feats, kept, failed, consumed = [], [], [], 0
+                start, end = next(pending, (total, total))
 
 
 def _skipped_from(hit: dict[str, torch.Tensor], source: ImageSource) -> list[str]:

@@ -2,12 +2,20 @@
 
 An entry is keyed by everything that determines the features: the model fingerprint, the
 dataset's identity (its contents), the split, the image transform and the precision.
+
+While a long split is encoded its features are also written in *chunks*, each covering a fixed
+range of source rows (``[k * chunk_rows, (k + 1) * chunk_rows)``), so a run killed in the middle
+resumes from the chunks already written. Chunks live beside the entry, in ``<key>.chunks/``; the
+entry itself is written only once every row is encoded, so a partial split is never served as a
+complete one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +24,12 @@ import torch
 from itra_bench.atomic_io import atomic_torch_save, atomic_write_json
 from itra_bench.errors import UserError
 
+#: Rows per chunk by default: about a minute of encoding for a ViT-B on one GPU, small enough
+#: that a killed run loses little, large enough that a split of millions stays a few hundred files.
+DEFAULT_CHUNK_ROWS = 8192
+
+_CHUNK_NAME = re.compile(r"(\d{12})-(\d{12})\.pt")
+
 
 def cache_key(**parts: Any) -> str:
     """A hex key for a set of named identity parts (order-independent)."""
@@ -23,10 +37,18 @@ def cache_key(**parts: Any) -> str:
 
 
 class FeatureCache:
-    """A folder of ``<key>.pt`` files holding dicts of tensors, written atomically."""
+    """A folder of ``<key>.pt`` files holding dicts of tensors, written atomically, and of the
+    chunk folders of entries still being encoded.
 
-    def __init__(self, root: str | Path) -> None:
+    ``chunk_rows``: source rows per chunk (``DEFAULT_CHUNK_ROWS`` when None).
+    """
+
+    def __init__(self, root: str | Path, chunk_rows: int | None = None) -> None:
         self.root = Path(root).expanduser()
+        self.chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
+        if self.chunk_rows < 1:
+            raise UserError(f"feature cache chunk size {chunk_rows}: give a positive number of "
+                            "rows per chunk")
 
     def path(self, key: str) -> Path:
         """Where the entry for ``key`` lives."""
@@ -34,22 +56,108 @@ class FeatureCache:
 
     def get(self, key: str) -> dict[str, torch.Tensor] | None:
         """The cached tensors for ``key``, or None when absent or unreadable."""
-        path = self.path(key)
-        if not path.exists():
-            return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            # A damaged entry is recomputed rather than failing the run.
-            return None
+        return _load(self.path(key))
 
     def put(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Store tensors for ``key``; ``meta`` is kept beside them for humans."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        self._write(self.path(key), tensors)
+        self._write_meta(self.path(key).with_suffix(".json"), meta)
+
+    # -- chunks of an entry being encoded -------------------------------------------------------
+
+    def chunk_folder(self, key: str) -> Path:
+        """The folder holding the chunks of ``key`` for this cache's chunk size."""
+        return self.root / key[:2] / f"{key}.chunks" / f"rows-{self.chunk_rows}"
+
+    def chunk_path(self, key: str, start: int, end: int) -> Path:
+        """Where the chunk of ``key`` covering source rows ``[start, end)`` lives."""
+        return self.chunk_folder(key) / f"{start:012d}-{end:012d}.pt"
+
+    def get_chunks(self, key: str, total: int) -> dict[int, dict[str, torch.Tensor]]:
+        """The readable chunks of ``key`` for a source of ``total`` rows, by start row.
+
+        Only chunks on this cache's grid whose stored header (rows, total, chunk size) agrees
+        with their file name are returned; anything else (a damaged or truncated file, a chunk
+        of another source length) is left out, to be recomputed.
+        """
+        folder = self.chunk_folder(key)
+        if not folder.is_dir():
+            return {}
+        chunks = {}
+        for path in folder.iterdir():
+            match = _CHUNK_NAME.fullmatch(path.name)
+            if match is None:
+                continue  # temp files of an interrupted write, or anything foreign
+            start, end = int(match[1]), int(match[2])
+            if (start % self.chunk_rows or end != min(start + self.chunk_rows, total)
+                    or start >= total):
+                continue
+            data = _load(path)
+            if data is None or _header(data) != (start, end, total, self.chunk_rows):
+                continue
+            chunks[start] = data
+        return chunks
+
+    def put_chunk(self, key: str, start: int, end: int, total: int,
+                  tensors: dict[str, torch.Tensor], settings: dict[str, int | str]) -> None:
+        """Store the tensors of ``key`` for source rows ``[start, end)`` of ``total``;
+        ``settings`` (how they were computed, e.g. the batch size) come back with them in
+        ``data["chunk"]["settings"]``."""
+        data: dict[str, Any] = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        data["chunk"] = {"start": start, "end": end, "total": total,
+                         "chunk_rows": self.chunk_rows, "settings": dict(settings)}
+        self._write(self.chunk_path(key, start, end), data)
+
+    def other_chunk_sizes(self, key: str) -> list[int]:
+        """Chunk sizes other than this cache's for which chunks of ``key`` exist (not reused:
+        their rows would be encoded in other batches than this run's)."""
+        parent = self.chunk_folder(key).parent
+        if not parent.is_dir():
+            return []
+        sizes = []
+        for folder in parent.iterdir():
+            match = re.fullmatch(r"rows-(\d+)", folder.name)
+            if match and int(match[1]) != self.chunk_rows and any(folder.glob("*.pt")):
+                sizes.append(int(match[1]))
+        return sorted(sizes)
+
+    def drop_chunks(self, key: str) -> None:
+        """Remove every chunk of ``key`` (once its entry is written they are redundant)."""
+        shutil.rmtree(self.chunk_folder(key).parent, ignore_errors=True)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _write(self, path: Path, data: Any) -> None:
         try:
-            atomic_torch_save(tensors, self.path(key))
-            atomic_write_json(self.path(key).with_suffix(".json"), meta)
+            atomic_torch_save(data, path)
         except OSError as exc:
-            raise UserError(f"--cache-dir {self.root}: cannot write {self.path(key)} "
-                            f"({exc.strerror or exc}); results written so far are kept. Free "
-                            "space, choose another --cache-dir, or pass --no-cache.") from exc
+            raise self._write_error(path, exc) from exc
+
+    def _write_meta(self, path: Path, meta: dict[str, Any]) -> None:
+        try:
+            atomic_write_json(path, meta)
+        except OSError as exc:
+            raise self._write_error(path, exc) from exc
+
+    def _write_error(self, path: Path, exc: OSError) -> UserError:
+        return UserError(f"--cache-dir {self.root}: cannot write {path} "
+                         f"({exc.strerror or exc}); results written so far are kept. Free "
+                         "space, choose another --cache-dir, or pass --no-cache.")
+
+
+def _load(path: Path) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        # A damaged entry is recomputed rather than failing the run.
+        return None
+
+
+def _header(data: Any) -> tuple[Any, ...] | None:
+    chunk = data.get("chunk") if isinstance(data, dict) else None
+    if not isinstance(chunk, dict):
+        return None
+    return tuple(chunk.get(k) for k in ("start", "end", "total", "chunk_rows"))

@@ -52,12 +52,16 @@ class ProgressReporter:
         self._depth = 0
 
     @contextmanager
-    def bar(self, description: str, total: int | None, unit: str = "it") -> Iterator[Bar]:
-        """Show a bar for the duration of the block; call ``advance(n)`` on what it yields."""
+    def bar(self, description: str, total: int | None, unit: str = "it",
+            completed: int = 0) -> Iterator[Bar]:
+        """Show a bar for the duration of the block; call ``advance(n)`` on what it yields.
+        ``completed``: items already done before the block (e.g. resumed from the cache), shown
+        as done but not counted in the rate."""
         if self._depth == 0:
             self._progress.start()
         self._depth += 1
-        task_id = self._progress.add_task(description, total=total, unit=unit)
+        task_id = self._progress.add_task(description, total=total, unit=unit,
+                                          completed=completed)
         try:
             yield Bar(self._progress, task_id)
         finally:
