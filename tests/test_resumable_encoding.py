@@ -337,3 +337,52 @@ def check_kill_point(tmp_path_factory, n, chunk_rows, bs1, bs2, die_at, corrupt)
                             context(root / "cache", chunk_rows, bs2, skip_corrupt=True))
     assert_same(resumed, reference)
     assert chunk_files(root / "cache") == []
+
+
+def make_pets(root: Path, n: int = 10) -> Path:
+    for split in ("train", "test"):
+        for c, cls in enumerate(("cat", "dog")):
+            folder = root / "pets" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (24, 24), (200 * c + 5 * i, 25 * i % 255, 255 - 200 * c)).save(
+                    folder / f"{i}.jpg")
+    (root / "t.yaml").write_text("name: pets\nprotocol: knn\nroot: pets\nk: 3\n")
+    return root
+
+
+def test_interrupted_cli_run_resumes_and_records_the_same_numbers(cli, tmp_path, monkeypatch):
+    from itra_bench import feature_cache
+    from itra_bench.results import iter_records
+
+    data = make_pets(tmp_path / "data")
+    monkeypatch.setattr(feature_cache, "DEFAULT_CHUNK_ROWS", 4)
+
+    def run(name: str):
+        return cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks",
+                   data / "t.yaml", "--data-root", data, "--output", tmp_path / name,
+                   "--cache-dir", tmp_path / f"cache-{name}", "--batch-size", "3",
+                   "--workers", "0", "--no-progress")
+
+    assert run("reference").code == 0
+    (_, reference), = iter_records(tmp_path / "reference")
+
+    real = PixelModel.encode_image
+    calls = []
+
+    def dies_at_fifth_batch(self, images):
+        calls.append(len(images))
+        if len(calls) == 5:  # train rows 0-7 (two chunks of 4, in batches of 3 + 1) are done
+            raise KeyboardInterrupt
+        return real(self, images)
+
+    monkeypatch.setattr(PixelModel, "encode_image", dies_at_fifth_batch)
+    res = run("resumed")
+    assert res.code == 130 and "interrupted" in res.err
+    assert not list((tmp_path / "resumed").rglob("*.json"))
+    monkeypatch.setattr(PixelModel, "encode_image", real)
+    PixelModel.images_encoded = 0
+    assert run("resumed").code == 0
+    assert PixelModel.images_encoded == 12 + 20  # the rest of train, then all of test
+    (_, resumed), = iter_records(tmp_path / "resumed")
+    assert resumed["metrics"] == reference["metrics"]
