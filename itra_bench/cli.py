@@ -15,6 +15,7 @@ from rich.table import Table
 from itra_bench import __version__
 from itra_bench.commands import Command
 from itra_bench.context import PRECISIONS, default_workers, precision_name
+from itra_bench.distributed import DEFAULT_TIMEOUT
 from itra_bench.errors import PluginClashError, UserError
 from itra_bench.registry import ENV_VAR, Registry, load_registry
 
@@ -161,6 +162,11 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
     run.add_argument("--cache-dir", default="~/.cache/itra_bench/features",
                      help="feature cache folder")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    run.add_argument("--cache-chunk-rows", type=int, metavar="N",
+                     help="images per resumable chunk of the feature cache (default 8192)")
+    run.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                     help="under torchrun or srun: how long a rank waits for the others before "
+                          "the job ends (default %(default)s)")
     run.add_argument("--overwrite", action="store_true",
                      help="recompute results that already exist")
     run.add_argument("--skip-corrupt", action="store_true",
@@ -231,6 +237,7 @@ def model_specs(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from itra_bench.distributed import init_distributed
     from itra_bench.leaderboard import write_leaderboard
     from itra_bench.runner import RunConfig, outcome_table, run
 
@@ -239,9 +246,13 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.workers < 0:
         raise UserError("--workers must be 0 or more")
+    if args.cache_chunk_rows is not None and args.cache_chunk_rows < 1:
+        raise UserError("--cache-chunk-rows must be at least 1")
     specs = model_specs(args)
+    world = init_distributed(args.device, timeout=args.dist_timeout)
+    out = Console(quiet=not world.is_main)
     for spec in specs:
-        if len(specs) > 1:
+        if len(specs) > 1 and world.is_main:
             console.print(f"[bold]model {escape(spec)}[/]")
         config = RunConfig(
             model=spec, tasks=args.tasks, device=args.device, precision=args.precision,
@@ -250,14 +261,16 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
             cache_dir=None if args.no_cache else args.cache_dir, overwrite=args.overwrite,
             skip_corrupt=args.skip_corrupt, pretrained=args.pretrained,
             random_init=args.random_init, pooler=args.pooler,
-            weights_cache=args.weights_cache,
-            skip_missing=args.skip_missing, task_options=task_options(args))
-        outcomes = run(config, registry, console, show_progress=not args.no_progress)
-        Console().print(outcome_table(outcomes, spec))
-    if len(specs) > 1:
-        Console().print(write_leaderboard(args.output).to_rich())
-    console.print(f"results in {escape(args.output)}; collate with "
-                  f"`itra-bench results {escape(args.output)}`")
+            weights_cache=args.weights_cache, skip_missing=args.skip_missing,
+            task_options=task_options(args), cache_chunk_rows=args.cache_chunk_rows)
+        outcomes = run(config, registry, console, show_progress=not args.no_progress,
+                       world=world)
+        out.print(outcome_table(outcomes, spec))
+    if len(specs) > 1 and world.is_main:
+        out.print(write_leaderboard(args.output).to_rich())
+    if world.is_main:
+        console.print(f"results in {escape(args.output)}; collate with "
+                      f"`itra-bench results {escape(args.output)}`")
     return 0
 
 
@@ -425,6 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; results written so far are kept[/]")
         return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -55,6 +55,10 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)
     progress: ProgressReporter = field(default_factory=lambda: ProgressReporter(enabled=False))
     console: Console = field(default_factory=lambda: Console(stderr=True))
+    #: The distributed job (``itra_bench.distributed.World``); None: one process. Under a job
+    #: every rank runs the task; image encoding is split across ranks, and only rank 0 has
+    #: the feature cache and writes files.
+    world: Any = None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Mixed-precision context for model forward passes, per ``precision``."""

@@ -84,21 +84,31 @@ def shard(n: int, world: World) -> range:
 
 
 def gather_rows(rows: torch.Tensor, world: World) -> torch.Tensor:
-    """Every rank's ``rows`` concatenated in rank order (ranks may hold different counts), on
-    every rank; with :func:`shard` this restores the original row order."""
+    """Every rank's ``rows`` concatenated in rank order (ranks may hold different counts, and
+    a rank with none may hold an empty tensor of any trailing shape), on every rank; with
+    :func:`shard` this restores the original row order."""
     if world.size == 1:
         return rows
     device = world.device if world.device.type == "cuda" else torch.device("cpu")
-    local = rows.to(device).contiguous()
-    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world.size)]
-    dist.all_gather(counts, torch.tensor([local.shape[0]], device=device))
-    most = int(max(c.item() for c in counts))
-    padded = torch.zeros((most, *local.shape[1:]), dtype=local.dtype, device=device)
-    padded[:local.shape[0]] = local
+    shapes = gather_objects(tuple(rows.shape), world)
+    counts = [s[0] if s else 0 for s in shapes]
+    trailing = next((s[1:] for s in shapes if s and s[0] > 0), tuple(rows.shape[1:]))
+    padded = torch.zeros((max(counts), *trailing), dtype=rows.dtype, device=device)
+    if counts[world.rank]:
+        padded[:counts[world.rank]] = rows.to(device)
     parts = [torch.empty_like(padded) for _ in range(world.size)]
     dist.all_gather(parts, padded)
-    return torch.cat([p[:int(c.item())] for p, c in zip(parts, counts, strict=True)]).to(
-        rows.device)
+    return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)]).to(rows.device)
+
+
+def broadcast_from_main(value: Any, world: World) -> Any:
+    """Rank 0's ``value`` on every rank (picklable objects; what only rank 0 reads, such as
+    cache entries, reaches the others this way)."""
+    if world.size == 1:
+        return value
+    box = [value if world.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_objects(value: Any, world: World) -> list[Any]:

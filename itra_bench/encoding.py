@@ -13,6 +13,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from itra_bench.context import RunContext
 from itra_bench.datasets.image_source import ImageSource, load_rgb
+from itra_bench.distributed import (
+    World,
+    broadcast_from_main,
+    gather_objects,
+    gather_rows,
+    shard,
+)
 from itra_bench.errors import CorruptImageError, UserError
 from itra_bench.feature_cache import DEFAULT_CHUNK_ROWS, cache_key
 from itra_bench.model import EncoderModel
@@ -92,13 +99,20 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
     key = cache_key(kind="images", model=model.fingerprint, dataset=source.identity,
                     transform=repr(model.image_transform), precision=ctx.precision,
                     skip_corrupt=ctx.skip_corrupt)
-    if ctx.cache is not None and (hit := ctx.cache.get(key)) is not None:
-        ctx.cache.drop_chunks(key)  # left over when a run stopped between entry and cleanup
+    world = ctx.world or World()
+    # Under a distributed job only rank 0 has the cache: it decides, the others follow.
+    hit = ctx.cache.get(key) if ctx.cache is not None else None
+    hit = broadcast_from_main(hit, world)
+    if hit is not None:
+        if ctx.cache is not None:
+            ctx.cache.drop_chunks(key)  # left over when a run stopped between entry and cleanup
         return EncodedImages(hit["features"], hit["indices"], _skipped_from(hit, source))
 
     chunk_rows = ctx.cache.chunk_rows if ctx.cache is not None else DEFAULT_CHUNK_ROWS
+    chunk_rows = broadcast_from_main(chunk_rows, world)
     total = len(source)
-    done, batch_size = _resumable_chunks(ctx, key, source, chunk_rows)
+    done, batch_size = broadcast_from_main(_resumable_chunks(ctx, key, source, chunk_rows),
+                                           world)
     todo = [(s, min(s + chunk_rows, total)) for s in range(0, total, chunk_rows)
             if s not in done]
     resumed = total - sum(end - start for start, end in todo)
@@ -194,11 +208,21 @@ def _encode_chunks(model: EncoderModel, source: ImageSource, ctx: RunContext, ke
                    todo: list[tuple[int, int]], done: dict[int, dict[str, torch.Tensor]],
                    split: str, resumed: int, batch_size: int) -> None:
     """Encode the source rows of the chunks ``todo`` in batches of ``batch_size``, adding each
-    finished chunk to ``done`` (and to the cache's chunk files, so a killed run resumes there)."""
+    finished chunk to ``done`` (and to the cache's chunk files, so a killed run resumes there).
+
+    Under a distributed job each rank encodes a contiguous share of every chunk's batches, the
+    very batches one process would encode, and the chunk is gathered in order on every rank:
+    the features equal a one-process run's."""
+    world = ctx.world or World()
+    plan = []
+    for start, end in todo:
+        batches = list(_ChunkBatches([(start, end)], batch_size))
+        mine = shard(len(batches), world)
+        plan.append((start, end, batches[mine.start:mine.stop]))
     # Only the missing rows are decoded: the batch sampler starts at the first of them.
     loader = DataLoader(
         _Decoded(source, model.image_transform),
-        batch_sampler=_ChunkBatches(todo, batch_size),
+        batch_sampler=[b for _, _, local in plan for b in local],
         num_workers=ctx.workers,
         pin_memory=ctx.device.type == "cuda",
         collate_fn=_collate,
@@ -206,46 +230,52 @@ def _encode_chunks(model: EncoderModel, source: ImageSource, ctx: RunContext, ke
         persistent_workers=False,
     )
     total = len(source)
-    pending = iter(todo)
-    start, end = next(pending)
-    feats: list[torch.Tensor] = []
-    kept: list[torch.Tensor] = []
-    failed: list[int] = []
-    consumed = 0
     resumed_chunks = len(done)
     label = f"encode {split or 'images'}"
     if resumed:
         label += f" (resumed at {resumed:,})"
+    batches = loader_batches(loader)
     with ctx.progress.bar(label, total=total, unit="images", completed=resumed) as bar, \
             torch.inference_mode(), ctx.autocast():
-        for batch in loader_batches(loader):
-            for index, err in batch["failed"]:
-                if not ctx.skip_corrupt:
-                    raise CorruptImageError(
-                        f"cannot decode image {source.describe(index)} ({err}). Replace or "
-                        "remove the file, or pass --skip-corrupt to skip and count such images."
-                    )
-                failed.append(index)
-            if batch["images"] is not None:
-                images = batch["images"].to(ctx.device, non_blocking=True)
-                feats.append(model.encode_image(images).float().cpu())
-                kept.append(batch["indices"])
-            rows = len(batch["indices"]) + len(batch["failed"])
-            bar.advance(rows)
-            # Batches never straddle chunks, so a chunk is complete after exactly its rows.
-            consumed += rows
-            if consumed == end - start:
-                chunk = {"features": torch.cat(feats) if feats else torch.empty(0, 0),
-                         "indices": torch.cat(kept) if kept
-                         else torch.empty(0, dtype=torch.long),
-                         "failed": torch.tensor(failed, dtype=torch.long)}
-                # The last chunk goes straight into the entry the caller writes.
-                if ctx.cache is not None and len(done) + 1 < len(todo) + resumed_chunks:
-                    ctx.cache.put_chunk(key, start, end, total, chunk,
-                                        settings={"batch_size": batch_size})
-                done[start] = chunk
-                feats, kept, failed, consumed = [], [], [], 0
-                start, end = next(pending, (total, total))
+        for start, end, local in plan:
+            feats: list[torch.Tensor] = []
+            kept: list[torch.Tensor] = []
+            failed: list[int] = []
+            error = None
+            for _ in local:
+                batch = next(batches)
+                for index, err in batch["failed"]:
+                    if not ctx.skip_corrupt and error is None:
+                        error = (f"cannot decode image {source.describe(index)} ({err}). "
+                                 "Replace or remove the file, or pass --skip-corrupt to skip "
+                                 "and count such images.")
+                    failed.append(index)
+                if batch["images"] is not None and error is None:
+                    images = batch["images"].to(ctx.device, non_blocking=True)
+                    feats.append(model.encode_image(images).float().cpu())
+                    kept.append(batch["indices"])
+                bar.advance(len(batch["indices"]) + len(batch["failed"]))
+                if error is not None and world.size == 1:
+                    break
+            # Every rank reaches this point for every chunk (possibly with no batch of it), so
+            # an error on one rank stops all of them, with its message.
+            errors = [e for e in gather_objects(error, world) if e is not None]
+            if errors:
+                raise CorruptImageError(errors[0])
+            chunk = {"features": torch.cat(feats) if feats else torch.empty(0, 0),
+                     "indices": torch.cat(kept) if kept else torch.empty(0, dtype=torch.long),
+                     "failed": torch.tensor(failed, dtype=torch.long)}
+            if world.size > 1:
+                local_rows = sum(len(b) for b in local)
+                chunk = {k: gather_rows(v, world) for k, v in chunk.items()}
+                if not len(chunk["features"]):
+                    chunk["features"] = torch.empty(0, 0)
+                bar.advance(end - start - local_rows)
+            # The last chunk goes straight into the entry the caller writes.
+            if ctx.cache is not None and len(done) + 1 < len(todo) + resumed_chunks:
+                ctx.cache.put_chunk(key, start, end, total, chunk,
+                                    settings={"batch_size": batch_size})
+            done[start] = chunk
 
 
 def _skipped_from(hit: dict[str, torch.Tensor], source: ImageSource) -> list[str]:

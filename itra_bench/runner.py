@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from itra_bench.context import RunContext, default_workers, resolve_device
+from itra_bench.distributed import World, broadcast_from_main, require_same
 from itra_bench.errors import MissingDataError, PluginBugError, UnknownNameError, UserError
 from itra_bench.feature_cache import FeatureCache
 from itra_bench.model import EncoderModel, ModelOptions
@@ -51,6 +53,7 @@ class RunConfig:
     weights_cache: str | None = None
     skip_missing: bool = False
     task_options: dict[str, Any] = field(default_factory=dict)
+    cache_chunk_rows: int | None = None
 
 
 @dataclass
@@ -284,25 +287,50 @@ def seed_everything(seed: int) -> None:
 
 
 def run(config: RunConfig, registry: Registry, console: Console | None = None,
-        show_progress: bool = True, model: EncoderModel | None = None) -> list[Outcome]:
+        show_progress: bool = True, model: EncoderModel | None = None,
+        world: World | None = None) -> list[Outcome]:
     """Evaluate one model on the configured tasks; returns what happened to each.
 
     ``model`` evaluates an already built model (the trainer's current weights) instead of
     building ``config.model``; its ``name`` and ``fingerprint`` must then be set.
+
+    Under a distributed job (``world``), every rank runs every task and encodes its share of
+    each image split; rank 0 alone reads and writes the feature cache, results and the
+    tasks' files, and decides what exists already. Every rank returns the same outcomes.
     """
+    world = world or World()
     console = console or Console(stderr=True)
+    if not world.is_main:
+        console = Console(stderr=True, quiet=True)
+        show_progress = False
+    require_same({k: v for k, v in asdict(config).items() if k != "device"}, world)
     tasks = resolve_tasks(config.tasks, registry)
     data_root = Path(config.data_root).expanduser()
-    device = resolve_device(config.device)
+    device = world.device if world.size > 1 else resolve_device(config.device)
     if config.precision == "amp_fp16" and device.type == "cpu":
         raise UserError("--precision amp_fp16 needs a CUDA device; use amp_bf16 or fp32 on CPU")
     output = Path(config.output).expanduser()
-    probe_writable(output, "--output")
     cache = None
-    if config.cache_dir:
-        cache = FeatureCache(config.cache_dir)
-        probe_writable(cache.root, "--cache-dir")
+    if world.is_main:
+        probe_writable(output, "--output")
+        if config.cache_dir:
+            cache = FeatureCache(config.cache_dir, chunk_rows=config.cache_chunk_rows)
+            probe_writable(cache.root, "--cache-dir")
+    # Other ranks' tasks write their files (prediction files, run files) where nobody reads.
+    scratch = None if world.is_main else Path(tempfile.mkdtemp(prefix="itra-rank-"))
+    try:
+        return _run_tasks(config, registry, console, show_progress, model, world, tasks,
+                          data_root, device, output, cache, scratch)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
+
+def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_progress: bool,
+               model: EncoderModel | None, world: World, tasks: list[Task], data_root: Path,
+               device: torch.device, output: Path, cache: FeatureCache | None,
+               scratch: Path | None) -> list[Outcome]:
+    """The body of :func:`run`, once its folders and the job are settled."""
     seed_everything(config.seed)
     if model is None:
         model = build_model(config, registry)
@@ -345,19 +373,24 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
         options = {**config.task_options, **v.options}
         ctx = RunContext(device=device, precision=config.precision,
                          batch_size=config.batch_size, workers=config.workers,
-                         seed=config.seed, data_root=data_root, output_dir=path.parent,
+                         seed=config.seed, data_root=data_root,
+                         output_dir=path.parent if scratch is None else scratch,
                          cache=cache, skip_corrupt=config.skip_corrupt,
-                         options=options, progress=progress, console=console)
+                         options=options, progress=progress, console=console, world=world)
         data_identity = task.data_identity(data_root, options)
-        if path.exists() and not config.overwrite:
+        existing = None
+        if world.is_main and path.exists() and not config.overwrite:
             record = _read_existing(store, path, console)
             if record is not None and record.get("data", {}).get("identity") == data_identity:
-                outcomes.append(Outcome(task.name, variant, "exists", record["main_score"],
-                                        record["main_score_value"], 0.0, str(path)))
-                continue
-            if record is not None:
+                existing = Outcome(task.name, variant, "exists", record["main_score"],
+                                   record["main_score_value"], 0.0, str(path))
+            elif record is not None:
                 console.print(f"[yellow]{task.name} ({variant}): the data changed since "
                               f"{escape(str(path))} was computed; recomputing[/]")
+        existing = broadcast_from_main(existing, world)
+        if existing is not None:
+            outcomes.append(existing)
+            continue
         seed_everything(config.seed)
         console.print(f"[bold cyan]{task.name}[/] ({variant})")
         started = datetime.now(timezone.utc)
@@ -385,15 +418,16 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
             "config": {**asdict(config), "device": str(device)},
             "started_at": started.isoformat(), "seconds": round(seconds, 3),
         }
-        try:
-            store.write(path, record)
-        except OSError as exc:
-            raise UserError(f"cannot write the result {path} ({exc.strerror or exc}); results "
-                            "written before it are kept. Free space or choose another "
-                            "--output.") from exc
-        registry.pm.hook.itra_bench_result_written(task=task, model_name=model.name,
-                                                   result=result, path=str(path),
-                                                   record=record)
+        if world.is_main:
+            try:
+                store.write(path, record)
+            except OSError as exc:
+                raise UserError(f"cannot write the result {path} ({exc.strerror or exc}); "
+                                "results written before it are kept. Free space or choose "
+                                "another --output.") from exc
+            registry.pm.hook.itra_bench_result_written(task=task, model_name=model.name,
+                                                       result=result, path=str(path),
+                                                       record=record)
         if skipped:
             console.print(f"[yellow]{task.name}: skipped {len(skipped)} corrupt image(s), "
                           f"listed in {path}; the result is marked incomplete[/]")

@@ -51,3 +51,50 @@ def test_gather_restores_order_and_disagreeing_ranks_are_refused(tmp_path):
     report = json.loads(out.read_text())
     assert report["size"] == 3 and all(report["restored"])
     assert "rank 1 differs from rank 0 in data_root" in report["refused"]
+
+
+def _records(out: Path) -> dict[tuple[str, str], dict]:
+    from itra_bench.results import iter_records
+
+    return {(r["task"], r["variant"]): r for _, r in iter_records(out)}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                    reason="torch was built without torch.distributed / gloo")
+def test_two_processes_give_the_results_of_one(cli, tmp_path):
+    from PIL import Image
+
+    # An ImageFolder task beside the demo suite: odd split sizes, so shards are uneven.
+    for split, n in (("train", 7), ("test", 5)):
+        for c, cls in enumerate(("cat", "dog", "emu")):
+            folder = tmp_path / "data" / "pets" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (12, 12), (80 * c, 17 * i, 200 - 40 * c)).save(
+                    folder / f"{i}.png")
+    task = tmp_path / "pets.yaml"
+    task.write_text("name: pets-lp\nprotocol: linear_probe\nroot: pets\n")
+    common = ["--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", "demo",
+              str(task), "--data-root", str(tmp_path / "data"), "--workers", "0",
+              "--no-progress", "--batch-size", "16"]
+    one = cli("run", *common, "--output", tmp_path / "one", "--cache-dir", tmp_path / "c1")
+    assert one.code == 0, one
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")]))
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "itra_bench.cli", "run", *common, "--output", str(tmp_path / "two"),
+         "--cache-dir", str(tmp_path / "c2")],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    single, double = _records(tmp_path / "one"), _records(tmp_path / "two")
+    assert set(single) == set(double) and len(single) == 6
+    for key, rec in single.items():
+        assert double[key]["metrics"] == rec["metrics"], key
+        assert double[key]["num_samples"] == rec["num_samples"]
+    # Rank 0 alone wrote: one file per result, and the cache holds the same entries.
+    assert len(list((tmp_path / "two").rglob("*.json"))) == len(single)
+    entries = {p.name for p in (tmp_path / "c1").rglob("*.pt")}
+    assert entries and entries == {p.name for p in (tmp_path / "c2").rglob("*.pt")}
