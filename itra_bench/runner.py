@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -229,6 +231,31 @@ def task_provider(task: Task, registry: Registry) -> PluginInfo:
     return PluginInfo("task file", "itra-bench", "itra_bench.yaml_tasks", __version__)
 
 
+def task_definition(task: Task) -> str:
+    """An id of what a task computes beyond its data (its fields: templates, class names, k,
+    splits, card, ...), so that a rerun after editing a task file recomputes."""
+    if not dataclasses.is_dataclass(task):
+        return ""  # a plain class's settings live in its code
+    text = json.dumps(_canonical(task), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` as JSON that is the same in every process (sets sorted, no addresses)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"class": type(value).__qualname__,
+                **{f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, set | frozenset):
+        return sorted((_canonical(v) for v in value), key=repr)
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
 def _read_existing(store: ResultStore, path: Path, console: Console) -> dict[str, Any] | None:
     """The stored result at ``path``; an unreadable one is renamed to ``*.corrupt`` (kept for
     inspection) and None returned, so it is recomputed."""
@@ -378,15 +405,22 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
                          cache=cache, skip_corrupt=config.skip_corrupt,
                          options=options, progress=progress, console=console, world=world)
         data_identity = task.data_identity(data_root, options)
+        definition = task_definition(task)
         existing = None
         if world.is_main and path.exists() and not config.overwrite:
             record = _read_existing(store, path, console)
-            if record is not None and record.get("data", {}).get("identity") == data_identity:
-                existing = Outcome(task.name, variant, "exists", record["main_score"],
-                                   record["main_score_value"], 0.0, str(path))
-            elif record is not None:
+            stored = record.get("data", {}) if record is not None else {}
+            if record is None:
+                pass
+            elif stored.get("identity") != data_identity:
                 console.print(f"[yellow]{task.name} ({variant}): the data changed since "
                               f"{escape(str(path))} was computed; recomputing[/]")
+            elif stored.get("task_definition", "") != definition:
+                console.print(f"[yellow]{task.name} ({variant}): the task's definition "
+                              f"changed since {escape(str(path))} was computed; recomputing[/]")
+            else:
+                existing = Outcome(task.name, variant, "exists", record["main_score"],
+                                   record["main_score_value"], 0.0, str(path))
         existing = broadcast_from_main(existing, world)
         if existing is not None:
             outcomes.append(existing)
@@ -409,8 +443,8 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
             "main_score": result.main_score,
             "main_score_value": result.metrics[result.main_score],
             "metrics": result.metrics, "num_samples": result.num_samples,
-            "data": {"identity": data_identity, "complete": not skipped,
-                     "skipped": len(skipped)},
+            "data": {"identity": data_identity, "task_definition": definition,
+                     "complete": not skipped, "skipped": len(skipped)},
             "details": result.details,
             "providers": {"model": model_provider.as_record() if model_provider else None,
                           "task": provider.as_record(),

@@ -365,3 +365,31 @@ def test_user_error_of_any_kind_from_a_task_keeps_its_message_and_gets_the_task_
     res = cli(*run_args(tmp_path, "--tasks", "raising-task", "--plugin", "raising_plugin"))
     assert res.code == 2, res
     assert "task 'raising-task'" in res.err and "unknown template 'phto'" in res.err
+
+
+def test_rerun_after_editing_the_task_file_recomputes(cli, tmp_path):
+    make_tree(tmp_path / "data" / "pets", {"test": ("cat", "dog")})
+    task = tmp_path / "zs.yaml"
+    task.write_text("name: pets-zs\nprotocol: zeroshot\nroot: pets\n"
+                    "templates: ['a photo of a {}.']\n")
+    args = run_args(tmp_path, "--tasks", task, "--data-root", tmp_path / "data")
+    assert cli(*args).code == 0
+    assert "exists" in cli(*args).out
+    task.write_text("name: pets-zs\nprotocol: zeroshot\nroot: pets\n"
+                    "templates: ['a drawing of a {}.']\n")
+    res = cli(*args)
+    assert res.code == 0, res
+    assert "exists" not in res.out and "definition changed" in res.err
+
+
+def test_task_definition_is_stable_across_processes():
+    import subprocess
+    import sys
+
+    code = ("from itra_bench.registry import load_registry\n"
+            "from itra_bench.runner import task_definition\n"
+            "r = load_registry()\n"
+            "print(sorted((n, task_definition(p.item)) for n, p in r.tasks.items()))\n")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout for _ in range(2)}
+    assert len(outs) == 1 and "digits-knn" in outs.pop()
