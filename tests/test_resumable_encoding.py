@@ -17,7 +17,7 @@ from PIL import Image
 from rich.console import Console
 
 from itra_bench.context import RunContext
-from itra_bench.datasets.image_source import ImageSource
+from itra_bench.datasets.image_source import ImageFiles, ImageSource
 from itra_bench.encoding import encode_images
 from itra_bench.feature_cache import FeatureCache
 from itra_bench.progress import ProgressReporter
@@ -68,21 +68,12 @@ class Colours(ImageSource):
         return f"colour-{index}.png"
 
 
-class FileImages(ImageSource):
+class FileImages(ImageFiles):
     """JPEG files on disk (one of them may be truncated on purpose)."""
 
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
         self.identity = "files-" + "-".join(p.name for p in paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def open_image(self, index: int) -> Image.Image:
-        return Image.open(self.paths[index])
-
-    def describe(self, index: int) -> str:
-        return str(self.paths[index])
 
 
 class RecordingProgress(ProgressReporter):
