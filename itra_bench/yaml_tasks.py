@@ -34,6 +34,7 @@ from itra_bench.generic_tasks import (
     ImageFolderData,
     RetrievalTask,
 )
+from itra_bench.protocols.knn import WEIGHTINGS as KNN_WEIGHTINGS
 from itra_bench.protocols.zeroshot import fill_template
 from itra_bench.task import Task
 
@@ -63,7 +64,6 @@ _RETRIEVAL = {
     "img_key": (str, False, "filepath"),
     "caption_key": (str, False, "title"),
 }
-_KNN_WEIGHTINGS = ("uniform", "distance", "softmax")
 
 
 #: A field schema: key -> (accepted type(s), required, default).
@@ -159,8 +159,8 @@ def load_task_file(path: str | Path,
                                     or values["separator"] in "\"\r\n"):
         raise UserError(f"{path}: key 'separator' must be one character (not a quote or a "
                         f"line break), got {values['separator']!r}")
-    if protocol == "knn" and values["weighting"] not in _KNN_WEIGHTINGS:
-        raise UserError(f"{path}: key 'weighting' must be one of {_KNN_WEIGHTINGS}")
+    if protocol == "knn" and values["weighting"] not in KNN_WEIGHTINGS:
+        raise UserError(f"{path}: key 'weighting' must be one of {KNN_WEIGHTINGS}")
 
     common = {"name": values["name"], "description": values["description"],
               "suites": tuple(values["suites"])}

@@ -40,6 +40,7 @@ from itra_bench.datasets.webdataset_source import (
 from itra_bench.errors import UserError
 from itra_bench.generic_tasks import ClassificationTask, RetrievalTask
 from itra_bench.model import EncoderModel
+from itra_bench.protocols.knn import WEIGHTINGS as KNN_WEIGHTINGS
 from itra_bench.protocols.zeroshot import fill_template
 from itra_bench.task import Task, TaskResult
 from itra_bench.yaml_tasks import Schema, check_fields
@@ -47,7 +48,6 @@ from itra_bench.yaml_tasks import Schema, check_fields
 #: The ``task`` values of a task file and the protocol each runs.
 TASKS = {"zeroshot_classification": "zeroshot", "linear_probe": "linear_probe", "knn": "knn",
          "clustering": "clustering", "retrieval": "retrieval"}
-_KNN_WEIGHTINGS = ("uniform", "distance", "softmax")
 
 _SCHEMA: Schema = {
     "name": (str, True, None),
@@ -219,8 +219,8 @@ def wds_task(doc: dict[str, Any], path: Path) -> Task:
     if not 0 < values["temperature"] < math.inf:
         raise UserError(f"{path}: key 'temperature' must be a positive number, got "
                         f"{values['temperature']}")
-    if values["weighting"] not in _KNN_WEIGHTINGS:
-        raise UserError(f"{path}: key 'weighting' must be one of {_KNN_WEIGHTINGS}")
+    if values["weighting"] not in KNN_WEIGHTINGS:
+        raise UserError(f"{path}: key 'weighting' must be one of {KNN_WEIGHTINGS}")
     return _make(values["name"], values["root"], task, values["split"],
                  description=values["description"], suites=tuple(values["suites"]),
                  train_split=values["train_split"], templates=values["templates"],
