@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from itra_bench.datasets.image_source import to_rgb
 from itra_bench.datasets.text_files import check_no_nul, csv_records
 from itra_bench.errors import CorruptImageError, MissingDataError, UserError
+from itra_bench.paths import is_existing_file
 
 
 def _separator_name(sep: str) -> str:
@@ -61,7 +62,7 @@ class CsvImageText(Dataset):
                                 f"header has {len(header)}")
             image = Path(check_no_nul(row[img_col], f"{self.path}, line {line}"))
             image = image if image.is_absolute() else base / image
-            if not image.is_file():
+            if not is_existing_file(image):
                 raise MissingDataError(f"{self.path}, line {line}: image {image} does not "
                                        "exist (relative paths are read from the CSV's "
                                        "folder)")

@@ -344,3 +344,10 @@ def test_a_zip_listed_by_the_index_that_is_not_a_zip_is_reported(cifar: tuple[An
         zip_path.write_bytes(valid)
     with zipfile.ZipFile(zip_path) as zf:
         assert zf.testzip() is None
+
+
+def test_index_naming_a_zip_longer_than_the_file_system_allows(cifar: tuple[Any, Path]) -> None:
+    # Found by the thorough run: looking the zip up raised OSError (File name too long).
+    index = _index(cifar)
+    lines = index.read_bytes().splitlines(keepends=True)
+    _read_split(*cifar, index, b"9" * 5000 + lines[0] + b"".join(lines[1:]))

@@ -309,3 +309,14 @@ def test_sts_file_with_one_scored_pair_is_a_user_error(cli, tmp_path):
     task.write_text("name: sts-x\nprotocol: sts\nformat: senteval\nroot: STS\nfiles: [x]\n")
     one_clean_error(bench(cli, tmp_path, tmp_path / "data", task), "STS.gs.x.txt: 1 scored",
                     "at least 2")
+
+
+def test_training_csv_naming_an_image_longer_than_the_file_system_allows(tmp_path):
+    # Found by the thorough fuzz run: looking the image up raised OSError (File name too long).
+    from itra_bench.errors import UserError
+    from itra_train.data import CsvImageText
+
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("filepath\ttitle\n" + "[" * 5000 + "img/a.jpg\ta caption\n")
+    with pytest.raises(UserError, match="line 2"):
+        CsvImageText(csv_path)

@@ -59,6 +59,7 @@ from PIL import Image
 from itra_bench.datasets.image_source import ImageSource
 from itra_bench.errors import CorruptImageError, MissingDataError, UserError
 from itra_bench.fingerprint import files_identity
+from itra_bench.paths import is_existing_file
 from itra_bench.vision_benchmark.cards import DatasetCard
 
 __all__ = ["ElevaterSplit", "expected_layout", "missing_files", "open_split"]
@@ -173,7 +174,7 @@ class ElevaterSplit(ImageSource):
 
         # A zip the index points into that the card does not name must exist too.
         for p in self._zip_paths:
-            if not p.is_file():
+            if not is_existing_file(p):
                 raise MissingDataError(
                     f"dataset {card.name!r}, split {split!r}: {self.index_path} refers to the "
                     f"zip file {p}, which does not exist. Expected layout: "
@@ -225,7 +226,7 @@ class ElevaterSplit(ImageSource):
             if not wanted:
                 continue
             if where < 0:
-                absent = [m for m in wanted if not (self.root / m).is_file()]
+                absent = [m for m in wanted if not is_existing_file(self.root / m)]
             else:
                 try:
                     with zipfile.ZipFile(path) as zf:

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, settings
 QUICK = settings(max_examples=150, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow])
-#: The ``slow``-marked runs: many more, random cases.
-THOROUGH = settings(max_examples=1000, deadline=None,
+#: The ``slow``-marked runs: many more cases, the same every time (so CI is deterministic).
+THOROUGH = settings(max_examples=1000, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 #: Encodings a user's file may really be in instead of UTF-8.
