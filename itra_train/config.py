@@ -70,6 +70,10 @@ def defaults() -> CfgNode:
     c.align_weight = 0.0
     # Data.
     c.train_data = ""
+    c.dataset_type = "auto"
+    c.train_num_samples = 0
+    c.dataset_resampled = False
+    c.skip_corrupt = False
     c.csv_separator = "\t"
     c.csv_img_key = "filepath"
     c.csv_caption_key = "title"
@@ -108,8 +112,9 @@ def defaults() -> CfgNode:
 RESUMABLE = frozenset({
     "epochs", "workers", "logs", "name", "save_frequency", "log_every_n_steps", "resume",
     "eval_tasks", "eval_every", "eval_data_root", "eval_batch_size", "progress", "device",
-    "weights_cache", "train_data", "cache_teacher", "cache_dir",
+    "weights_cache", "train_data", "cache_teacher", "cache_dir", "skip_corrupt",
 })
+DATASET_TYPES = ("auto", "csv", "webdataset")
 
 _HELP = {
     "image_model_builder": "image tower: a model scheme of itra-bench (`itra-bench list "
@@ -153,7 +158,19 @@ _HELP = {
                      "cache, instead of at every step (the data has no augmentation)",
     "lock_image": "freeze the image tower (LiT)",
     "lock_text": "freeze the text tower",
-    "train_data": "CSV of image paths and captions (relative paths: from the CSV's folder)",
+    "train_data": "CSV of image paths and captions (relative paths: from the CSV's folder), "
+                  "or webdataset shards: 'shards/{00000..00999}.tar', several patterns "
+                  "joined by '::'",
+    "dataset_type": "auto (shards when every --train-data pattern ends in .tar, .tar.gz or "
+                    ".tgz, else csv) | csv | webdataset",
+    "train_num_samples": "webdataset: samples per epoch (required; the steps per epoch are "
+                         "this over the global batch)",
+    "dataset_resampled": "webdataset: draw shards with replacement (seeded by seed, epoch, "
+                         "rank and worker) instead of dealing each shard to one worker an "
+                         "epoch",
+    "skip_corrupt": "webdataset: skip samples that cannot be read (no image or txt member, "
+                    "undecodable image, damaged tar member), count them and report them at "
+                    "the end of the epoch, instead of stopping",
     "csv_separator": "CSV column separator (default: tab)",
     "csv_img_key": "column holding image paths",
     "csv_caption_key": "column holding captions",
@@ -209,7 +226,7 @@ def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
         else:
             # Model schemes come from plugins and precision has aliases: both are checked
             # after parsing, with a close-match suggestion.
-            choices = {"image_head": HEADS, "text_head": HEADS,
+            choices = {"image_head": HEADS, "text_head": HEADS, "dataset_type": DATASET_TYPES,
                        "distill_image": DISTILL, "distill_text": DISTILL}.get(key)
             parser.add_argument(_flag(key), type=type(value), choices=choices, **kwargs)
     return parser
@@ -255,7 +272,7 @@ def validate(cfg: CfgNode) -> None:
     for key in positive:
         if cfg[key] < 1:
             raise UserError(f"{_flag(key)} must be at least 1, got {cfg[key]}")
-    for key in ("workers", "warmup", "embed_dim", "prototypes"):
+    for key in ("workers", "warmup", "embed_dim", "prototypes", "train_num_samples"):
         if cfg[key] < 0:
             raise UserError(f"{_flag(key)} must be 0 or more, got {cfg[key]}")
     for key in ("lr", "wd", "grad_clip_norm", "align_weight"):
@@ -296,7 +313,21 @@ def validate(cfg: CfgNode) -> None:
             raise UserError(f"--adapter must be one of {', '.join(ADAPTERS)}, got "
                             f"{cfg.adapter!r}")
     if not cfg.train_data:
-        raise UserError("--train-data is required: a CSV of image paths and captions")
+        raise UserError("--train-data is required: a CSV of image paths and captions, or "
+                        "webdataset shards ('shards/{00000..00099}.tar')")
+    if cfg.dataset_type not in DATASET_TYPES:
+        raise UserError(f"--dataset-type must be one of {', '.join(DATASET_TYPES)}, got "
+                        f"{cfg.dataset_type!r}")
+
+
+def dataset_type(cfg: CfgNode) -> str:
+    """``--dataset-type``, with ``auto`` resolved: webdataset when every ``::``-separated
+    part of ``--train-data`` names tar shards, else csv."""
+    if cfg.dataset_type != "auto":
+        return cfg.dataset_type
+    from .wds_data import looks_like_shards
+
+    return "webdataset" if looks_like_shards(cfg.train_data) else "csv"
 
 
 def loss_options(cfg: CfgNode) -> dict[str, Any]:
@@ -339,7 +370,8 @@ def from_dict(values: dict[str, Any]) -> CfgNode:
 def differences(saved: dict[str, Any], current: CfgNode) -> list[str]:
     """The settings (outside :data:`RESUMABLE`) whose values differ, as readable lines
     (an old spelling in ``saved`` equals today's name)."""
-    saved = dict(saved)
+    # A checkpoint written before a setting existed ran with that setting's default.
+    saved = {**as_dict(defaults()), **saved}
     normalise(saved)
     out = []
     for key in sorted(set(saved) | set(current)):

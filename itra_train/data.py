@@ -116,12 +116,17 @@ class DecodeFailure(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """A training batch: images, the teacher's images (or None), captions, row indices."""
+    """A training batch: images, the teacher's images (or None), captions, row indices
+    (sample ids for webdataset shards); for shards also what the worker skipped
+    (``--skip-corrupt``) since its last batch, and how many samples it read a second time
+    this epoch."""
 
     images: torch.Tensor
     teacher_images: torch.Tensor | None
     texts: list[str]
     indices: torch.Tensor
+    skipped: tuple[str, ...] = ()
+    repeats: int = 0
 
 
 def collate(items: list[tuple[Any, Any, str, int] | DecodeFailure]) -> Batch | DecodeFailure:

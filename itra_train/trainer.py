@@ -25,7 +25,7 @@ from itra_bench.registry import Registry
 from itra_bench.runner import seed_everything
 
 from . import checkpoint
-from .config import as_dict, differences, loss_options
+from .config import as_dict, dataset_type, differences, loss_options
 from .data import Batch, CsvImageText, DecodeFailure, collate
 from .distributed import World, gather_batch
 from .run_folder import RunFolder
@@ -148,6 +148,32 @@ class Trainer:
         if self.teacher is not None and "teacher:image" in {t for _, _, t in self.pairs} \
                 and not cfg.cache_teacher:
             teacher_transform = self.teacher.image_transform
+        self.dataset_type = dataset_type(cfg)
+        if self.dataset_type == "webdataset":
+            self._build_shards(teacher_transform)
+        else:
+            self._build_csv(teacher_transform)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+        self.ddp: nn.Module = self.model
+        if world.size > 1:
+            ids = [world.device.index] if world.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = adamw(nn.ModuleList([self.model, self.loss_fns]), cfg.lr, cfg.wd,
+                               (cfg.beta1, cfg.beta2), cfg.eps)
+        self.scaler = torch.amp.GradScaler(world.device.type, enabled=cfg.precision == "amp_fp16")
+        self.state = State()
+        if resume is not None:
+            self._load(resume)
+        self.out.write_params(cfg)
+
+    def _build_csv(self, teacher_transform: Any) -> None:
+        """The CSV dataset, its sampler and loader (``--dataset-type csv``)."""
+        cfg, world = self.cfg, self.world
+        if cfg.skip_corrupt:
+            raise UserError("--skip-corrupt applies to webdataset shards; a CSV's images "
+                            "are named by row, so remove or replace the rows of images that "
+                            "cannot be read")
         self.data = CsvImageText(cfg.train_data, cfg.csv_img_key, cfg.csv_caption_key,
                                  cfg.csv_separator, self.model.image_transform,
                                  teacher_transform)
@@ -173,19 +199,50 @@ class Trainer:
             raise UserError(f"{cfg.train_data}: {len(self.data)} rows make no full batch of "
                             f"{global_batch} (--batch-size x --accum-freq x processes); lower "
                             "--batch-size or add data")
-        self.total_steps = self.steps_per_epoch * cfg.epochs
 
-        self.ddp: nn.Module = self.model
-        if world.size > 1:
-            ids = [world.device.index] if world.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = adamw(nn.ModuleList([self.model, self.loss_fns]), cfg.lr, cfg.wd,
-                               (cfg.beta1, cfg.beta2), cfg.eps)
-        self.scaler = torch.amp.GradScaler(world.device.type, enabled=cfg.precision == "amp_fp16")
-        self.state = State()
-        if resume is not None:
-            self._load(resume)
-        self.out.write_params(cfg)
+    def _build_shards(self, teacher_transform: Any) -> None:
+        """The webdataset shards and their loader (``--dataset-type webdataset``): every
+        rank makes the same number of batches an epoch, from shards no other rank or worker
+        reads in that epoch (unless --dataset-resampled)."""
+        cfg, world = self.cfg, self.world
+        from .wds_data import WebDatasetImageText, expand_shards
+
+        if cfg.cache_teacher:
+            raise UserError("--cache-teacher encodes a CSV's rows by index; webdataset shards "
+                            "are streamed, so drop --cache-teacher (the teacher then encodes "
+                            "each batch)")
+        if cfg.train_num_samples < 1:
+            raise UserError("--dataset-type webdataset needs --train-num-samples N: the "
+                            "samples an epoch takes from the shards (open_clip's flag)")
+        shards = expand_shards(cfg.train_data)
+        readers = world.size * max(1, cfg.workers)
+        if not cfg.dataset_resampled and len(shards) < readers:
+            raise UserError(
+                f"--train-data names {len(shards)} shard(s), fewer than the {world.size} "
+                f"process(es) x {max(1, cfg.workers)} --workers = {readers} readers that each "
+                "need shards of their own in an epoch; lower --workers, split the data into "
+                "more shards, or pass --dataset-resampled (shards drawn with replacement)")
+        global_batch = cfg.batch_size * cfg.accum_freq * world.size
+        self.steps_per_epoch = cfg.train_num_samples // global_batch
+        if self.steps_per_epoch == 0:
+            raise UserError(f"--train-num-samples {cfg.train_num_samples} makes no full batch "
+                            f"of {global_batch} (--batch-size x --accum-freq x processes); "
+                            "raise --train-num-samples or lower --batch-size")
+        self.data = WebDatasetImageText(
+            shards, cfg.batch_size, self.steps_per_epoch * cfg.accum_freq, world.rank,
+            world.size, cfg.seed, resampled=cfg.dataset_resampled,
+            skip_corrupt=cfg.skip_corrupt, num_samples=cfg.train_num_samples,
+            transform=self.model.image_transform, teacher_transform=teacher_transform)
+        self.teacher_cache = {}
+        self.sampler = None
+        # Batches are made in the dataset (each worker reports what it skipped on them).
+        self.loader = DataLoader(self.data, batch_size=None, num_workers=cfg.workers,
+                                 pin_memory=world.device.type == "cuda",
+                                 persistent_workers=False)
+        how = "drawn with replacement" if cfg.dataset_resampled else \
+            "each shard read by one worker an epoch"
+        self.log.info(f"webdataset: {len(shards)} shard(s), {cfg.train_num_samples} samples "
+                      f"an epoch ({how})")
 
     # -- the objective ------------------------------------------------------------------
 
@@ -421,6 +478,8 @@ class Trainer:
                 # Raised here, not in the worker: a worker's exception reaches the user
                 # wrapped in its traceback.
                 raise CorruptImageError(batch.message)
+            self._skipped.extend(batch.skipped)
+            self._repeats += batch.repeats
             group.append(batch)
             if len(group) == self.cfg.accum_freq:
                 yield group
@@ -433,7 +492,12 @@ class Trainer:
         # derives from (seed, epoch, rank): a resumed run replays exactly what an
         # uninterrupted one would have done.
         seed_everything(cfg.seed + 100_003 * (epoch + 1) + world.rank)
-        self.sampler.set_epoch(epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        else:
+            self.data.set_epoch(epoch)
+        self._skipped: list[str] = []
+        self._repeats = 0
         self.model.train()
         samples_per_step = cfg.batch_size * cfg.accum_freq * world.size
         losses: list[float] = []
@@ -470,9 +534,34 @@ class Trainer:
                                       **{f"train/{k}": v for k, v in terms.items()}},
                                      self.state.step)
                     interval_start, interval_steps = time.perf_counter(), 0
-        return {"epoch": epoch + 1, "step": self.state.step,
-                "train_loss": float(np.mean(losses)), "train_loss_last": losses[-1],
-                **{f"train/{k}": v / len(losses) for k, v in term_sums.items()}, "lr": lr}
+        record = {"epoch": epoch + 1, "step": self.state.step,
+                  "train_loss": float(np.mean(losses)), "train_loss_last": losses[-1],
+                  **{f"train/{k}": v / len(losses) for k, v in term_sums.items()}, "lr": lr}
+        if self.dataset_type == "webdataset":
+            record.update(self._shard_report(epoch))
+        return record
+
+    def _shard_report(self, epoch: int) -> dict[str, Any]:
+        """Log what the epoch's readers skipped (--skip-corrupt) or read twice, summed over
+        the ranks; the counts go into the epoch's record."""
+        skipped, repeats = self._skipped, self._repeats
+        if self.world.size > 1:
+            parts: list[Any] = [None] * self.world.size
+            dist.all_gather_object(parts, (skipped, repeats))
+            skipped = [m for part, _ in parts for m in part]
+            repeats = sum(r for _, r in parts)
+        if skipped and self.world.is_main:
+            shown = "\n  ".join(skipped[:10])
+            more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+            self.log.warning(f"epoch {epoch + 1}: --skip-corrupt skipped {len(skipped)} "
+                             f"sample(s) or shard remainder(s):\n  {shown}{more}")
+        if repeats and self.world.is_main:
+            self.log.warning(
+                f"epoch {epoch + 1}: {repeats} sample(s) were read a second time in this "
+                "epoch: some worker's shards held fewer samples than its share of "
+                f"--train-num-samples {self.cfg.train_num_samples}; lower it, or use more "
+                "(or more even) shards")
+        return {"skipped_corrupt": len(skipped), "repeated_samples": repeats}
 
     @contextlib.contextmanager
     def _progress(self, epoch: int) -> Iterator[Any]:
