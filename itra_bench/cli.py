@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -15,9 +15,10 @@ from rich.table import Table
 from itra_bench import __version__
 from itra_bench.commands import Command
 from itra_bench.context import PRECISIONS, default_workers, precision_name
-from itra_bench.distributed import DEFAULT_TIMEOUT
+from itra_bench.distributed import DEFAULT_TIMEOUT, World
 from itra_bench.errors import PluginClashError, UserError
 from itra_bench.registry import ENV_VAR, Registry, load_registry
+from itra_bench.runner import RunConfig
 
 LIST_KINDS = ("models", "losses", "tasks", "suites", "plugins")
 
@@ -167,6 +168,11 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
     run.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                      help="under torchrun or srun: how long a rank waits for the others before "
                           "the job ends (default %(default)s)")
+    run.add_argument("--distribute", choices=("shards", "jobs"), default="shards",
+                     help="under torchrun or srun: shards = every rank encodes a part of each "
+                          "task's data (default); jobs = each rank runs whole (model, task) "
+                          "jobs on its own, better for many small tasks (needs --output and "
+                          "--cache-dir on a file system every rank sees)")
     run.add_argument("--overwrite", action="store_true",
                      help="recompute results that already exist")
     run.add_argument("--skip-corrupt", action="store_true",
@@ -239,7 +245,7 @@ def model_specs(args: argparse.Namespace) -> list[str]:
 def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> int:
     from itra_bench.distributed import init_distributed
     from itra_bench.leaderboard import write_leaderboard
-    from itra_bench.runner import RunConfig, outcome_table, run
+    from itra_bench.runner import outcome_table, run
 
     for flag in ("batch_size",):
         if getattr(args, flag) < 1:
@@ -251,11 +257,10 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
     specs = model_specs(args)
     world = init_distributed(args.device, timeout=args.dist_timeout)
     out = Console(quiet=not world.is_main)
-    for spec in specs:
-        if len(specs) > 1 and world.is_main:
-            console.print(f"[bold]model {escape(spec)}[/]")
-        config = RunConfig(
-            model=spec, tasks=args.tasks, device=args.device, precision=args.precision,
+
+    def config(spec: str, tasks: list[str], device: str) -> RunConfig:
+        return RunConfig(
+            model=spec, tasks=tasks, device=device, precision=args.precision,
             batch_size=args.batch_size, workers=args.workers, seed=args.seed,
             data_root=args.data_root, output=args.output,
             cache_dir=None if args.no_cache else args.cache_dir, overwrite=args.overwrite,
@@ -263,15 +268,67 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
             random_init=args.random_init, pooler=args.pooler,
             weights_cache=args.weights_cache, skip_missing=args.skip_missing,
             task_options=task_options(args), cache_chunk_rows=args.cache_chunk_rows)
-        outcomes = run(config, registry, console, show_progress=not args.no_progress,
-                       world=world)
-        out.print(outcome_table(outcomes, spec))
+
+    if args.distribute == "jobs" and world.size > 1:
+        _run_jobs(specs, args, registry, console, world, config)
+    else:
+        for spec in specs:
+            if len(specs) > 1 and world.is_main:
+                console.print(f"[bold]model {escape(spec)}[/]")
+            outcomes = run(config(spec, args.tasks, args.device), registry, console,
+                           show_progress=not args.no_progress, world=world)
+            out.print(outcome_table(outcomes, spec))
     if len(specs) > 1 and world.is_main:
         out.print(write_leaderboard(args.output).to_rich())
     if world.is_main:
         console.print(f"results in {escape(args.output)}; collate with "
                       f"`itra-bench results {escape(args.output)}`")
     return 0
+
+
+def job_tasks(names: list[str], registry: Registry) -> list[str]:
+    """``--tasks`` as single jobs: suites expanded into their members, each name once."""
+    out: list[str] = []
+    for raw in names:
+        for name in (n.strip() for n in raw.split(",")):
+            if name in registry.suites:
+                out += registry.suites[name]
+            elif name:
+                out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def _run_jobs(specs: list[str], args: argparse.Namespace, registry: Registry,
+              console: Console, world: World, config: Callable[..., RunConfig]) -> None:
+    """``--distribute jobs``: the (model, task) grid dealt round-robin over the ranks, each
+    job run whole by one rank as a one-process run (same numbers), the outcomes gathered
+    for rank 0's summary."""
+    from itra_bench.distributed import gather_objects, require_same
+    from itra_bench.runner import outcome_table, run
+
+    tasks = job_tasks(args.tasks, registry)
+    require_same({"models": specs, "tasks": tasks, "data_root": args.data_root,
+                  "output": args.output, "cache_dir": args.cache_dir}, world)
+    jobs = [(spec, task) for spec in specs for task in tasks]
+    alone = World(device=world.device)
+    quiet = Console(stderr=True, quiet=True)
+    mine = []
+    for spec, task in jobs[world.rank::world.size]:
+        if world.is_main:
+            console.print(f"[bold]{escape(spec)}[/] on {escape(task)} (rank 0 of "
+                          f"{world.size}; {len(jobs)} jobs in all)")
+        outcomes = run(config(spec, [task], str(world.device)), registry,
+                       console if world.is_main else quiet,
+                       show_progress=world.is_main and not args.no_progress, world=alone)
+        mine.append((spec, outcomes))
+    every = gather_objects(mine, world, "collect the jobs' outcomes")
+    if world.is_main:
+        by_model: dict[str, list] = {spec: [] for spec in specs}
+        for part in every:
+            for spec, outcomes in part:
+                by_model[spec] += outcomes
+        for spec, outcomes in by_model.items():
+            Console().print(outcome_table(outcomes, spec))
 
 
 def _cmd_list(args: argparse.Namespace, registry: Registry, console: Console) -> int:
@@ -413,6 +470,17 @@ def plugin_commands(registry: Registry) -> dict[str, Command]:
     return out
 
 
+def _rank_prefix() -> str:
+    """``rank N: `` inside a multi-process job (every rank prints its own errors)."""
+    from itra_bench.distributed import job_environment
+
+    try:
+        job = job_environment()
+    except UserError:
+        return ""
+    return f"rank {job[0]}: " if job else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``itra-bench`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -433,7 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        text = str(exc) if str(exc).startswith("rank ") else _rank_prefix() + str(exc)
+        console.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; results written so far are kept[/]")

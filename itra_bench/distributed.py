@@ -7,9 +7,11 @@ path serves a plain run and a run under ``torchrun --nproc-per-node K``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,6 +24,10 @@ from itra_bench.errors import UserError
 
 #: Seconds a collective may wait for a slow or hung rank before the job ends (``--dist-timeout``).
 DEFAULT_TIMEOUT = 1800.0
+
+
+class RankFailedError(UserError):
+    """A collective gave up waiting: another rank failed, hung or is too slow."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,66 @@ def init_distributed(device: str = "auto", timeout: float = DEFAULT_TIMEOUT) -> 
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=size,
                                 timeout=timedelta(seconds=timeout))
+    _STEPS.clear()
     return World(rank=rank, local_rank=local_rank, size=size, device=resolved)
+
+
+#: Collectives this process entered, and the key each rank records its count under in the
+#: job's rendezvous store: when one times out, the counts tell which rank never arrived.
+_STEPS: dict[str, int] = {}
+_STEP_KEY = "itra_bench/step/{rank}"
+
+
+def _store() -> Any:
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        return _get_default_store()
+    except (ImportError, RuntimeError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def collective(what: str, world: World) -> Iterator[None]:
+    """Mark a collective of every rank (``what`` names it in messages): when it fails or
+    times out (``--dist-timeout``), the error names the ranks that never reached it and what
+    each was doing last, instead of the backend's bare timeout."""
+    step = _STEPS["count"] = _STEPS.get("count", 0) + 1
+    store = _store()
+    if store is not None:
+        with contextlib.suppress(Exception):
+            store.set(_STEP_KEY.format(rank=world.rank), json.dumps([step, what]))
+    try:
+        yield
+    except (RuntimeError, dist.DistError) as exc:
+        raise RankFailedError(_diagnose(step, what, world, exc)) from exc
+
+
+def _diagnose(step: int, what: str, world: World, exc: BaseException) -> str:
+    """Which ranks are behind this one at collective ``step``, from the store's records."""
+    store = _store()
+    behind: list[str] = []
+    if store is not None:
+        for rank in range(world.size):
+            if rank == world.rank:
+                continue
+            try:
+                if not store.check([_STEP_KEY.format(rank=rank)]):
+                    behind.append(f"rank {rank} (never reached a collective)")
+                    continue
+                their_step, their_what = json.loads(store.get(_STEP_KEY.format(rank=rank)))
+            except Exception:  # the store itself may be gone with the failed rank
+                behind.append(f"rank {rank} (its state could not be read)")
+                continue
+            if their_step < step:
+                behind.append(f"rank {rank} (last at step {their_step}: {their_what})")
+    who = (", ".join(behind) + " did not arrive") if behind else \
+        "another rank failed (see its error above)"
+    backend = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    return (f"rank {world.rank} gave up waiting at step {step} ({what}): {who}. The job "
+            "ends here; rerun the same command to resume (results and encoded chunks are "
+            "kept). A rank that is merely slow needs a longer --dist-timeout "
+            f"(backend error: {backend})")
 
 
 def shard(n: int, world: World) -> range:
@@ -83,40 +148,43 @@ def shard(n: int, world: World) -> range:
     return range(start, start + base + (world.rank < extra))
 
 
-def gather_rows(rows: torch.Tensor, world: World) -> torch.Tensor:
+def gather_rows(rows: torch.Tensor, world: World, what: str = "gather rows") -> torch.Tensor:
     """Every rank's ``rows`` concatenated in rank order (ranks may hold different counts, and
     a rank with none may hold an empty tensor of any trailing shape), on every rank; with
     :func:`shard` this restores the original row order."""
     if world.size == 1:
         return rows
     device = world.device if world.device.type == "cuda" else torch.device("cpu")
-    shapes = gather_objects(tuple(rows.shape), world)
+    shapes = gather_objects(tuple(rows.shape), world, what)
     counts = [s[0] if s else 0 for s in shapes]
     trailing = next((s[1:] for s in shapes if s and s[0] > 0), tuple(rows.shape[1:]))
     padded = torch.zeros((max(counts), *trailing), dtype=rows.dtype, device=device)
     if counts[world.rank]:
         padded[:counts[world.rank]] = rows.to(device)
     parts = [torch.empty_like(padded) for _ in range(world.size)]
-    dist.all_gather(parts, padded)
+    with collective(what, world):
+        dist.all_gather(parts, padded)
     return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)]).to(rows.device)
 
 
-def broadcast_from_main(value: Any, world: World) -> Any:
+def broadcast_from_main(value: Any, world: World, what: str = "broadcast from rank 0") -> Any:
     """Rank 0's ``value`` on every rank (picklable objects; what only rank 0 reads, such as
     cache entries, reaches the others this way)."""
     if world.size == 1:
         return value
     box = [value if world.is_main else None]
-    dist.broadcast_object_list(box, src=0)
+    with collective(what, world):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
-def gather_objects(value: Any, world: World) -> list[Any]:
+def gather_objects(value: Any, world: World, what: str = "gather objects") -> list[Any]:
     """``value`` of every rank, in rank order (small picklable objects only)."""
     if world.size == 1:
         return [value]
     out: list[Any] = [None] * world.size
-    dist.all_gather_object(out, value)
+    with collective(what, world):
+        dist.all_gather_object(out, value)
     return out
 
 
@@ -124,7 +192,7 @@ def require_same(what: dict[str, Any], world: World) -> None:
     """Refuse, before any compute, a job whose ranks were started with different settings
     (model, tasks, data root, ...): each rank would otherwise compute a different thing."""
     digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-    everyone = gather_objects((digest, what), world)
+    everyone = gather_objects((digest, what), world, "compare the ranks' settings")
     differing = [r for r, (d, _) in enumerate(everyone) if d != everyone[0][0]]
     if differing:
         first = everyone[0][1]

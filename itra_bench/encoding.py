@@ -102,20 +102,23 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
     world = ctx.world or World()
     # Under a distributed job only rank 0 has the cache: it decides, the others follow.
     hit = ctx.cache.get(key) if ctx.cache is not None else None
-    hit = broadcast_from_main(hit, world)
+    hit = broadcast_from_main(hit, world, f"look up {split or 'images'} in the feature cache")
     if hit is not None:
         if ctx.cache is not None:
             ctx.cache.drop_chunks(key)  # left over when a run stopped between entry and cleanup
         return EncodedImages(hit["features"], hit["indices"], _skipped_from(hit, source))
 
     chunk_rows = ctx.cache.chunk_rows if ctx.cache is not None else DEFAULT_CHUNK_ROWS
-    chunk_rows = broadcast_from_main(chunk_rows, world)
+    chunk_rows = broadcast_from_main(chunk_rows, world, "agree on the cache's chunk size")
     total = len(source)
     done, batch_size = broadcast_from_main(_resumable_chunks(ctx, key, source, chunk_rows),
-                                           world)
+                                           world, f"resume {split or 'images'} from its chunks")
     todo = [(s, min(s + chunk_rows, total)) for s in range(0, total, chunk_rows)
             if s not in done]
     resumed = total - sum(end - start for start, end in todo)
+    if resumed and todo:
+        ctx.console.print(f"{escape(split or 'images')}: resuming the encoding at row "
+                          f"{resumed:,} of {total:,} (the chunks of an interrupted run)")
     if todo:
         _encode_chunks(model, source, ctx, key, todo, done, split, resumed, batch_size)
     parts = [done[start] for start in sorted(done)]
@@ -259,7 +262,8 @@ def _encode_chunks(model: EncoderModel, source: ImageSource, ctx: RunContext, ke
                     break
             # Every rank reaches this point for every chunk (possibly with no batch of it), so
             # an error on one rank stops all of them, with its message.
-            errors = [e for e in gather_objects(error, world) if e is not None]
+            what = f"encode {split or 'images'} rows {start}-{end}"
+            errors = [e for e in gather_objects(error, world, what) if e is not None]
             if errors:
                 raise CorruptImageError(errors[0])
             chunk = {"features": torch.cat(feats) if feats else torch.empty(0, 0),
@@ -267,7 +271,7 @@ def _encode_chunks(model: EncoderModel, source: ImageSource, ctx: RunContext, ke
                      "failed": torch.tensor(failed, dtype=torch.long)}
             if world.size > 1:
                 local_rows = sum(len(b) for b in local)
-                chunk = {k: gather_rows(v, world) for k, v in chunk.items()}
+                chunk = {k: gather_rows(v, world, f"gather {what}") for k, v in chunk.items()}
                 if not len(chunk["features"]):
                     chunk["features"] = torch.empty(0, 0)
                 bar.advance(end - start - local_rows)
@@ -284,19 +288,33 @@ def _skipped_from(hit: dict[str, torch.Tensor], source: ImageSource) -> list[str
 
 def encode_texts(model: EncoderModel, texts: list[str], ctx: RunContext,
                  description: str = "encode texts") -> torch.Tensor:
-    """Embed ``texts`` in batches (float32 on the CPU), reusing the feature cache."""
+    """Embed ``texts`` in batches (float32 on the CPU), reusing the feature cache.
+
+    Under a distributed job each rank encodes a contiguous share of the batches one process
+    would encode, and the features are gathered in order on every rank."""
     digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
     key = cache_key(kind="texts", model=model.fingerprint, texts=digest, precision=ctx.precision)
-    if ctx.cache is not None and (hit := ctx.cache.get(key)) is not None:
+    world = ctx.world or World()
+    hit = ctx.cache.get(key) if ctx.cache is not None else None
+    hit = broadcast_from_main(hit, world, f"look up {description} in the feature cache")
+    if hit is not None:
         return hit["features"]
+    starts = list(range(0, len(texts), ctx.batch_size))
+    mine = shard(len(starts), world)
     out: list[torch.Tensor] = []
     with ctx.progress.bar(description, total=len(texts), unit="texts") as bar, \
             torch.inference_mode(), ctx.autocast():
-        for start in range(0, len(texts), ctx.batch_size):
+        for start in starts[mine.start:mine.stop]:
             chunk = texts[start:start + ctx.batch_size]
             out.append(model.encode_text(chunk).float().cpu())
             bar.advance(len(chunk))
-    features = torch.cat(out) if out else torch.empty(0, 0)
+        features = torch.cat(out) if out else torch.empty(0, 0)
+        if world.size > 1:
+            local = len(features)
+            features = gather_rows(features, world, f"gather {description}")
+            bar.advance(len(features) - local)
+    if not len(features):
+        features = torch.empty(0, 0)
     if ctx.cache is not None:
         ctx.cache.put(key, {"features": features},
                       meta={"model": model.name, "num_texts": len(texts), "what": description})

@@ -26,7 +26,7 @@ from itra_bench.protocols.knn import knn_classification
 from itra_bench.protocols.linear_probe import linear_probe
 from itra_bench.protocols.retrieval import retrieval_metrics
 from itra_bench.protocols.zeroshot import build_zeroshot_classifier, zeroshot_classification
-from itra_bench.task import Task, TaskResult
+from itra_bench.task import Task, TaskResult, positive_int_option
 
 
 class LabelledImages(Protocol):
@@ -292,8 +292,10 @@ class RetrievalTask(Task):
         captions = [source.captions[t] for t in keep]
         text_to_image = torch.tensor([new_index[source.text_to_image[t]] for t in keep])
         text_features = encode_texts(model, captions, ctx, "encode captions")
+        # query_block: queries scored together (the ranks of a distributed job share them)
+        block = positive_int_option(ctx.options, "query_block", 1024) or 1024
         metrics = retrieval_metrics(enc.features, text_features, text_to_image,
-                                    device=ctx.device)
+                                    chunk_size=block, device=ctx.device, world=ctx.world)
         details = {"num_images": len(enc.indices), "num_captions": len(captions),
                    **_details(enc)}
         return TaskResult(metrics, self.main_score, len(captions), details)

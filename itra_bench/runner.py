@@ -421,7 +421,8 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
             else:
                 existing = Outcome(task.name, variant, "exists", record["main_score"],
                                    record["main_score_value"], 0.0, str(path))
-        existing = broadcast_from_main(existing, world)
+        existing = broadcast_from_main(existing, world,
+                                       f"check for a stored {task.name} ({variant}) result")
         if existing is not None:
             outcomes.append(existing)
             continue

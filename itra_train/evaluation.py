@@ -8,6 +8,7 @@ import torch
 from rich.console import Console
 from yacs.config import CfgNode
 
+from itra_bench.distributed import World
 from itra_bench.registry import Registry
 from itra_bench.runner import RunConfig, run
 from itra_bench.weights import state_dict_digest
@@ -16,11 +17,13 @@ from .towers import ItraModel
 
 
 def evaluate_in_process(model: ItraModel, cfg: CfgNode, registry: Registry, folder: Path,
-                        epoch: int, device: torch.device) -> dict[str, float]:
+                        epoch: int, device: torch.device,
+                        world: World | None = None) -> dict[str, float]:
     """Main scores (``task/variant/score`` -> value) of ``--eval-tasks`` at this epoch.
 
     Results are stored like any ``itra-bench run`` under ``<run folder>/eval/``, one model
-    per epoch; features are not cached, since the weights change every epoch.
+    per epoch; features are not cached, since the weights change every epoch. Every rank of a
+    distributed run calls it: the evaluation is sharded as ``itra-bench run``'s is.
     """
     config = RunConfig(model=f"{folder.name}@epoch_{epoch}", tasks=list(cfg.eval_tasks),
                        device=str(device), batch_size=cfg.eval_batch_size, workers=0,
@@ -31,7 +34,7 @@ def evaluate_in_process(model: ItraModel, cfg: CfgNode, registry: Registry, fold
     was_training = model.training
     try:
         outcomes = run(config, registry, Console(stderr=True, quiet=True), show_progress=False,
-                       model=model)
+                       model=model, world=world)
     finally:
         model.train(was_training)
     return {f"{o.task}/{o.variant}/{o.main_score}": float(o.value)

@@ -14,6 +14,7 @@ from itra_bench import hookimpl
 from itra_bench.cli import precision_arg
 from itra_bench.commands import Command
 from itra_bench.context import PRECISIONS, default_workers
+from itra_bench.distributed import DEFAULT_TIMEOUT
 from itra_bench.errors import UserError
 from itra_bench.model import EncoderModel, ModelBuilder, ModelOptions
 from itra_bench.registry import Registry
@@ -103,6 +104,9 @@ def _watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-missing", action="store_true")
+    parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT,
+                        metavar="SECONDS", help="under torchrun or srun: how long a rank waits "
+                                                "for the others (default %(default)s)")
 
 
 def _watch(args: argparse.Namespace, registry: Registry, console: Console) -> int:
@@ -117,7 +121,13 @@ def _watch(args: argparse.Namespace, registry: Registry, console: Console) -> in
                      data_root=args.data_root,
                      output=args.output or str(folder / "watch-results"), cache_dir=None,
                      skip_missing=args.skip_missing, task_options=task_options(args))
-    rows = watch(folder, base, registry, console, once=args.once, interval=args.interval)
+    from itra_bench.distributed import init_distributed
+
+    world = init_distributed(args.device, timeout=args.dist_timeout)
+    rows = watch(folder, base, registry, console, once=args.once, interval=args.interval,
+                 world=world)
+    if not world.is_main:
+        return 0
     console.print(f"{len(rows)} checkpoint(s) evaluated: {escape(str(folder / CSV_NAME))}, "
                   f"{escape(str(folder / PLOT_NAME))}")
     return 0

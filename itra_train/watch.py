@@ -5,6 +5,9 @@ the tasks run through ``itra-bench run --model epoch_N.pt`` (the checkpoint carr
 settings); results go to the usual store, one row per epoch to
 ``evaluation_metrics_all.csv`` and a plot of every main score over epochs to
 ``evaluation_metrics_all.png``, both beside ``checkpoints/``.
+
+Under torchrun or srun every rank evaluates each checkpoint together (sharded as
+``itra-bench run`` is); rank 0 decides which checkpoints are new and writes the table and plot.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 
 from itra_bench.atomic_io import atomic_write, atomic_write_text
+from itra_bench.distributed import World, broadcast_from_main
 from itra_bench.errors import UserError
 from itra_bench.registry import Registry
 from itra_bench.runner import RunConfig, run
@@ -82,29 +86,35 @@ def plot(rows: list[dict[str, str]], path: Path) -> None:
 
 
 def watch(run_folder: Path, base: RunConfig, registry: Registry, console: Console,
-          once: bool = False, interval: float = 60.0) -> list[dict[str, str]]:
+          once: bool = False, interval: float = 60.0,
+          world: World | None = None) -> list[dict[str, str]]:
     """Evaluate new checkpoints of ``run_folder`` until interrupted (or one pass with
     ``once``); returns the rows of ``evaluation_metrics_all.csv``."""
+    world = world or World()
     if not (run_folder / "checkpoints").is_dir():
         raise UserError(f"{run_folder} is not an itra-train run folder (no checkpoints/ inside); "
                         "give <logs>/<name>")
     table = run_folder / CSV_NAME
     while True:
-        rows = _read_rows(table)
+        rows = _read_rows(table) if world.is_main else []
         done = {int(r["epoch"]) for r in rows}
-        for epoch, path in checkpoints(run_folder):
-            if epoch in done:
-                continue
-            console.print(f"[bold]epoch {epoch}[/]: evaluating {path}")
-            config = RunConfig(**{**base.__dict__, "model": str(path)})
-            outcomes = run(config, registry, console, show_progress=False)
-            row = {"epoch": str(epoch), "checkpoint": str(path)}
+        todo = [(epoch, str(path)) for epoch, path in checkpoints(run_folder)
+                if epoch not in done]
+        # The ranks may see the folder at slightly different moments: rank 0's view counts.
+        todo = broadcast_from_main(todo, world, "list the new checkpoints")
+        for epoch, path in todo:
+            if world.is_main:
+                console.print(f"[bold]epoch {epoch}[/]: evaluating {path}")
+            config = RunConfig(**{**base.__dict__, "model": path})
+            outcomes = run(config, registry, console, show_progress=False, world=world)
+            row = {"epoch": str(epoch), "checkpoint": path}
             for o in outcomes:
                 if o.value is not None:
                     row[f"{o.task}/{o.variant}/{o.main_score}"] = f"{o.value:.6f}"
             rows.append(row)
-            _write_rows(table, rows)
-            plot(rows, run_folder / PLOT_NAME)
+            if world.is_main:
+                _write_rows(table, rows)
+                plot(rows, run_folder / PLOT_NAME)
         if once:
             return rows
         time.sleep(interval)

@@ -14,6 +14,8 @@ Task options (``--task-option key=value``; the card sets the defaults):
 - ``index=flat|ivf``: exact search (``IndexFlatIP``, default) or ``IndexIVFFlat``;
   ``nlist=N`` and ``nprobe=N`` set the IVF cells and the cells searched.
 - ``block_rows=N``: passages searched per exact-search block (memory: N x dim x 4 bytes).
+- ``query_block=N``: queries searched together (default 4096); under torchrun the ranks
+  split these blocks between them.
 - ``save_run=1``: write the ranking as ``<variant>.run.tsv`` (``qid<TAB>pid<TAB>rank``, MS
   MARCO's run format) beside the result.
 
@@ -23,6 +25,7 @@ Own files in the same format: a task file with ``protocol: msmarco_passage`` and
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,13 @@ from itra_bench.datasets.msmarco import (
     read_qrels,
     read_queries,
     scan_collection,
+)
+from itra_bench.distributed import (
+    World,
+    broadcast_from_main,
+    gather_objects,
+    gather_rows,
+    shard,
 )
 from itra_bench.encoding import encode_texts
 from itra_bench.errors import UserError
@@ -97,6 +107,7 @@ class SearchSettings:
     nprobe: int
     max_passages: int | None
     block_rows: int
+    query_block: int = 4096
 
     @property
     def variant(self) -> str:
@@ -132,28 +143,59 @@ def select_rows(all_pids: np.ndarray, judged: np.ndarray, max_passages: int | No
     return np.sort(np.concatenate([judged_rows, chosen])), missing
 
 
-def encode_collection(model: EncoderModel, collection: Path, store: PassageStore,
-                      ctx: RunContext, prefix: str = "") -> None:
-    """Embed the store's passages from ``collection`` batch by batch into ``store``,
-    continuing after the rows a previous, interrupted run wrote."""
+@dataclass(frozen=True)
+class EncodingPlan:
+    """What is left to encode of a store, as its writer (rank 0) sees it: every rank of a
+    distributed job follows the same plan."""
+
+    num_passages: int
+    rows_done: int
+    source_rows: np.ndarray | None
+
+
+def encoding_plan(store: PassageStore) -> EncodingPlan:
+    """The plan of a started store."""
     rows = store.source_rows()
-    done = store.rows_done
-    batch: list[str] = []
+    return EncodingPlan(store.num_passages, store.rows_done,
+                        None if rows is None else np.asarray(rows))
+
+
+def encode_collection(model: EncoderModel, collection: Path, store: PassageStore | None,
+                      ctx: RunContext, prefix: str = "",
+                      plan: EncodingPlan | None = None) -> None:
+    """Embed the store's passages from ``collection`` batch by batch into ``store``,
+    continuing after the rows a previous, interrupted run wrote.
+
+    Under a distributed job every rank reads the collection and encodes every K-th batch
+    (the batches of one process, so the same vectors); each round of K batches is gathered in
+    order and rank 0, the only one holding ``store``, writes it (no shared file system is
+    needed between nodes)."""
+    world = ctx.world or World()
+    if plan is None:
+        assert store is not None
+        plan = encoding_plan(store)
+    rows, done, total = plan.source_rows, plan.rows_done, plan.num_passages
+    round_: list[list[str]] = []
 
     def flush() -> None:
-        with torch.inference_mode(), ctx.autocast():
-            vectors = F.normalize(model.encode_text(batch).float(), dim=-1)
-        store.append(vectors.cpu().numpy())
-        bar.advance(len(batch))
-        batch.clear()
+        mine = round_[world.rank] if world.rank < len(round_) else []
+        vectors = torch.empty(0, 0)
+        if mine:
+            with torch.inference_mode(), ctx.autocast():
+                vectors = F.normalize(model.encode_text(mine).float(), dim=-1).cpu()
+        vectors = gather_rows(vectors, world)
+        if store is not None:
+            store.append(vectors.numpy())
+        bar.advance(sum(map(len, round_)))
+        round_.clear()
 
-    with ctx.progress.bar("encode passages", total=store.num_passages,
-                          unit="passages") as bar:
+    with ctx.progress.bar("encode passages", total=total, unit="passages") as bar:
         bar.advance(done)
         position = 0  # next store row
+        batch: list[str] = []
         try:
             for record, (_, text) in enumerate(iter_collection(collection)):
-                if position >= store.num_passages:
+                if position >= total:
                     break
                 if rows is not None and record != rows[position]:
                     continue
@@ -162,12 +204,31 @@ def encode_collection(model: EncoderModel, collection: Path, store: PassageStore
                     continue
                 batch.append(prefix + text)
                 if len(batch) == ctx.batch_size:
-                    flush()
+                    round_.append(batch)
+                    batch = []
+                    if len(round_) == world.size:
+                        flush()
             if batch:
+                round_.append(batch)
+            if round_:
                 flush()
         finally:
-            store.close()
-    store.finish()
+            if store is not None:
+                store.close()
+    if store is not None:
+        store.finish()
+
+
+def open_complete_store(root: str | Path, key: str) -> PassageStore | None:
+    """The complete store ``key`` at ``root`` if this process can read it (the same file
+    system as its writer), else None; never changes what is there."""
+    try:
+        meta = json.loads((Path(root) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(meta, dict) and meta.get("key") == key and meta.get("complete")):
+        return None
+    return PassageStore(root, key)
 
 
 @dataclass
@@ -203,7 +264,8 @@ class MSMarcoPassageTask(Task):
             index=index, nlist=positive_int_option(options, "nlist", self.nlist) or self.nlist,
             nprobe=positive_int_option(options, "nprobe", self.nprobe) or self.nprobe,
             max_passages=positive_int_option(options, "max_passages", None),
-            block_rows=positive_int_option(options, "block_rows", 262_144) or 262_144)
+            block_rows=positive_int_option(options, "block_rows", 262_144) or 262_144,
+            query_block=positive_int_option(options, "query_block", 4096) or 4096)
 
     def variants(self, options: Mapping[str, Any]) -> list[Variant]:
         # Exact search over every passage is the task's standard measurement; an approximate
@@ -241,8 +303,10 @@ class MSMarcoPassageTask(Task):
                             f"that goes with {self.qrels}")
         judged = np.array(sorted({p for judged in qrels.values() for p in judged}), np.int64)
 
+        world = ctx.world or World()
         store = self._store(model, ctx, collection, settings, judged)
-        if not store.complete:
+        plan = None
+        if world.is_main and not store.complete:
             if not store.started:
                 store.root.mkdir(parents=True, exist_ok=True)
                 scan = store.root / "scan-pids.i64"
@@ -255,8 +319,14 @@ class MSMarcoPassageTask(Task):
                             judged_missing=missing)
                 del all_pids
                 scan.unlink()
-            encode_collection(model, collection, store, ctx, self.passage_prefix)
-        missing = int(store.meta["judged_missing"]) if store.meta else 0
+            plan = encoding_plan(store)
+        # Only rank 0 holds the store (in its cache); the others follow its plan.
+        plan = broadcast_from_main(plan, world)
+        if plan is not None:
+            encode_collection(model, collection, store if world.is_main else None, ctx,
+                              self.passage_prefix, plan)
+        missing = int(store.meta["judged_missing"]) if world.is_main and store.meta else 0
+        missing = broadcast_from_main(missing, world)
         if missing:
             ctx.console.print(f"[yellow]{self.name}: {missing} passages named in the qrels are "
                               f"not in {collection}[/]")
@@ -264,24 +334,32 @@ class MSMarcoPassageTask(Task):
         texts = [self.query_prefix + queries[q] for q in qids]
         query_vectors = encode_texts(model, texts, ctx, "encode queries").numpy()
         use_gpu = ctx.device.type == "cuda" and faiss_gpu_available()
-        with ctx.progress.bar(f"search ({settings.index})", total=store.num_passages,
-                              unit="passages") as bar:
-            scores, rows = search_inner_product(
-                store, query_vectors, self.depth, index=settings.index, nlist=settings.nlist,
-                nprobe=settings.nprobe, block_rows=settings.block_rows, use_gpu=use_gpu,
-                seed=ctx.seed, advance=bar.advance)
+        scores, rows, searchers = self._search(store, query_vectors, settings, ctx, use_gpu)
+        result = None
+        if world.is_main:
+            result = self._score(store, scores, rows, qids, qrels, ctx, settings,
+                                 {"faiss_gpu": use_gpu, "search_processes": searchers,
+                                  "judged_passages_missing": missing})
+        # Rank 0 alone scores and writes the run file; every rank returns its result.
+        return broadcast_from_main(result, world)
+
+    def _score(self, store: PassageStore, scores: np.ndarray, rows: np.ndarray,
+               qids: list[int], qrels: Mapping[int, Mapping[int, int]], ctx: RunContext,
+               settings: SearchSettings, extra: dict[str, Any]) -> TaskResult:
+        """Metrics of the ranking, its details, and the run file when asked for."""
         ranked = ranked_lists(scores, rows, store.pids, qids)
         metrics = ranking_metrics(ranked, qrels)
         details: dict[str, Any] = {
             "num_queries": len(qids), "num_passages": store.num_passages,
-            "index": settings.index, "faiss_gpu": use_gpu, "depth": self.depth,
+            "index": settings.index, "faiss_gpu": extra["faiss_gpu"], "depth": self.depth,
+            "search_processes": extra["search_processes"],
         }
         if settings.index == "ivf":
             details.update(nlist=settings.nlist, nprobe=settings.nprobe)
         if settings.max_passages:
             details.update(max_passages=settings.max_passages, subset_seed=ctx.seed)
-        if missing:
-            details["judged_passages_missing"] = missing
+        if extra["judged_passages_missing"]:
+            details["judged_passages_missing"] = extra["judged_passages_missing"]
         if _flag(ctx.options, "save_run"):
             details["run_file"] = str(self._save_run(ranked, ctx, settings.variant))
         if ctx.cache is None:
@@ -289,6 +367,54 @@ class MSMarcoPassageTask(Task):
         else:
             details["passage_store"] = str(store.root)
         return TaskResult(metrics, self.main_score, len(qids), details)
+
+    def _search(self, store: PassageStore, queries: np.ndarray, settings: SearchSettings,
+                ctx: RunContext, use_gpu: bool) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(scores, rows)`` of every query on rank 0, and how many processes searched.
+
+        Exact search under a distributed job splits the query blocks across the ranks that
+        can read rank 0's store (all of them on one node or a shared file system); each
+        searches the passages block by block, and rank 0 gathers the rows in order. The
+        query blocks are those of one process, so the ranking is the same. An IVF index
+        holds every passage in memory, so rank 0 alone builds and searches it."""
+        world = ctx.world or World()
+        where = broadcast_from_main((str(store.root), store.key), world)
+        readable = store if world.is_main else open_complete_store(*where)
+        can_read = gather_objects(readable is not None, world)
+        split = settings.index == "flat" and world.size > 1 and all(can_read)
+        searchers = world.size if split else 1
+        query_chunk = settings.query_block
+        if split:
+            assert readable is not None
+            mine = shard(-(-len(queries) // query_chunk), world)
+            lo = min(mine.start * query_chunk, len(queries))
+            hi = min(mine.stop * query_chunk, len(queries))
+            gpu = world.local_rank if use_gpu else None
+            k = min(self.depth, readable.num_passages)
+            if hi > lo:
+                with ctx.progress.bar(f"search ({settings.index})",
+                                      total=readable.num_passages, unit="passages") as bar:
+                    scores, rows = search_inner_product(
+                        readable, queries[lo:hi], self.depth, index=settings.index,
+                        block_rows=settings.block_rows, query_chunk=query_chunk,
+                        use_gpu=use_gpu, gpu=gpu, seed=ctx.seed, advance=bar.advance)
+            else:
+                scores = np.empty((0, k), np.float32)
+                rows = np.empty((0, k), np.int64)
+            scores = gather_rows(torch.from_numpy(scores), world).numpy()
+            rows = gather_rows(torch.from_numpy(rows), world).numpy()
+            return scores, rows, searchers
+        if not world.is_main:
+            return np.empty((0, 0), np.float32), np.empty((0, 0), np.int64), searchers
+        with ctx.progress.bar(f"search ({settings.index})", total=store.num_passages,
+                              unit="passages") as bar:
+            scores, rows = search_inner_product(
+                store, queries, self.depth, index=settings.index, nlist=settings.nlist,
+                nprobe=settings.nprobe, block_rows=settings.block_rows,
+                query_chunk=query_chunk, use_gpu=use_gpu,
+                gpu=world.local_rank if use_gpu and world.size > 1 else None,
+                seed=ctx.seed, advance=bar.advance)
+        return scores, rows, searchers
 
     @staticmethod
     def _save_run(ranked: Mapping[int, list[int]], ctx: RunContext, variant: str) -> Path:

@@ -129,7 +129,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def search_inner_product(source: VectorSource, queries: np.ndarray, k: int, *,
                          index: str = "flat", nlist: int = 4096, nprobe: int = 32,
                          block_rows: int = 262_144, query_chunk: int = 4096,
-                         use_gpu: bool = False, seed: int = 0,
+                         use_gpu: bool = False, gpu: int | None = None, seed: int = 0,
                          advance: Callable[[int], None] | None = None
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` passages of each query by cosine similarity: ``(scores, rows)``, ``[Q, k']``
@@ -144,8 +144,9 @@ def search_inner_product(source: VectorSource, queries: np.ndarray, k: int, *,
       to ``64 * nlist`` passages (drawn with ``seed``), searched with ``nprobe`` cells:
       approximate, and the whole index (float32) is held in memory.
 
-    ``use_gpu`` moves the index to every GPU with ``faiss.index_cpu_to_all_gpus`` (faiss with
-    GPU support only). ``advance(n)`` is called as passages are searched or added.
+    ``use_gpu`` moves the index to every GPU with ``faiss.index_cpu_to_all_gpus``, or to GPU
+    ``gpu`` alone when given (one per rank of a distributed job; faiss with GPU support
+    only). ``advance(n)`` is called as passages are searched or added.
     """
     import faiss
 
@@ -163,7 +164,11 @@ def search_inner_product(source: VectorSource, queries: np.ndarray, k: int, *,
     advance = advance or (lambda _: None)
 
     def on_device(ix: faiss.Index) -> faiss.Index:
-        return faiss.index_cpu_to_all_gpus(ix) if use_gpu else ix
+        if not use_gpu:
+            return ix
+        if gpu is None:
+            return faiss.index_cpu_to_all_gpus(ix)
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), gpu, ix)
 
     def search_chunks(ix: faiss.Index, kk: int) -> tuple[np.ndarray, np.ndarray]:
         parts = [ix.search(queries[s:s + query_chunk], kk)

@@ -1,7 +1,9 @@
 """Image-text retrieval recall@k with several captions per image (COCO, Flickr30k style).
 
 The similarity matrix is never held whole: rows are scored ``chunk_size`` queries at a time,
-so 5k images x 25k captions needs memory of about ``chunk_size x max(N, M)`` scores.
+so 5k images x 25k captions needs memory of about ``chunk_size x max(N, M)`` scores. Under a
+distributed job (``world``) each rank scores a contiguous share of those chunks, and the ranks
+are gathered in order: the same chunks as one process, so the same ranks.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from itra_bench.distributed import World, gather_rows, shard
 from itra_bench.protocols.classification_metrics import stable_descending_rank
 
 
@@ -28,6 +31,7 @@ def retrieval_ranks(
     text_to_image: Tensor,
     chunk_size: int = 1024,
     device: torch.device | str = "cpu",
+    world: World | None = None,
 ) -> tuple[Tensor, Tensor]:
     """0-based ranks of the matching items, for both retrieval directions.
 
@@ -82,8 +86,15 @@ def retrieval_ranks(
     images = F.normalize(image_features.to(device=device, dtype=torch.float32), dim=-1)
     texts = F.normalize(text_features.to(device=device, dtype=torch.float32), dim=-1)
 
-    image_ranks = []
-    for start in range(0, n_texts, chunk_size):
+    world = world or World()
+
+    def my_chunks(n: int) -> range:
+        starts = range(0, n, chunk_size)
+        mine = shard(len(starts), world)
+        return starts[mine.start:mine.stop]
+
+    image_ranks = [torch.empty(0, dtype=torch.long, device=images.device)]
+    for start in my_chunks(n_texts):
         scores = texts[start : start + chunk_size] @ images.T
         image_ranks.append(
             stable_descending_rank(scores, text_to_image[start : start + chunk_size])
@@ -94,8 +105,8 @@ def retrieval_ranks(
     captions_by_image = torch.argsort(text_to_image, stable=True)
     offsets = torch.cumsum(captions_per_image, dim=0).tolist()
     offsets.insert(0, 0)
-    text_ranks = []
-    for start in range(0, n_images, chunk_size):
+    text_ranks = [torch.empty(0, dtype=torch.long, device=images.device)]
+    for start in my_chunks(n_images):
         stop = min(start + chunk_size, n_images)
         scores = images[start:stop] @ texts.T
         captions = captions_by_image[offsets[start] : offsets[stop]]
@@ -110,7 +121,8 @@ def retrieval_ranks(
         best_caption = best_caption.scatter_reduce(0, rows[tied], captions[tied], reduce="amin")
         text_ranks.append(stable_descending_rank(scores, best_caption))
 
-    return torch.cat(image_ranks).cpu(), torch.cat(text_ranks).cpu()
+    return (gather_rows(torch.cat(image_ranks).cpu(), world),
+            gather_rows(torch.cat(text_ranks).cpu(), world))
 
 
 def retrieval_metrics(
@@ -120,10 +132,12 @@ def retrieval_metrics(
     ks: Iterable[int] = (1, 5, 10),
     chunk_size: int = 1024,
     device: torch.device | str = "cpu",
+    world: World | None = None,
 ) -> dict[str, float]:
     """Image and text retrieval recall@k, as reported for CLIP-like models.
 
-    Inputs are as for :func:`retrieval_ranks`. For each ``k`` in ``ks``:
+    Inputs are as for :func:`retrieval_ranks` (``world``: every rank of a distributed job
+    calls it with the same inputs and gets the same metrics). For each ``k`` in ``ks``:
 
     - ``image_retrieval_recall@k`` (text -> image): fraction of captions whose image is
       among the top ``k`` images;
@@ -137,7 +151,8 @@ def retrieval_metrics(
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
     image_ranks, text_ranks = retrieval_ranks(
-        image_features, text_features, text_to_image, chunk_size=chunk_size, device=device
+        image_features, text_features, text_to_image, chunk_size=chunk_size, device=device,
+        world=world,
     )
     metrics = {}
     for k in ks:

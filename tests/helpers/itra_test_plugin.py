@@ -45,7 +45,36 @@ class PixelModel(EncoderModel):
         return F.normalize(torch.stack(rows), dim=-1).to(self.device)
 
 
+class StoppingPixelModel(PixelModel):
+    """PixelModel whose rank ``RANK`` (of a torchrun job) dies (``kill``: SIGKILL, like a lost
+    node) or hangs (``hang``) before encoding its ``at``-th image batch; other ranks and a
+    one-process run encode normally. Same fingerprint as ``pixel``: its cache is shared."""
+
+    def __init__(self, how: str, rank: int, at: int) -> None:
+        super().__init__()
+        self.how, self.rank, self.at, self.batches = how, rank, at, 0
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        import os
+        import signal
+        import time
+
+        if int(os.environ.get("RANK", "-1")) == self.rank:
+            self.batches += 1
+            if self.batches == self.at:
+                if self.how == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                time.sleep(3600)
+        return super().encode_image(images)
+
+
 def _build(rest: str, options: ModelOptions) -> PixelModel:
+    # pixel:kill-rank1-at3 / pixel:hang-rank1-at3 (distributed tests); pixel:dim16
+    if rest.startswith(("kill-rank", "hang-rank")):
+        how, rank, at = rest.replace("-rank", "-").replace("-at", "-").split("-")
+        return StoppingPixelModel(how, int(rank), int(at))
+    if rest.startswith("dim"):
+        return PixelModel(dim=int(rest[3:]))
     if rest == "image-only":
         return PixelModel(modalities=frozenset({IMAGE}))
     if rest == "text-only":
