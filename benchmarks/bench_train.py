@@ -212,11 +212,15 @@ def run_trainer(argv: list[str], registry: Registry, verbose: bool,
         folder = trainer.fit()
         trainer.clock.finish()
     logged = []
+    rates = trainer.clock.rates(cfg.batch_size)
     for line in (folder / "out.log").read_text().splitlines():
         found = re.search(r"Train Epoch: (\d+) .* samples/s: ([\d.]+)", line)
         if found and int(found.group(1)) > 1:
             logged.append(float(found.group(2)))
-    return trainer.clock.rates(cfg.batch_size), logged
+        loss = re.search(r"Train Epoch: .* loss: (\S+)", line)
+        if loss:
+            rates["last_loss"] = float(loss.group(1))  # the last logged step's
+    return rates, logged
 
 
 def run_plain(argv: list[str], registry: Registry, skip_steps: int) -> dict[str, float]:
@@ -260,7 +264,10 @@ def run_plain(argv: list[str], registry: Registry, skip_steps: int) -> dict[str,
             optimizer.step()
             clock.after_step()
     clock.finish()
-    return clock.rates(cfg.batch_size)
+    rates = clock.rates(cfg.batch_size)
+    # Read back after the timed span: the loop itself never synchronises.
+    rates["last_loss"] = float(loss.detach()) if total else float("nan")
+    return rates
 
 
 def subset_csv(csv: Path, rows: int) -> Path:
