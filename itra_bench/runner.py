@@ -451,6 +451,8 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
                           "task": provider.as_record(),
                           **getattr(model, "provenance", {})},
             "config": {**asdict(config), "device": str(device)},
+            # how many processes computed it (a sharded run's numbers equal one process's)
+            "processes": world.size,
             "started_at": started.isoformat(), "seconds": round(seconds, 3),
         }
         if world.is_main:

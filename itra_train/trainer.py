@@ -584,23 +584,20 @@ class Trainer:
             yield lambda loss: bar.update(task, advance=1, loss=f"{loss:.4f}")
 
     def _evaluate(self, epoch: int) -> dict[str, float]:
-        """Run ``--eval-tasks`` on the current weights (rank 0); others wait."""
+        """Run ``--eval-tasks`` on the current weights, sharded across the ranks."""
         if not self.cfg.eval_tasks or epoch % self.cfg.eval_every != 0:
             return {}
-        scores: dict[str, float] = {}
-        if self.world.is_main:
-            from .evaluation import evaluate_in_process
+        from .evaluation import evaluate_in_process
 
-            rng = checkpoint.rng_state()
-            scores = evaluate_in_process(self.model, self.cfg, self.registry, self.folder,
-                                         epoch, self.world.device)
-            checkpoint.set_rng_state(rng)
+        rng = checkpoint.rng_state()
+        scores = evaluate_in_process(self.model, self.cfg, self.registry, self.folder,
+                                     epoch, self.world.device, self.world)
+        checkpoint.set_rng_state(rng)
+        if self.world.is_main:
             for name, value in scores.items():
                 self.log.info(f"eval epoch {epoch}: {name} = {100 * value:.2f}")
             self.out.scalars({f"eval/{k}": v for k, v in scores.items()}, self.state.step)
         self.model.train()
-        if self.world.size > 1:
-            dist.barrier()
         return scores
 
     def fit(self) -> Path:

@@ -117,6 +117,7 @@ def test_every_kind_of_task_gives_one_process_results_written_once(cli, tmp_path
     for key, rec in single.items():
         assert double[key]["metrics"] == rec["metrics"], key
         assert double[key]["num_samples"] == rec["num_samples"], key
+    assert {r["processes"] for r in double.values()} == {2}
     # The query blocks really were split: both ranks searched MS MARCO.
     ms = next(r for (_, t, _), r in double.items() if t == "msmarco-passage-dev")
     assert ms["details"]["search_processes"] == 2

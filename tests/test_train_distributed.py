@@ -183,3 +183,38 @@ def test_itra_train_two_processes_match_one_with_double_batch(tmp_path):
                  for run in (one, two)]
         assert ckpts[0]["step"] == ckpts[1]["step"] == steps * epoch
         assert_same_weights(ckpts[0]["model"], ckpts[1]["model"], LR, steps * epoch)
+
+
+@pytest.mark.slow
+def test_eval_tasks_and_watch_shard_across_ranks_with_one_process_numbers(tmp_path, cli):
+    """``--eval-tasks`` during 2-process training and ``itra-bench watch`` under torchrun
+    take the sharded evaluation path; their numbers equal a one-process ``itra-bench run``
+    of the same checkpoint, and rank 0 alone writes."""
+    csv = _subset_csv(tmp_path / "data")
+    logs = tmp_path / "logs"
+    _torchrun("-m", "--", "itra_train.cli", "--train-data", str(csv), "--image-model",
+              "itra-demo", "--text-model", "itra-demo", "--epochs", "1", "--lr", str(LR),
+              "--warmup", "1", "--workers", "0", "--device", "cpu", "--seed", "7",
+              "--logs", str(logs), "--no-progress", "--batch-size", str(BATCH),
+              "--name", "two", "--eval-tasks", "digits-zeroshot", timeout=300)
+    run = logs / "two"
+    during = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert len(during) == 1
+    in_training = during[0]["eval/digits-zeroshot/zeroshot/acc1"]
+    (stored,) = list((run / "eval").rglob("*.json"))
+    assert json.loads(stored.read_text())["processes"] == 2
+
+    checkpoint = run / "checkpoints" / "epoch_1.pt"
+    one = cli("run", "--model", checkpoint, "--tasks", "digits-zeroshot", "--output",
+              tmp_path / "one", "--workers", "0", "--no-progress", "--no-cache")
+    assert one.code == 0, one
+    alone = json.loads(next((tmp_path / "one").rglob("*.json")).read_text())
+    assert alone["main_score_value"] == pytest.approx(in_training, abs=1e-9)
+
+    _torchrun("-m", "--", "itra_bench.cli", "watch", str(run), "--tasks", "digits-zeroshot",
+              "--once", "--workers", "0", timeout=300)
+    lines = (run / "evaluation_metrics_all.csv").read_text().splitlines()
+    assert len(lines) == 2
+    assert float(lines[1].split(",")[2]) == pytest.approx(alone["main_score_value"], abs=1e-6)
+    (watched,) = list((run / "watch-results").rglob("*.json"))
+    assert json.loads(watched.read_text())["processes"] == 2
