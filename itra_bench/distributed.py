@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -133,7 +134,9 @@ def _diagnose(step: int, what: str, world: World, exc: BaseException) -> str:
                 behind.append(f"rank {rank} (last at step {their_step}: {their_what})")
     who = (", ".join(behind) + " did not arrive") if behind else \
         "another rank failed (see its error above)"
-    backend = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    # gloo's messages start with a source path in brackets; the reason follows it.
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line).strip() for line in str(exc).splitlines()]
+    backend = next((line for line in lines if line), type(exc).__name__)[:200]
     return (f"rank {world.rank} gave up waiting at step {step} ({what}): {who}. The job "
             "ends here; rerun the same command to resume (results and encoded chunks are "
             "kept). A rank that is merely slow needs a longer --dist-timeout "

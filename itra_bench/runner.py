@@ -23,7 +23,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from itra_bench.context import RunContext, default_workers, resolve_device
-from itra_bench.distributed import World, broadcast_from_main, require_same
+from itra_bench.distributed import (
+    RankFailedError,
+    World,
+    broadcast_from_main,
+    require_same,
+)
 from itra_bench.errors import MissingDataError, PluginBugError, UnknownNameError, UserError
 from itra_bench.feature_cache import FeatureCache
 from itra_bench.model import EncoderModel, ModelOptions
@@ -275,7 +280,7 @@ def _call_task(task: Task, model: EncoderModel, ctx: RunContext,
     try:
         result = task.run(model, ctx)
     except UserError as exc:
-        if task.name in str(exc):
+        if task.name in str(exc) or isinstance(exc, RankFailedError):
             raise
         named = UserError(f"task {task.name!r}: {exc}")
         named.exit_code = exc.exit_code

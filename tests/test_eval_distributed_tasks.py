@@ -174,7 +174,7 @@ def test_hung_rank_ends_the_job_naming_it(tmp_path, data):
                     "--dist-timeout", "8", timeout=300)
     assert hung.returncode != 0
     assert time.monotonic() - started < 240
-    assert "rank 0 gave up waiting" in hung.stderr, hung.stderr[-3000:]
+    assert "error: rank 0 gave up waiting" in hung.stderr, hung.stderr[-3000:]
     assert "rank 1 (last at step" in hung.stderr and "did not arrive" in hung.stderr
     assert "--dist-timeout" in hung.stderr
 
