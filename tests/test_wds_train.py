@@ -121,6 +121,29 @@ def test_trains_from_readme_recipe_shards_and_resume_equals_an_uninterrupted_run
         assert torch.equal(wa[key], wb[key]), key
 
 
+def test_shards_are_read_as_webdataset_reads_them(shards, tmp_path):
+    """Plain, gzip-compressed and long-name (pax header) shards give the samples, keys and
+    bytes that the webdataset library's own reader gives."""
+    import gzip
+
+    import webdataset as wds
+
+    from itra_train.wds_data import read_shard
+
+    plain = Path(str(shards).replace("{00000..00007}", "00003"))
+    packed = tmp_path / "packed.tar.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    long = tmp_path / "long.tar"
+    with wds.TarWriter(str(long)) as sink:
+        for i in range(3):
+            sink.write({"__key__": f"dir/{'k' * 120}{i}", "png": png(i), "txt": f"cap {i}"})
+    for shard in (plain, packed, long):
+        ours = [(key, members) for _, key, members in read_shard(shard, 0)]
+        theirs = [(s["__key__"], {k: v for k, v in s.items() if not k.startswith("__")})
+                  for s in wds.WebDataset(str(shard), shardshuffle=False)]
+        assert ours == theirs and len(ours) in (PER_SHARD, 3), shard
+
+
 # -- refused at start-up --------------------------------------------------------------------
 
 def test_a_pattern_that_matches_no_file_names_it(train, shards, tmp_path):
@@ -131,6 +154,9 @@ def test_a_pattern_that_matches_no_file_names_it(train, shards, tmp_path):
     res = train_run(train, both, tmp_path, *SMALL)
     assert res.code == 2 and "names 3 shards, 2 of which do not exist" in res.err, res
     assert "the first missing is" in res.err and "00008.tar" in res.err
+    twice = f"{shards}::{shards.parent / '00003.tar'}"
+    res = train_run(train, twice, tmp_path, *SMALL)
+    assert res.code == 2 and "00003.tar twice" in res.err, res
 
 
 @pytest.mark.parametrize("content", [b"", b"\0" * 10240])
