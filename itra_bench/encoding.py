@@ -113,6 +113,7 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
     total = len(source)
     done, batch_size = broadcast_from_main(_resumable_chunks(ctx, key, source, chunk_rows),
                                            world, f"resume {split or 'images'} from its chunks")
+    done = _SplitRows(done, total)
     todo = [(s, min(s + chunk_rows, total)) for s in range(0, total, chunk_rows)
             if s not in done]
     resumed = total - sum(end - start for start, end in todo)
@@ -121,11 +122,9 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
                           f"{resumed:,} of {total:,} (the chunks of an interrupted run)")
     if todo:
         _encode_chunks(model, source, ctx, key, todo, done, split, resumed, batch_size)
-    parts = [done[start] for start in sorted(done)]
-    features = torch.cat([p["features"] for p in parts if len(p["features"])] or
-                         [torch.empty(0, 0)])
-    indices = torch.cat([p["indices"] for p in parts] or [torch.empty(0, dtype=torch.long)])
-    failed = torch.cat([p["failed"] for p in parts] or [torch.empty(0, dtype=torch.long)])
+    features, indices = done.rows()
+    failed = torch.cat([done[start]["failed"] for start in sorted(done)] or
+                       [torch.empty(0, dtype=torch.long)])
     if ctx.cache is not None:
         ctx.cache.put(key, {"features": features, "indices": indices, "failed": failed},
                       meta={"model": model.name, "dataset": source.identity, "split": split,
@@ -173,6 +172,51 @@ def _resumable_chunks(ctx: RunContext, key: str, source: ImageSource,
             f"{', '.join(map(str, others))} rows per chunk; this run uses {chunk_rows}, "
             "so they are not reused (their rows were encoded in other batches).")
     return chunks, batch_size
+
+
+class _SplitRows(dict):
+    """Finished chunks by start row. Each chunk's features and row indices are copied, as it
+    arrives, into one tensor sized for the whole split, at the chunk's start row; the dict
+    keeps the counts and the failed rows. So the features exist once, not once in the chunks
+    and again in their concatenation (twice the features at the peak, measured in
+    benchmarks/README.md), and no per-chunk buffer outlives its chunk."""
+
+    def __init__(self, chunks: dict[int, dict[str, torch.Tensor]], total: int) -> None:
+        super().__init__()
+        self.features: torch.Tensor | None = None
+        self.indices = torch.empty(total, dtype=torch.long)
+        for start, chunk in chunks.items():
+            self[start] = chunk
+
+    def __setitem__(self, start: int, chunk: dict[str, Any]) -> None:
+        features = chunk["features"]
+        if len(features):
+            if self.features is None:
+                # A normal tensor even when the first chunk arrives under inference_mode:
+                # the caller's code may update the features in place.
+                with torch.inference_mode(False):
+                    self.features = torch.empty((len(self.indices), *features.shape[1:]),
+                                                dtype=features.dtype)
+            self.features[start:start + len(features)] = features
+            self.indices[start:start + len(features)] = chunk["indices"]
+        super().__setitem__(start, {"kept": len(features), "failed": chunk["failed"]})
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and indices of the kept rows, in row order (moved down in place over
+        the rows of skipped images, if any)."""
+        if self.features is None:
+            return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+        kept = 0
+        for start in sorted(self):
+            n = self[start]["kept"]
+            if n and start != kept:  # source and target may overlap: copy the source first
+                self.features[kept:kept + n] = self.features[start:start + n].clone()
+                self.indices[kept:kept + n] = self.indices[start:start + n].clone()
+            kept += n
+        if kept < len(self.indices):
+            # A slice would be saved to the cache with its whole storage: keep its own copy.
+            return self.features[:kept].clone(), self.indices[:kept].clone()
+        return self.features, self.indices
 
 
 def _chunk_is_whole(data: dict[str, Any], start: int, end: int) -> bool:
