@@ -150,6 +150,7 @@ def test_rank_killed_mid_encode_resumes_from_chunks_and_ends_identical(cli, tmp_
     killed = torchrun("--model", "pixel:kill-rank1-at6", *args, "--output", tmp_path / "two",
                       "--cache-dir", tmp_path / "c2")
     assert killed.returncode != 0
+    assert "rank      : 1" in killed.stderr  # torchrun's summary names the rank that died
     assert not list((tmp_path / "two").rglob("*.json"))
     chunks = list((tmp_path / "c2").rglob("rows-8/*"))
     assert chunks, "the killed run left no complete chunk"
