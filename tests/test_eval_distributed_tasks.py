@@ -95,43 +95,43 @@ def torchrun(*args: object, nproc: int = 2, timeout: float = 600) -> subprocess.
 
 
 def common(data: Path, *tasks: str) -> list:
+    # Chunks of 8 rows in batches of 4: every split is gathered chunk by chunk, and a
+    # killed run leaves many complete chunks behind.
     return [*PLUGINS, "--tasks", *tasks, "--data-root", data, "--workers", "0",
-            "--no-progress", "--batch-size", "4", "--max-passages", "100",
-            "--task-option", "query_block=4", "--task-option", "block_rows=32"]
+            "--no-progress", "--batch-size", "4", "--cache-chunk-rows", "8",
+            "--max-passages", "100", "--task-option", "query_block=4",
+            "--task-option", "block_rows=32"]
 
 
-def test_every_kind_of_task_gives_one_process_results_written_once(cli, tmp_path, data):
-    tasks = ("demo", data / "tiny-elevater.yaml", "coco2017-retrieval", "msmarco-passage-dev",
-             "stsb", data / "pets.yaml")
-    one = cli("run", "--model", "pixel", *common(data, *tasks), "--output", tmp_path / "one",
-              "--cache-dir", tmp_path / "c1")
-    assert one.code == 0, one
-    two = torchrun("--model", "pixel", *common(data, *tasks), "--output", tmp_path / "two",
-                   "--cache-dir", tmp_path / "c2")
-    assert two.returncode == 0, two.stderr[-4000:]
-    single, double = records(tmp_path / "one"), records(tmp_path / "two")
-    tasks_seen = {task for _, task, _ in single}
-    assert {"tiny-elevater", "coco2017-retrieval", "msmarco-passage-dev", "stsb",
-            "pets-lp", "digits-retrieval"} <= tasks_seen
-    assert set(single) == set(double)
-    for key, rec in single.items():
-        assert double[key]["metrics"] == rec["metrics"], key
-        assert double[key]["num_samples"] == rec["num_samples"], key
-    assert {r["processes"] for r in double.values()} == {2}
-    # The query blocks really were split: both ranks searched MS MARCO.
-    ms = next(r for (_, t, _), r in double.items() if t == "msmarco-passage-dev")
-    assert ms["details"]["search_processes"] == 2
-    # Rank 0 alone wrote: the same files (results, prediction files); the cache holds the
-    # same entries.
-    files = written(tmp_path / "one")
-    assert files == written(tmp_path / "two")
-    assert sum(p.suffix == ".json" for p in files) >= len(single)
-    entries = {p.name for p in (tmp_path / "c1").rglob("*.pt")}
-    assert entries and entries == {p.name for p in (tmp_path / "c2").rglob("*.pt")}
-    passages = [p.relative_to(tmp_path / "c1") for p in (tmp_path / "c1").rglob("embeddings.npy")]
-    assert len(passages) == 1
-    assert (tmp_path / "c1" / passages[0]).read_bytes() == \
-        (tmp_path / "c2" / passages[0]).read_bytes()
+def every_task(data: Path) -> tuple:
+    return ("demo", data / "tiny-elevater.yaml", "coco2017-retrieval", "msmarco-passage-dev",
+            "stsb", data / "pets.yaml")
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, data) -> Path:
+    """One process's run of every task: results in ``out/``, features in ``cache/``."""
+    from itra_bench.cli import main
+
+    folder = tmp_path_factory.mktemp("one-process")
+    args = ["run", "--model", "pixel", *common(data, *every_task(data)),
+            "--output", folder / "out", "--cache-dir", folder / "cache"]
+    assert main([str(a) for a in args]) == 0
+    return folder
+
+
+def assert_same_results(single: Path, out: Path) -> dict:
+    one, two = records(single / "out"), records(out)
+    assert {task for _, task, _ in one} >= {
+        "tiny-elevater", "coco2017-retrieval", "msmarco-passage-dev", "stsb", "pets-lp",
+        "digits-retrieval"}
+    assert set(one) == set(two)
+    for key, rec in one.items():
+        assert two[key]["metrics"] == rec["metrics"], key
+        assert two[key]["num_samples"] == rec["num_samples"], key
+    # Rank 0 alone wrote: the same files (results, prediction files).
+    assert written(single / "out") == written(out)
+    return two
 
 
 def _cache_tensors(folder: Path) -> dict[str, dict]:
@@ -139,33 +139,48 @@ def _cache_tensors(folder: Path) -> dict[str, dict]:
             if ".chunks" not in str(p)}
 
 
-def test_rank_killed_mid_encode_resumes_from_chunks_and_ends_identical(cli, tmp_path, data):
-    args = [*common(data, data / "pets.yaml"), "--cache-chunk-rows", "8"]
-    one = cli("run", "--model", "pixel", *args, "--output", tmp_path / "one",
-              "--cache-dir", tmp_path / "c1")
-    assert one.code == 0, one
-    # Rank 1 dies (SIGKILL) before its 6th image batch. A chunk of 8 rows is 2 batches of 4,
-    # one per rank: rank 1 encodes 1 batch of the 10 training images and 1 of each test
-    # chunk, so whichever split comes first, complete chunks are on disk when it dies.
-    killed = torchrun("--model", "pixel:kill-rank1-at6", *args, "--output", tmp_path / "two",
-                      "--cache-dir", tmp_path / "c2")
+def assert_same_cache(first: Path, second: Path) -> None:
+    """The same feature cache entries, bit for bit, and the same passage store."""
+    a, b = _cache_tensors(first), _cache_tensors(second)
+    assert a.keys() == b.keys() and a
+    for name, entry in a.items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, b[name][key]), (name, key)
+    stores = [p.relative_to(first) for p in first.rglob("embeddings.npy")]
+    assert len(stores) == 1
+    assert (first / stores[0]).read_bytes() == (second / stores[0]).read_bytes()
+    assert not list(second.rglob("*.chunks/*/*")), "chunks left behind"
+
+
+def test_every_kind_of_task_gives_one_process_results_written_once(tmp_path, data, single):
+    two = torchrun("--model", "pixel", *common(data, *every_task(data)),
+                   "--output", tmp_path / "two", "--cache-dir", tmp_path / "c2")
+    assert two.returncode == 0, two.stderr[-4000:]
+    double = assert_same_results(single, tmp_path / "two")
+    assert {r["processes"] for r in double.values()} == {2}
+    # The query blocks really were split: both ranks searched MS MARCO.
+    ms = next(r for (_, t, _), r in double.items() if t == "msmarco-passage-dev")
+    assert ms["details"]["search_processes"] == 2
+    assert_same_cache(single / "cache", tmp_path / "c2")
+
+
+def test_rank_killed_mid_encode_resumes_from_chunks_and_ends_identical(tmp_path, data, single):
+    args = [*common(data, *every_task(data)), "--output", tmp_path / "two",
+            "--cache-dir", tmp_path / "c2"]
+    # Rank 1 dies (SIGKILL, like a lost node) before its 6th image batch: each chunk of 8
+    # rows is 2 batches of 4, one per rank, so 5 complete chunks of the first split are on
+    # disk when it dies.
+    killed = torchrun("--model", "pixel:kill-rank1-at6", *args)
     assert killed.returncode != 0
     assert "rank      : 1" in killed.stderr  # torchrun's summary names the rank that died
     assert not list((tmp_path / "two").rglob("*.json"))
-    chunks = list((tmp_path / "c2").rglob("rows-8/*"))
-    assert chunks, "the killed run left no complete chunk"
-    resumed = torchrun("--model", "pixel", *args, "--output", tmp_path / "two",
-                       "--cache-dir", tmp_path / "c2")
+    assert len(list((tmp_path / "c2").rglob("rows-8/*"))) >= 4, "no complete chunk kept"
+    resumed = torchrun("--model", "pixel", *args)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert "resuming the encoding at row" in resumed.stderr, resumed.stderr[-3000:]
-    (rec_one,), (rec_two,) = records(tmp_path / "one").values(), records(tmp_path / "two").values()
-    assert rec_two["metrics"] == rec_one["metrics"]
-    first, second = _cache_tensors(tmp_path / "c1"), _cache_tensors(tmp_path / "c2")
-    assert first.keys() == second.keys() and first
-    for name, entry in first.items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                assert torch.equal(value, second[name][key]), (name, key)
+    assert "resuming the encoding at row 40" in resumed.stderr, resumed.stderr[-3000:]
+    assert_same_results(single, tmp_path / "two")
+    assert_same_cache(single / "cache", tmp_path / "c2")
 
 
 def test_hung_rank_ends_the_job_naming_it(tmp_path, data):
