@@ -1,5 +1,6 @@
 """Parameter-efficient tuning of the text tower through peft (LoRA, (IA)^3, prefix and
-prompt tuning). The tower's own weights are frozen; only the adapter's train."""
+prompt tuning), or AdapterHub's methods through :mod:`itra_train.adapterhub`. The tower's own
+weights are frozen; only the adapter's train."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from yacs.config import CfgNode
 from itra_bench.errors import UserError
 from itra_bench.model import EncoderModel
 
-from .config import ADAPTERS
+from .config import ADAPTERHUB_ADAPTERS, ADAPTERS
 
 #: The linear layers of an OpenCLIP text transformer's MLPs, where LoRA and (IA)^3 go (its
 #: attention runs through nn.MultiheadAttention's fused kernel, which peft cannot wrap).
@@ -60,6 +61,11 @@ def _forward_real_tokens(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 def add_adapter(encoder: EncoderModel, cfg: CfgNode) -> None:
     """Add ``cfg.adapter`` to the text tower ``encoder`` in place and freeze its own weights."""
+    if cfg.adapter in ADAPTERHUB_ADAPTERS:
+        from . import adapterhub
+
+        adapterhub.add_adapter(encoder, cfg)
+        return
     import peft
 
     method = ADAPTERS[cfg.adapter]

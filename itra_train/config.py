@@ -27,12 +27,15 @@ ALIASES: dict[str, dict[str, str]] = {
 }
 HEADS = ("auto", "none", "linear", "mlp", "dino")
 DISTILL = ("", "image", "text")
-#: ``--adapter`` values: peft's methods, with ITRA's names as aliases.
+#: ``--adapter`` values provided by peft, with ITRA's names as aliases.
 ADAPTERS = {"lora": "lora", "lora_adapter": "lora", "ia3": "ia3", "ia3_adapter": "ia3",
             "prefix_tuning": "prefix_tuning", "prompt_tuning": "prompt_tuning"}
-#: Adapter types of ITRA (AdapterHub) that peft does not provide.
-UNSUPPORTED_ADAPTERS = ("bottleneck_adapter", "compacter", "mam_adapter", "unipelt",
-                        "lang_adapter", "prompt", "bottleneck", "mam")
+#: ``--adapter`` values provided by AdapterHub's ``adapters`` library (the ``adapters``
+#: extra), with ITRA's names as aliases (ITRA's table calls Compacter ``dummy``).
+ADAPTERHUB_ADAPTERS = {"bottleneck": "bottleneck", "bottleneck_adapter": "bottleneck",
+                       "houlsby": "houlsby", "lang_adapter": "lang_adapter",
+                       "compacter": "compacter", "dummy": "compacter", "mam": "mam",
+                       "mam_adapter": "mam", "unipelt": "unipelt"}
 
 
 def defaults() -> CfgNode:
@@ -61,6 +64,7 @@ def defaults() -> CfgNode:
     c.adapter_rank = 8
     c.adapter_alpha = 16
     c.adapter_tokens = 16
+    c.adapter_options = []
     # Distillation.
     c.teacher = ""
     c.distill_image = ""
@@ -141,12 +145,16 @@ _HELP = {
     "head_hidden": "hidden width of mlp and dino heads",
     "head_layers": "number of linear layers of mlp and dino heads",
     "prototypes": "size K of the prototype layer after the heads (0: none); DINO, ProtoCPC",
-    "adapter": "parameter-efficient tuning of the text tower through peft: lora | ia3 | "
-               "prefix_tuning | prompt_tuning (ITRA names lora_adapter, ia3_adapter accepted); "
-               "the tower's own weights are frozen",
+    "adapter": "parameter-efficient tuning of the text tower. peft: lora | ia3 | "
+               "prefix_tuning | prompt_tuning (ITRA names lora_adapter, ia3_adapter); "
+               "AdapterHub (the adapters extra): bottleneck | houlsby | lang_adapter | "
+               "compacter | mam | unipelt (ITRA names bottleneck_adapter, dummy, mam_adapter)",
     "adapter_rank": "LoRA rank",
     "adapter_alpha": "LoRA alpha",
     "adapter_tokens": "virtual tokens of prefix and prompt tuning",
+    "adapter_options": "AdapterHub methods: KEY=VALUE fields of the method's config class "
+                       "(e.g. reduction_factor=8; MAM and UniPELT: prefix_tuning.prefix_length"
+                       "=10, adapter.reduction_factor=4, lora.r=4); values are read as YAML",
     "teacher": "a frozen teacher: any itra-bench model spec (checkpoint, openclip:ARCH@W, "
                "hf:, sbert:, ...)",
     "distill_image": "the student's image tower learns from the teacher's image | text tower",
@@ -221,7 +229,7 @@ def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
         if isinstance(value, bool):
             parser.add_argument(_flag(key), action=argparse.BooleanOptionalAction, **kwargs)
         elif isinstance(value, list):
-            metavar = "KEY=VALUE" if key == "loss_options" else "TASK"
+            metavar = "KEY=VALUE" if key.endswith("_options") else "TASK"
             parser.add_argument(_flag(key), nargs="+", metavar=metavar, **kwargs)
         else:
             # Model schemes come from plugins and precision has aliases: both are checked
@@ -306,12 +314,23 @@ def validate(cfg: CfgNode) -> None:
         if cfg.lock_text:
             raise UserError("--adapter already freezes the text tower's own weights; drop "
                             "--lock-text (it would freeze the adapter too)")
-        if cfg.adapter in UNSUPPORTED_ADAPTERS:
-            raise UserError(f"--adapter {cfg.adapter}: peft does not provide this adapter type; "
-                            f"supported: {', '.join(ADAPTERS)}")
-        if cfg.adapter not in ADAPTERS:
-            raise UserError(f"--adapter must be one of {', '.join(ADAPTERS)}, got "
-                            f"{cfg.adapter!r}")
+        if cfg.adapter in ADAPTERHUB_ADAPTERS:
+            from .adapterhub import check
+
+            check(cfg)
+        elif cfg.adapter not in ADAPTERS:
+            known = [*ADAPTERS, *ADAPTERHUB_ADAPTERS]
+            close = difflib.get_close_matches(cfg.adapter, known, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"--adapter must be one of {', '.join(known)}, got "
+                            f"{cfg.adapter!r}.{hint}")
+        elif cfg.adapter_options:
+            raise UserError(f"--adapter-options applies to AdapterHub's methods "
+                            f"({', '.join(ADAPTERHUB_ADAPTERS)}); peft's {cfg.adapter} takes "
+                            "--adapter-rank, --adapter-alpha and --adapter-tokens")
+    elif cfg.adapter_options:
+        raise UserError("--adapter-options needs --adapter (an AdapterHub method such as "
+                        "bottleneck)")
     if not cfg.train_data:
         raise UserError("--train-data is required: a CSV of image paths and captions, or "
                         "webdataset shards ('shards/{00000..00099}.tar')")
@@ -332,14 +351,28 @@ def dataset_type(cfg: CfgNode) -> str:
 
 def loss_options(cfg: CfgNode) -> dict[str, Any]:
     """``--loss-options KEY=VALUE ...`` as constructor keywords (values parsed as YAML)."""
+    return _key_values(cfg, "loss_options")
+
+
+def adapter_options(cfg: CfgNode) -> dict[str, Any]:
+    """``--adapter-options KEY=VALUE ...`` (values parsed as YAML); a key may be dotted
+    (``adapter.reduction_factor``) to name a part of a combined method."""
+    return _key_values(cfg, "adapter_options", dotted=True)
+
+
+def _key_values(cfg: CfgNode, key: str, dotted: bool = False) -> dict[str, Any]:
     import yaml
 
     out: dict[str, Any] = {}
-    for item in cfg.loss_options:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.isidentifier():
-            raise UserError(f"--loss-options: expected KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
+    for item in cfg[key]:
+        name, sep, value = str(item).partition("=")
+        parts = name.split(".") if dotted else [name]
+        if not sep or not all(p.isidentifier() for p in parts):
+            raise UserError(f"{_flag(key)}: expected KEY=VALUE, got {item!r}")
+        try:
+            out[name] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UserError(f"{_flag(key)}: {item!r}: the value is not YAML ({exc})") from exc
     return out
 
 

@@ -256,10 +256,10 @@ def test_adapter_on_openclip_text_tower(adapter, lock_image, cli, data, tmp_path
 
 
 def test_unsupported_adapters_name_the_supported_ones(train, data, tmp_path):
-    res = train("--train-data", data, "--logs", tmp_path, *TINY, "--adapter", "compacter")
+    res = train("--train-data", data, "--logs", tmp_path, *TINY, "--adapter", "prompt")
     assert res.code == 2
-    assert "compacter" in res.err
-    assert "supported: lora, lora_adapter, ia3, ia3_adapter, prefix_tuning, prompt_tuning" \
-        in res.err, res
+    assert "--adapter must be one of lora, lora_adapter, ia3, ia3_adapter, prefix_tuning, " \
+        "prompt_tuning, bottleneck" in res.err, res
+    assert "got 'prompt'. Did you mean 'prompt_tuning'?" in res.err, res
     res = train("--train-data", data, "--logs", tmp_path, *TINY, "--adapter", "prompt_tuning")
     assert res.code == 2 and "OpenCLIP text tower takes lora or ia3" in res.err, res
