@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,6 +205,14 @@ def add_adapter(encoder: EncoderModel, cfg: CfgNode) -> None:
                         f"{options}: {exc}. Change --adapter-options (e.g. reduction_factor)"
                         ) from exc
     model.train_adapter(NAME)
+    if hasattr(model, "get_text_features"):
+        # A dual encoder's text side runs through get_text_features, which (unlike forward)
+        # opens no adapter context: Compacter's shared weights and the prefixes of MAM and
+        # UniPELT live in that context.
+        from adapters.context import ForwardContext
+
+        text_features = ForwardContext.wrap(type(model).get_text_features)
+        model.get_text_features = types.MethodType(text_features, model)
     adapter_params = {id(p) for p in model.parameters() if p.requires_grad}
     # The text tower of a dual encoder (CLIP) gets adapters in its vision half too; that half
     # is unused on the text side, so its adapters stay frozen, out of the optimizer.

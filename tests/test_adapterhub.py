@@ -320,6 +320,41 @@ def test_bottleneck_on_the_bundled_minilm_through_sbert(cli, data, tmp_path):
 
 
 @needs_extra
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", ["compacter", "unipelt"])
+def test_adapter_on_the_text_side_of_a_transformers_clip(adapter, cli, data, tmp_path):
+    """A CLIP folder (a dual encoder) as the text tower: the adapter in its text half trains
+    and steers get_text_features; its vision half's adapters stay out of the optimizer."""
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=32)
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, image_size=32, patch_size=16)
+    folder = tmp_path / "tiny-clip"
+    _tokenizer(folder)  # the vocabulary size the text config needs
+    clip = _tiny_model(folder, CLIPConfig(text_config=text, vision_config=vision,
+                                          projection_dim=16))
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32).save_pretrained(str(clip))
+    options = ["reduction_factor=4"] if adapter == "compacter" else ["lora.r=4"]
+    trainer = _trainer(data, tmp_path, *_text(clip), "--adapter", adapter,
+                       "--adapter-options", *options, "--epochs", "1")
+    optimized = set(_optimized(trainer))
+    named = {n for n, _ in trainer.model.named_parameters()}
+    assert any("vision_model" in n and f".{adapterhub.NAME}." in n for n in named)
+    tuned = {n for n in optimized if f".{adapterhub.NAME}." in n}
+    assert tuned and not any("vision_model" in n for n in tuned)
+    assert optimized - tuned == {"image_head.weight", "text_head.weight", "logit_scale"}
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert tuned <= changed
+    assert not {k for k in changed if k.startswith("text_tower.") and k not in tuned}
+    _evaluate(cli, trainer.folder / "checkpoints" / "epoch_1.pt", tmp_path)
+
+
+@needs_extra
 def test_rebuilt_model_has_the_adapter_without_weights(tiny_bert):
     """``use_weights=False`` (how checkpoints rebuild) adds the same adapter parameters."""
     argv = ["--train-data", "x", *TINY, *_text(tiny_bert), "--adapter", "houlsby"]
