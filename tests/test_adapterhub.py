@@ -44,7 +44,7 @@ METHODS = {
                             "prefix_tuning.bottleneck_size=16"]),
     "unipelt": ("unipelt", ["prefix_tuning.prefix_length=4", "lora.r=4"]),
 }
-ROWS, BATCH, EPOCHS = 24, 4, 3
+ROWS, BATCH, EPOCHS = 32, 4, 3  # 24 optimizer steps
 
 
 @pytest.fixture(autouse=True)
@@ -352,6 +352,44 @@ def test_adapter_on_the_text_side_of_a_transformers_clip(adapter, cli, data, tmp
     assert tuned <= changed
     assert not {k for k in changed if k.startswith("text_tower.") and k not in tuned}
     _evaluate(cli, trainer.folder / "checkpoints" / "epoch_1.pt", tmp_path)
+
+
+@needs_extra
+@pytest.mark.slow
+def test_resume_with_an_adapter_reproduces_an_uninterrupted_run(train, data, tiny_bert,
+                                                                 tmp_path, monkeypatch):
+    """MAM's prefix pool is one module shared by the layers: its weights and optimizer state
+    come back from the checkpoint."""
+    flags = [*_text(tiny_bert), "--adapter", "mam", "--adapter-options", *METHODS["mam"][1],
+             "--lock-image", "--batch-size", str(BATCH), "--epochs", "2"]
+
+    def run(name: str, *extra: str):
+        return train("--train-data", data, "--logs", tmp_path, "--name", name, *TINY, *flags,
+                     *extra)
+
+    assert run("straight").code == 0
+    original = Trainer.train_one_epoch
+
+    def crash_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", crash_in_second_epoch)
+    assert run("resumed").code == 130
+    monkeypatch.setattr(Trainer, "train_one_epoch", original)
+    res = run("resumed", "--resume", "latest")
+    assert res.code == 0, res
+    records = {name: [json.loads(line) for line in
+                      (tmp_path / name / "results.jsonl").read_text().splitlines()]
+               for name in ("straight", "resumed")}
+    assert [r["train_loss"] for r in records["resumed"]] == \
+        [r["train_loss"] for r in records["straight"]]
+    weights = [torch.load(tmp_path / name / "checkpoints" / "epoch_2.pt", map_location="cpu",
+                          weights_only=True)["model"] for name in ("straight", "resumed")]
+    assert any(f".{adapterhub.NAME}." in k for k in weights[0])
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, rtol=0, atol=0)
 
 
 @needs_extra
