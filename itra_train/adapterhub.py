@@ -165,6 +165,21 @@ def _quiet(logger: str) -> Iterator[None]:
         log.setLevel(level)
 
 
+def peft_methods(model_type: str) -> list[str]:
+    """The peft methods ``--adapter`` can add to a transformers model of ``model_type``: LoRA
+    and (IA)^3 where peft knows the layers to wrap, prefix and prompt tuning on any."""
+    from peft.utils import (
+        TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
+    )
+
+    return [*(["lora"] if model_type in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+              else []),
+            *(["ia3"] if model_type in TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING
+              else []),
+            "prefix_tuning", "prompt_tuning"]
+
+
 def _describe(encoder: EncoderModel) -> str:
     return str(getattr(encoder, "name", "") or type(encoder).__name__)
 
@@ -191,8 +206,8 @@ def add_adapter(encoder: EncoderModel, cfg: CfgNode) -> None:
         raise UserError(f"{_flag(cfg)}: AdapterHub's `adapters` has no built-in support for "
                         f"{type(model).__name__} (model type {kind!r}) of the text tower "
                         f"{tower}; it supports BERT, RoBERTa, XLM-R, CLIP and others of its "
-                        f"own model list. On this tower use peft's methods: {PEFT_METHODS}"
-                        ) from exc
+                        f"own model list. On this tower use peft's methods: "
+                        f"{', '.join(peft_methods(kind))}") from exc
     try:
         # add_adapter warns that no adapter is active before it activates the new one.
         with _quiet("adapters.model_mixin"):
