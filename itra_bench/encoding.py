@@ -334,8 +334,16 @@ def encode_texts(model: EncoderModel, texts: list[str], ctx: RunContext,
                  description: str = "encode texts") -> torch.Tensor:
     """Embed ``texts`` in batches (float32 on the CPU), reusing the feature cache.
 
+    Each distinct text is encoded once; a repeated one gets the row of its first occurrence.
     Under a distributed job each rank encodes a contiguous share of the batches one process
     would encode, and the features are gathered in order on every rank."""
+    first = {text: None for text in texts}
+    if len(first) < len(texts):
+        # COCO repeats captions word for word, and prompt ensembles repeat across classes.
+        distinct = list(first)
+        position = {text: i for i, text in enumerate(distinct)}
+        features = encode_texts(model, distinct, ctx, description)
+        return features[torch.tensor([position[t] for t in texts], dtype=torch.long)]
     digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
     key = cache_key(kind="texts", model=model.fingerprint, texts=digest, precision=ctx.precision)
     world = ctx.world or World()
