@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -79,13 +80,15 @@ def init_distributed(device: str = "auto", timeout: float = DEFAULT_TIMEOUT) -> 
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=size,
                                 timeout=timedelta(seconds=timeout))
-    _STEPS.clear()
+    global _steps
+    _steps = itertools.count(1)
     return World(rank=rank, local_rank=local_rank, size=size, device=resolved)
 
 
-#: Collectives this process entered, and the key each rank records its count under in the
-#: job's rendezvous store: when one times out, the counts tell which rank never arrived.
-_STEPS: dict[str, int] = {}
+#: Numbers the collectives this process enters; each rank records its count in the job's
+#: rendezvous store under this key, so when one times out the counts tell which rank never
+#: arrived.
+_steps = itertools.count(1)
 _STEP_KEY = "itra_bench/step/{rank}"
 
 
@@ -103,7 +106,7 @@ def collective(what: str, world: World) -> Iterator[None]:
     """Mark a collective of every rank (``what`` names it in messages): when it fails or
     times out (``--dist-timeout``), the error names the ranks that never reached it and what
     each was doing last, instead of the backend's bare timeout."""
-    step = _STEPS["count"] = _STEPS.get("count", 0) + 1
+    step = next(_steps)
     store = _store()
     if store is not None:
         with contextlib.suppress(Exception):

@@ -383,37 +383,29 @@ class MSMarcoPassageTask(Task):
         can_read = gather_objects(readable is not None, world)
         split = settings.index == "flat" and world.size > 1 and all(can_read)
         searchers = world.size if split else 1
-        query_chunk = settings.query_block
+        block = settings.query_block
         if split:
-            assert readable is not None
-            mine = shard(-(-len(queries) // query_chunk), world)
-            lo = min(mine.start * query_chunk, len(queries))
-            hi = min(mine.stop * query_chunk, len(queries))
-            gpu = world.local_rank if use_gpu else None
-            k = min(self.depth, readable.num_passages)
-            if hi > lo:
-                with ctx.progress.bar(f"search ({settings.index})",
-                                      total=readable.num_passages, unit="passages") as bar:
-                    scores, rows = search_inner_product(
-                        readable, queries[lo:hi], self.depth, index=settings.index,
-                        block_rows=settings.block_rows, query_chunk=query_chunk,
-                        use_gpu=use_gpu, gpu=gpu, seed=ctx.seed, advance=bar.advance)
-            else:
-                scores = np.empty((0, k), np.float32)
-                rows = np.empty((0, k), np.int64)
-            scores = gather_rows(torch.from_numpy(scores), world).numpy()
-            rows = gather_rows(torch.from_numpy(rows), world).numpy()
-            return scores, rows, searchers
-        if not world.is_main:
+            mine = shard(-(-len(queries) // block), world)
+            lo, hi = min(mine.start * block, len(queries)), min(mine.stop * block, len(queries))
+        elif world.is_main:
+            lo, hi = 0, len(queries)
+        else:
             return np.empty((0, 0), np.float32), np.empty((0, 0), np.int64), searchers
-        with ctx.progress.bar(f"search ({settings.index})", total=store.num_passages,
-                              unit="passages") as bar:
-            scores, rows = search_inner_product(
-                store, queries, self.depth, index=settings.index, nlist=settings.nlist,
-                nprobe=settings.nprobe, block_rows=settings.block_rows,
-                query_chunk=query_chunk, use_gpu=use_gpu,
-                gpu=world.local_rank if use_gpu and world.size > 1 else None,
-                seed=ctx.seed, advance=bar.advance)
+        assert readable is not None
+        k = min(self.depth, readable.num_passages)
+        scores, rows = np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+        if hi > lo:
+            with ctx.progress.bar(f"search ({settings.index})", total=readable.num_passages,
+                                  unit="passages") as bar:
+                scores, rows = search_inner_product(
+                    readable, queries[lo:hi], self.depth, index=settings.index,
+                    nlist=settings.nlist, nprobe=settings.nprobe,
+                    block_rows=settings.block_rows, query_chunk=block, use_gpu=use_gpu,
+                    gpu=world.local_rank if use_gpu and world.size > 1 else None,
+                    seed=ctx.seed, advance=bar.advance)
+        if split:
+            scores = gather_rows(torch.from_numpy(scores), world, "gather the search").numpy()
+            rows = gather_rows(torch.from_numpy(rows), world, "gather the search").numpy()
         return scores, rows, searchers
 
     @staticmethod
