@@ -23,6 +23,7 @@ from itra_bench.distributed import (
 from itra_bench.errors import CorruptImageError, UserError
 from itra_bench.feature_cache import DEFAULT_CHUNK_ROWS, cache_key
 from itra_bench.model import EncoderModel
+from itra_bench.protocols.similarity import unique_texts
 from itra_bench.threads import torch_threads
 
 
@@ -337,13 +338,10 @@ def encode_texts(model: EncoderModel, texts: list[str], ctx: RunContext,
     Each distinct text is encoded once; a repeated one gets the row of its first occurrence.
     Under a distributed job each rank encodes a contiguous share of the batches one process
     would encode, and the features are gathered in order on every rank."""
-    first = {text: None for text in texts}
-    if len(first) < len(texts):
+    distinct, index = unique_texts(texts)
+    if len(distinct) < len(texts):
         # COCO repeats captions word for word, and prompt ensembles repeat across classes.
-        distinct = list(first)
-        position = {text: i for i, text in enumerate(distinct)}
-        features = encode_texts(model, distinct, ctx, description)
-        return features[torch.tensor([position[t] for t in texts], dtype=torch.long)]
+        return encode_texts(model, distinct, ctx, description)[index]
     digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
     key = cache_key(kind="texts", model=model.fingerprint, texts=digest, precision=ctx.precision)
     world = ctx.world or World()
