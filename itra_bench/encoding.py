@@ -336,6 +336,8 @@ def encode_texts(model: EncoderModel, texts: list[str], ctx: RunContext,
     """Embed ``texts`` in batches (float32 on the CPU), reusing the feature cache.
 
     Each distinct text is encoded once; a repeated one gets the row of its first occurrence.
+    For a model with ``dynamic_text_length`` the batches are formed from the texts sorted by
+    length (longest first), and the rows are returned in input order.
     Under a distributed job each rank encodes a contiguous share of the batches one process
     would encode, and the features are gathered in order on every rank."""
     distinct, index = unique_texts(texts)
@@ -343,19 +345,30 @@ def encode_texts(model: EncoderModel, texts: list[str], ctx: RunContext,
         # COCO repeats captions word for word, and prompt ensembles repeat across classes.
         return encode_texts(model, distinct, ctx, description)[index]
     digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
-    key = cache_key(kind="texts", model=model.fingerprint, texts=digest, precision=ctx.precision)
+    parts = {"kind": "texts", "model": model.fingerprint, "texts": digest,
+             "precision": ctx.precision}
+    order = None
+    if getattr(model, "dynamic_text_length", False) and len(texts) > 1:
+        # A batch runs at its longest text, so batches of similar lengths waste no work on
+        # padding. Character counts order texts like token counts do, without tokenizing
+        # twice. The batches differ from input-order ones, and so may the features' last
+        # bits: such entries are kept apart.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        parts["batches"] = "by-length"
+    key = cache_key(**parts)
     world = ctx.world or World()
     hit = ctx.cache.get(key) if ctx.cache is not None else None
     hit = broadcast_from_main(hit, world, f"look up {description} in the feature cache")
     if hit is not None:
         return hit["features"]
-    starts = list(range(0, len(texts), ctx.batch_size))
+    todo = texts if order is None else [texts[i] for i in order]
+    starts = list(range(0, len(todo), ctx.batch_size))
     mine = shard(len(starts), world)
     out: list[torch.Tensor] = []
-    with ctx.progress.bar(description, total=len(texts), unit="texts") as bar, \
+    with ctx.progress.bar(description, total=len(todo), unit="texts") as bar, \
             torch.inference_mode(), ctx.autocast():
         for start in starts[mine.start:mine.stop]:
-            chunk = texts[start:start + ctx.batch_size]
+            chunk = todo[start:start + ctx.batch_size]
             out.append(model.encode_text(chunk).float().cpu())
             bar.advance(len(chunk))
         features = torch.cat(out) if out else torch.empty(0, 0)
@@ -365,6 +378,11 @@ def encode_texts(model: EncoderModel, texts: list[str], ctx: RunContext,
             bar.advance(len(features) - local)
     if not len(features):
         features = torch.empty(0, 0)
+    elif order is not None:
+        with torch.inference_mode(False):
+            restored = torch.empty_like(features)
+        restored[torch.tensor(order)] = features
+        features = restored
     if ctx.cache is not None:
         ctx.cache.put(key, {"features": features},
                       meta={"model": model.name, "num_texts": len(texts), "what": description})

@@ -54,6 +54,12 @@ class EncoderModel(nn.Module):
     #: ``{"loss": {...}}`` for a checkpoint: the plugin that provided the loss it was trained
     #: with (``PluginInfo.as_record()`` plus the loss name).
     provenance: Mapping[str, Any] = MappingProxyType({})
+    #: True when ``encode_text`` runs each batch no longer than its longest text needs and
+    #: a text's features do not depend on the other texts of its batch (beyond the last
+    #: bits of float arithmetic). ``encode_texts`` then forms batches from texts sorted by
+    #: length, so that short texts are not padded to long ones; rows come back in input
+    #: order. Leave it False for towers that pad to a fixed length.
+    dynamic_text_length: bool = False
 
     @property
     def device(self) -> torch.device:

@@ -63,6 +63,8 @@ class HFTextEncoder(EncoderModel):
         self.max_length = max_length
         self.fingerprint = fingerprint
         self._inputs = set(inspect.signature(model.forward).parameters)
+        # Padding to the batch's longest text is masked out of attention and pooling.
+        self.dynamic_text_length = True
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Embed strings into ``[B, D]``: CLS token state or attention-masked mean of states."""
@@ -91,6 +93,9 @@ class HFDualEncoder(EncoderModel):
         self.image_transform = image_transform
         self.max_length = max_length
         self.padding: str | bool = "max_length" if pad_to_max_length else True
+        # Padding to the batch's longest text is masked out (towers trained on full-length
+        # inputs keep them, and gain nothing from length-sorted batches).
+        self.dynamic_text_length = not pad_to_max_length
         self.fingerprint = fingerprint
         self._text_inputs = set(inspect.signature(model.get_text_features).parameters)
 

@@ -63,6 +63,9 @@ class OpenCLIPEncoder(EncoderModel):
         self.tokenizer = tokenizer
         self.image_transform = image_transform
         self.fingerprint = fingerprint
+        self._causal = _causal_text_tower(clip)
+        #: Texts run at the length their pooled token needs (see ``encode_text``).
+        self.dynamic_text_length = self._causal is not None
 
     def visual_parameters(self) -> Iterator[nn.Parameter]:
         """The image tower's parameters (``clip.visual``)."""
@@ -73,9 +76,76 @@ class OpenCLIPEncoder(EncoderModel):
         return self.clip.encode_image(images.to(self.device), normalize=False)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """Embed strings into ``[B, D]`` with the architecture's own tokenizer (not normalised)."""
+        """Embed strings into ``[B, D]`` with the architecture's own tokenizer (not normalised).
+
+        The tokenizer pads every text to the context length (77 for CLIP). Where the text
+        tower attends causally and pools one token, that token's features depend on the tokens
+        up to it alone, so the batch runs only that far: the same features as the full length
+        (to float rounding) for a fraction of the work. Other towers run at full length.
+        """
         tokens = self.tokenizer(list(texts)).to(self.device)
-        return self.clip.encode_text(tokens, normalize=False)
+        if self._causal is None or not self.dynamic_text_length:
+            return self.clip.encode_text(tokens, normalize=False)
+        return self._causal.encode(tokens)
+
+
+class _CausalTextTower:
+    """The text half of an OpenCLIP model whose pooled token sees only the tokens before it:
+    causal attention, pooling at one position (``argmax``, ``eos`` or ``first``) and no
+    appended class token. ``encode`` repeats open_clip's text forward pass on the tokens up
+    to the last pooled position of the batch."""
+
+    def __init__(self, tower: nn.Module, pool_type: str, eos_id: int | None) -> None:
+        self.tower = tower
+        self.pool_type = pool_type
+        self.eos_id = eos_id
+
+    def pooled_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The position each row's features are pooled from (as open_clip's
+        ``text_global_pool`` picks it)."""
+        if self.pool_type == "argmax":
+            return tokens.argmax(dim=-1)
+        if self.pool_type == "eos":
+            return (tokens == self.eos_id).int().argmax(dim=-1)
+        return torch.zeros(len(tokens), dtype=torch.long, device=tokens.device)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = self.tower
+        pooled_at = self.pooled_positions(tokens)
+        length = int(pooled_at.max()) + 1 if len(tokens) else 1
+        tokens = tokens[:, :length]
+        cast_dtype = t.transformer.get_cast_dtype()
+        x = t.token_embedding(tokens).to(cast_dtype)
+        x = x + t.positional_embedding[:length].to(cast_dtype)
+        x = t.transformer(x, attn_mask=t.attn_mask[:length, :length])
+        x = t.ln_final(x)
+        x = x[torch.arange(len(x), device=x.device), pooled_at]
+        if t.text_projection is not None:
+            x = t.text_projection(x) if isinstance(t.text_projection, nn.Linear) \
+                else x @ t.text_projection
+        return x
+
+
+def _causal_text_tower(clip: nn.Module) -> _CausalTextTower | None:
+    """The model's text tower as a :class:`_CausalTextTower`, or None where running a batch
+    short of the context length would change its features (bidirectional attention, pooling
+    at the last position, an appended class token, a Hugging Face text tower)."""
+    if hasattr(clip, "text_pool_type") and hasattr(clip, "token_embedding"):  # open_clip.CLIP
+        tower, pool_type, eos_id = clip, clip.text_pool_type, getattr(clip, "text_eos_id", None)
+    else:  # CustomTextCLIP / CoCa: the tower is clip.text, and only a TextTransformer qualifies
+        tower = getattr(clip, "text", None)
+        if type(tower).__name__ != "TextTransformer" or getattr(tower, "cls_emb", 1) is not None \
+                or getattr(tower, "use_pad_mask", True):
+            return None
+        pool_type, eos_id = tower.pool_type, getattr(tower, "eos_id", None)
+    needed = ("transformer", "token_embedding", "positional_embedding", "ln_final",
+              "text_projection")
+    if not all(hasattr(tower, name) for name in needed) \
+            or getattr(tower, "attn_mask", None) is None \
+            or pool_type not in ("argmax", "eos", "first") \
+            or (pool_type == "eos" and eos_id is None):
+        return None
+    return _CausalTextTower(tower, pool_type, eos_id)
 
 
 def build_openclip(rest: str, options: ModelOptions) -> OpenCLIPEncoder:

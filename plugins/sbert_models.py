@@ -42,6 +42,8 @@ class SentenceTransformerEncoder(EncoderModel):
         self.prompt = prompt
         self.truncate_dim = truncate_dim
         self.fingerprint = fingerprint
+        # sentence-transformers pads each batch to its longest text and masks the padding.
+        self.dynamic_text_length = True
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Embed strings into ``[B, D]`` with the model's own tokenizer and modules."""

@@ -53,3 +53,35 @@ def test_lists_with_the_same_distinct_texts_share_one_cache_entry(tmp_path):
 
 def test_no_texts():
     assert encode_texts(CountingModel(), [], context()).shape[0] == 0
+
+
+class LengthSortedModel(CountingModel):
+    """CountingModel whose text encoder runs each batch at its own length, recording the
+    batches it is given."""
+
+    dynamic_text_length = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        self.batches.append(list(texts))
+        return super().encode_text(texts)
+
+
+def test_dynamic_length_models_get_length_sorted_batches_and_rows_in_input_order(tmp_path):
+    texts = ["bb", "a", "dddd", "ccc", "eeeee", "a", "ffffff", "g"]
+    model = LengthSortedModel()
+    cache = FeatureCache(tmp_path)
+    features = encode_texts(model, texts, context(cache))
+    # Distinct texts, longest first, in batches of 2 (ties keep their input order).
+    assert model.batches == [["ffffff", "eeeee"], ["dddd", "ccc"], ["bb", "a"], ["g"]]
+    assert torch.equal(features, PixelModel().encode_text(texts))
+    # Entries of sorted batches are kept apart from those of input-order batches.
+    plain = CountingModel()
+    encode_texts(plain, texts, context(cache))
+    assert sorted(plain.seen) == sorted(set(texts))
+    again = LengthSortedModel()
+    assert torch.equal(encode_texts(again, texts, context(cache)), features)
+    assert again.batches == []

@@ -803,6 +803,131 @@ def test_torchhub_refusal_random_init_and_errors(hub, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# text at its real length: the same features as the full-length path
+
+#: Lengths from one token to past the context, an empty text, and repeats of lengths.
+VARIED_TEXTS = ["", "dog", "a photo of a cat", "a cat", "the cat is on the mat next to a small dog",
+                " ".join(["a very long caption about a cat"] * 20), "two dogs", "a photo of a dog"]
+
+
+def _text_cfg(**text) -> dict:
+    cfg = json.loads(json.dumps(OC_CFG))
+    cfg["text_cfg"].update(context_length=77, **text)
+    return cfg
+
+
+def _openclip_from_cfg(tmp_path: Path, cfg: dict) -> EncoderModel:
+    from itra_bench.plugins.openclip_models import build_openclip
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    return build_openclip(str(path), ModelOptions(random_init=True))
+
+
+def _widths_run(model: EncoderModel) -> list[int]:
+    """Encodes two short texts and returns the sequence lengths the text transformer saw."""
+    widths: list[int] = []
+    clip = model.clip
+    transformer = clip.transformer if hasattr(clip, "text_pool_type") else clip.text.transformer
+    handle = transformer.register_forward_pre_hook(lambda _, args: widths.append(args[0].shape[1]))
+    try:
+        model.encode_text(VARIED_TEXTS[2:4])
+    finally:
+        handle.remove()
+    return widths
+
+
+@pytest.mark.parametrize("cfg", [
+    _text_cfg(),  # CLIP: causal, pooled at the end-of-text token (argmax)
+    _text_cfg(pool_type="eos", eos_id=49407),
+    _text_cfg(pool_type="first"),
+    {**_text_cfg(), "custom_text": True},  # CustomTextCLIP with open_clip's TextTransformer
+], ids=["clip-argmax", "clip-eos", "clip-first", "custom-text-argmax"])
+def test_openclip_text_at_its_real_length_equals_the_full_length(cfg, tmp_path):
+    model = _openclip_from_cfg(tmp_path, cfg)
+    assert model.dynamic_text_length
+    # "a photo of a cat" is start + 5 words + end: 7 tokens; a first-token tower needs one.
+    expected = 1 if cfg["text_cfg"].get("pool_type") == "first" else 7
+    assert _widths_run(model) == [expected]
+    with torch.inference_mode():
+        short = model.encode_text(VARIED_TEXTS)
+        full = model.clip.encode_text(model.tokenizer(VARIED_TEXTS), normalize=False)
+        alone = torch.cat([model.encode_text([t]) for t in VARIED_TEXTS])
+    assert short.shape == full.shape
+    assert torch.allclose(short, full, atol=1e-5, rtol=0), (short - full).abs().max()
+    assert torch.allclose(alone, full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cfg", [
+    _text_cfg(pool_type="last"),  # the last position sees the padding
+    _text_cfg(no_causal_mask=True, pool_type="last"),  # bidirectional (SigLIP-like)
+    {**_text_cfg(embed_cls=True), "custom_text": True},  # an appended class token (CoCa-like)
+], ids=["last", "bidirectional", "class-token"])
+def test_openclip_towers_where_shortening_is_not_exact_keep_the_full_length(cfg, tmp_path):
+    model = _openclip_from_cfg(tmp_path, cfg)
+    assert not model.dynamic_text_length
+    assert _widths_run(model)[0] >= 77  # (78 with the class token appended)
+    with torch.inference_mode():
+        ours = model.encode_text(VARIED_TEXTS)
+        full = model.clip.encode_text(model.tokenizer(VARIED_TEXTS), normalize=False)
+    assert torch.equal(ours, full)
+
+
+def _sorted_against_input_order(model: EncoderModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """``encode_texts`` on VARIED_TEXTS in batches of 3: length-sorted batches, and the same
+    with sorting off."""
+    import io
+
+    from rich.console import Console
+
+    from itra_bench.context import RunContext
+    from itra_bench.encoding import encode_texts
+
+    ctx = RunContext(batch_size=3, workers=0, console=Console(file=io.StringIO()))
+    assert model.dynamic_text_length
+    sorted_batches = encode_texts(model, VARIED_TEXTS, ctx)
+    model.dynamic_text_length = False
+    try:
+        input_order = encode_texts(model, VARIED_TEXTS, ctx)
+    finally:
+        model.dynamic_text_length = True
+    return sorted_batches, input_order
+
+
+def test_every_builtin_text_builder_with_dynamic_length_keeps_its_features(
+        oc, tiny_hf_clip, tiny_bert, tiny_sbert, minilm, tmp_path):
+    from itra_bench.plugins.hf_models import build_hf
+    from itra_bench.plugins.openclip_models import build_openclip
+    from itra_bench.plugins.sbert_models import build_sbert
+
+    models = [
+        _openclip_from_cfg(tmp_path, _text_cfg()),
+        build_openclip(f"{oc}/tiny.json@{oc}/w.pt", ModelOptions()),
+        build_hf(str(tiny_hf_clip), ModelOptions()),
+        build_hf(str(tiny_bert), ModelOptions()),
+        build_hf(str(minilm), ModelOptions()),
+        build_sbert(str(tiny_sbert), ModelOptions()),
+        build_sbert(str(minilm), ModelOptions()),
+    ]
+    for model in models:
+        a, b = _sorted_against_input_order(model)
+        assert a.shape == b.shape == (len(VARIED_TEXTS), a.shape[1])
+        assert torch.allclose(a, b, atol=1e-5, rtol=0), (model.name, (a - b).abs().max())
+
+
+def test_siglip_like_text_towers_padded_to_full_length_are_not_sorted():
+    from itra_bench.plugins.hf_models import HFDualEncoder
+
+    class Tower(nn.Module):
+        def get_text_features(self, input_ids):
+            return input_ids.float()
+
+    model = HFDualEncoder(Tower(), None, None, 64, True, "fp")
+    assert model.dynamic_text_length is False and model.padding == "max_length"
+    assert HFDualEncoder(Tower(), None, None, 64, False, "fp").dynamic_text_length is True
+
+
+# ---------------------------------------------------------------------------------------------
 # plugin hooks
 
 
