@@ -7,6 +7,7 @@ import difflib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,11 +15,15 @@ from rich.table import Table
 
 from itra_bench import __version__
 from itra_bench.commands import Command
-from itra_bench.context import PRECISIONS, default_workers, precision_name
-from itra_bench.distributed import DEFAULT_TIMEOUT, World
+from itra_bench.context import DEFAULT_TIMEOUT, PRECISIONS, default_workers, precision_name
 from itra_bench.errors import PluginClashError, UserError
 from itra_bench.registry import ENV_VAR, Registry, load_registry
-from itra_bench.runner import RunConfig
+
+# torch, and the modules that import it, load only in the commands that compute: `--help`,
+# `list` and `results` stay quick.
+if TYPE_CHECKING:
+    from itra_bench.distributed import World
+    from itra_bench.runner import RunConfig
 
 LIST_KINDS = ("models", "losses", "tasks", "suites", "plugins")
 
@@ -245,7 +250,7 @@ def model_specs(args: argparse.Namespace) -> list[str]:
 def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> int:
     from itra_bench.distributed import init_distributed
     from itra_bench.leaderboard import write_leaderboard
-    from itra_bench.runner import outcome_table, run
+    from itra_bench.runner import RunConfig, outcome_table, run
 
     for flag in ("batch_size",):
         if getattr(args, flag) < 1:
@@ -303,7 +308,7 @@ def _run_jobs(specs: list[str], args: argparse.Namespace, registry: Registry,
     """``--distribute jobs``: the (model, task) grid dealt round-robin over the ranks, each
     job run whole by one rank as a one-process run (same numbers), the outcomes gathered
     for rank 0's summary."""
-    from itra_bench.distributed import gather_objects, require_same
+    from itra_bench.distributed import World, gather_objects, require_same
     from itra_bench.runner import outcome_table, run
 
     tasks = job_tasks(args.tasks, registry)
@@ -508,9 +513,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[yellow]interrupted; results written so far are kept[/]")
         return 130
     finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
+        # Only a command that imported torch can have started a process group.
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
 

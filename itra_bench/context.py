@@ -7,15 +7,20 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 
-from itra_bench.feature_cache import FeatureCache
-from itra_bench.progress import ProgressReporter
+if TYPE_CHECKING:
+    import torch
+
+    from itra_bench.feature_cache import FeatureCache
+    from itra_bench.progress import ProgressReporter
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+#: Seconds a collective may wait for a slow or hung rank before the job ends (``--dist-timeout``;
+#: here, not in ``itra_bench.distributed``, so that ``--help`` shows it without importing torch).
+DEFAULT_TIMEOUT = 1800.0
 #: Old spellings of precisions, still accepted (itra-train once called float16 ``amp``).
 PRECISION_ALIASES = {"amp": "amp_fp16"}
 
@@ -35,6 +40,20 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def _cpu() -> torch.device:
+    import torch
+
+    return torch.device("cpu")
+
+
+def _no_progress() -> ProgressReporter:
+    from itra_bench.progress import ProgressReporter
+
+    return ProgressReporter(enabled=False)
+
+
+# torch is imported where a context is made or used, never by importing this module: the
+# quick commands (`itra-bench list`, `--help`) read PRECISIONS and default_workers from here.
 @dataclass
 class RunContext:
     """Everything a task needs from the runner besides the model.
@@ -43,7 +62,7 @@ class RunContext:
     take parameters (k of k-NN, ...). output_dir: a folder for the task's extra files.
     """
 
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=_cpu)
     precision: str = "fp32"
     batch_size: int = 64
     workers: int = 0
@@ -53,7 +72,7 @@ class RunContext:
     cache: FeatureCache | None = None
     skip_corrupt: bool = False
     options: dict[str, Any] = field(default_factory=dict)
-    progress: ProgressReporter = field(default_factory=lambda: ProgressReporter(enabled=False))
+    progress: ProgressReporter = field(default_factory=_no_progress)
     console: Console = field(default_factory=lambda: Console(stderr=True))
     #: The distributed job (``itra_bench.distributed.World``); None: one process. Under a job
     #: every rank runs the task; image encoding is split across ranks, and only rank 0 has
@@ -64,6 +83,8 @@ class RunContext:
         """Mixed-precision context for model forward passes, per ``precision``."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
+        import torch
+
         dtype = torch.bfloat16 if self.precision == "amp_bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
@@ -75,6 +96,8 @@ DEVICES = "auto | cpu | cuda[:N] | mps"
 def resolve_device(name: str) -> torch.device:
     """The torch device of ``--device`` (``auto`` picks CUDA when available); a device this
     machine does not have, or a string that names none, is a user error."""
+    import torch
+
     from itra_bench.errors import UserError
 
     if name == "auto":

@@ -21,11 +21,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from itra_bench.context import resolve_device
+from itra_bench.context import DEFAULT_TIMEOUT, resolve_device
 from itra_bench.errors import UserError
-
-#: Seconds a collective may wait for a slow or hung rank before the job ends (``--dist-timeout``).
-DEFAULT_TIMEOUT = 1800.0
 
 
 class RankFailedError(UserError):

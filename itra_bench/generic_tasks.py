@@ -10,23 +10,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from itra_bench.context import RunContext
 from itra_bench.datasets.captions_csv import CaptionsCSV
 from itra_bench.datasets.imagefolder import LAYOUT as IMAGEFOLDER_LAYOUT
 from itra_bench.datasets.imagefolder import ImageFolderSplit
-from itra_bench.encoding import EncodedImages, encode_images, encode_texts
 from itra_bench.errors import UserError
-from itra_bench.model import IMAGE, TEXT, EncoderModel
-from itra_bench.protocols.clustering import clustering_scores
-from itra_bench.protocols.knn import knn_classification
-from itra_bench.protocols.linear_probe import linear_probe
-from itra_bench.protocols.retrieval import retrieval_metrics
-from itra_bench.protocols.zeroshot import build_zeroshot_classifier, zeroshot_classification
+from itra_bench.model_api import IMAGE, TEXT
 from itra_bench.task import Task, TaskResult, positive_int_option
+
+if TYPE_CHECKING:
+    import torch
+
+    from itra_bench.encoding import EncodedImages
+    from itra_bench.model import EncoderModel
 
 
 class LabelledImages(Protocol):
@@ -83,6 +81,8 @@ def _pretty_classname(folder: str) -> str:
 
 
 def _labels_of(source: LabelledImages, encoded: EncodedImages) -> torch.Tensor:
+    import torch
+
     return torch.tensor(source.targets, dtype=torch.long)[encoded.indices]
 
 
@@ -184,6 +184,12 @@ class ClassificationTask(Task):
         return source
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        from itra_bench.encoding import encode_images, encode_texts
+        from itra_bench.protocols.clustering import clustering_scores
+        from itra_bench.protocols.knn import knn_classification
+        from itra_bench.protocols.linear_probe import linear_probe
+        from itra_bench.protocols.zeroshot import build_zeroshot_classifier, zeroshot_classification
+
         classes = self._class_list(ctx.data_root)
         test = self._open(ctx.data_root, self.eval_split, classes, needs_every_class=False)
         test_enc = encode_images(model, test, ctx, split=self.eval_split)
@@ -284,6 +290,11 @@ class RetrievalTask(Task):
         return self.data.required_paths(data_root)
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        import torch
+
+        from itra_bench.encoding import encode_images, encode_texts
+        from itra_bench.protocols.retrieval import retrieval_metrics
+
         source = self.data.load(ctx.data_root)
         enc = encode_images(model, source, ctx, split="retrieval")
         # Drop captions of images that were skipped as corrupt, and renumber the rest.

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
 
-IMAGE = "image"
-TEXT = "text"
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """Options from the command line that a model builder may honour.
-
-    pretrained: a local weights file given with ``--pretrained`` (overrides the one in the spec).
-    random_init: ``--random-init``; without it a builder must refuse a model with no weights.
-    pooler: ``cls`` or ``mean`` for transformer text encoders (None: the model's own default).
-    cache_dir: where builders look for locally cached pretrained weights.
-    seed: seed for any random initialisation, so random-init fingerprints are reproducible.
-    """
-
-    pretrained: str | None = None
-    random_init: bool = False
-    pooler: str | None = None
-    cache_dir: str | None = None
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+# The torch-free parts of the contract, re-exported: plugins may import them from here.
+from itra_bench.model_api import IMAGE, TEXT, ModelBuilder, ModelOptions  # noqa: F401
 
 
 class EncoderModel(nn.Module):
@@ -82,17 +62,3 @@ class EncoderModel(nn.Module):
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Embed a list of strings into ``[B, D]`` (tokenisation happens inside)."""
         raise NotImplementedError(f"{self.name} has no text encoder")
-
-
-@dataclass(frozen=True)
-class ModelBuilder:
-    """A model family a plugin provides, addressed by ``scheme:`` in a model spec.
-
-    ``build(rest, options)`` receives what follows ``scheme:`` in the spec (an empty string for
-    a bare ``scheme``) and returns an :class:`EncoderModel` on the CPU.
-    """
-
-    scheme: str
-    build: Callable[[str, ModelOptions], EncoderModel]
-    description: str = ""
-    example: str = ""

@@ -34,8 +34,7 @@ from itra_bench.generic_tasks import (
     ImageFolderData,
     RetrievalTask,
 )
-from itra_bench.protocols.knn import WEIGHTINGS as KNN_WEIGHTINGS
-from itra_bench.protocols.zeroshot import fill_template
+from itra_bench.protocols.templates import fill_template
 from itra_bench.task import Task
 
 PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, "retrieval")
@@ -110,6 +109,7 @@ def load_task_file(path: str | Path,
     ``protocols`` adds task types that plugins declare for task files
     (``itra_bench_task_file_protocols``); the built-in image protocols are always known.
     """
+
     protocols = protocols or {}
     path = Path(path)
     if not path.is_file():
@@ -159,8 +159,11 @@ def load_task_file(path: str | Path,
                                     or values["separator"] in "\"\r\n"):
         raise UserError(f"{path}: key 'separator' must be one character (not a quote or a "
                         f"line break), got {values['separator']!r}")
-    if protocol == "knn" and values["weighting"] not in KNN_WEIGHTINGS:
-        raise UserError(f"{path}: key 'weighting' must be one of {KNN_WEIGHTINGS}")
+    if protocol == "knn":
+        from itra_bench.protocols.knn import WEIGHTINGS as KNN_WEIGHTINGS  # imports torch
+
+        if values["weighting"] not in KNN_WEIGHTINGS:
+            raise UserError(f"{path}: key 'weighting' must be one of {KNN_WEIGHTINGS}")
 
     common = {"name": values["name"], "description": values["description"],
               "suites": tuple(values["suites"])}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,11 +14,13 @@ from rich.markup import escape
 from itra_bench import hookimpl
 from itra_bench.cli import precision_arg
 from itra_bench.commands import Command
-from itra_bench.context import PRECISIONS, default_workers
-from itra_bench.distributed import DEFAULT_TIMEOUT
+from itra_bench.context import DEFAULT_TIMEOUT, PRECISIONS, default_workers
 from itra_bench.errors import UserError
-from itra_bench.model import EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.model_api import ModelBuilder, ModelOptions
 from itra_bench.registry import Registry
+
+if TYPE_CHECKING:
+    from itra_bench.model import EncoderModel
 
 
 def _build_checkpoint(rest: str, options: ModelOptions) -> EncoderModel:

@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelOptions
 from itra_bench.weights import (
     mismatch_error,
     no_weights_error,
@@ -27,6 +26,7 @@ from itra_bench.weights import (
     seeded_init,
 )
 
+from .hf_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 from .image_transforms import RESAMPLE_NAMES, EvalTransform, describe_transform
 
 SCHEME = "hf"
@@ -322,14 +322,3 @@ def _image_transform(spec: str, folder: Path) -> Callable[[Any], torch.Tensor]:
         std=tuple(proc.image_std) if normalize else (1.0, 1.0, 1.0),
         interpolation=interpolation, crop_offset="floor",
     )
-
-
-@hookimpl
-def itra_bench_model_builders() -> list[ModelBuilder]:
-    """The ``hf`` scheme."""
-    return [ModelBuilder(
-        scheme=SCHEME, build=build_hf,
-        description="a local HuggingFace transformers folder: CLIP-like image-text models, or "
-                    "text encoders with mean/CLS pooling (--pooler)",
-        example="hf:/path/to/saved_model",
-    )]

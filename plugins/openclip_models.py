@@ -24,10 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelOptions
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -35,6 +34,8 @@ from itra_bench.weights import (
     random_init_config,
     seeded_init,
 )
+
+from .openclip_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "openclip"
 #: Files an OpenCLIP folder (as on the HF hub) keeps its weights in, most preferred first.
@@ -448,14 +449,3 @@ def _suggest_architecture(state: dict[str, torch.Tensor], weights: Path, open_cl
         return ""
     return (f"These weights look like OpenCLIP architecture {' or '.join(matches[:4])}: try "
             f"openclip:{matches[0]}@{weights}.")
-
-
-@hookimpl
-def itra_bench_model_builders() -> list[ModelBuilder]:
-    """The ``openclip`` scheme."""
-    return [ModelBuilder(
-        scheme=SCHEME, build=build_openclip,
-        description="OpenCLIP image-text models (built-in architecture, JSON config or folder; "
-                    "weights from a local file or the local pretrained cache)",
-        example="openclip:ViT-B-32@/path/weights.pt",
-    )]

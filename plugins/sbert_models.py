@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import TEXT, EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.model import TEXT, EncoderModel, ModelOptions
 from itra_bench.weights import no_weights_error, random_init_config, seeded_init
 
 from .hf_models import load_checked
+from .sbert_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "sbert"
 #: Files whose bytes decide the embeddings (configs, weights, tokenizer); READMEs etc. do not.
@@ -152,14 +152,3 @@ def _drop_final_normalize(st: Any) -> bool:
         del st[len(st) - 1]
         return True
     return False
-
-
-@hookimpl
-def itra_bench_model_builders() -> list[ModelBuilder]:
-    """The ``sbert`` scheme."""
-    return [ModelBuilder(
-        scheme=SCHEME, build=build_sbert,
-        description="a local sentence-transformers folder (text only; embeddings before the "
-                    "final Normalize)",
-        example="sbert:/path/to/all-MiniLM-L6-v2",
-    )]

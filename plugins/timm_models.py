@@ -14,10 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import ModelBuilder, ModelOptions
+from itra_bench.model import ModelOptions
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -28,6 +27,7 @@ from itra_bench.weights import (
 
 from .image_backbone import ImageBackbone
 from .image_transforms import ToRGB
+from .timm_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "timm"
 
@@ -82,13 +82,3 @@ def _without_classifier(state: dict[str, torch.Tensor],
     prefixes = tuple(f"{n}." for n in ([names] if isinstance(names, str) else names))
     expected = backbone.state_dict()
     return {k: v for k, v in state.items() if k in expected or not k.startswith(prefixes)}
-
-
-@hookimpl
-def itra_bench_model_builders() -> list[ModelBuilder]:
-    """The ``timm`` scheme."""
-    return [ModelBuilder(
-        scheme=SCHEME, build=build_timm,
-        description="timm image backbones (pre-logits features; weights from a local file)",
-        example="timm:vit_base_patch16_224.augreg_in21k@/path/model.safetensors",
-    )]

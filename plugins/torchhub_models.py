@@ -25,10 +25,9 @@ from unittest import mock
 import torch
 from torch import nn
 
-from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import ModelBuilder, ModelOptions
+from itra_bench.model import ModelOptions
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -40,6 +39,7 @@ from itra_bench.weights import (
 
 from .image_backbone import ImageBackbone
 from .image_transforms import IMAGENET_EVAL, describe_transform
+from .torchhub_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "torchhub"
 HUBCONF = "hubconf.py"
@@ -169,14 +169,3 @@ def _no_downloads(spec: str, hub_dir: Path) -> Iterator[None]:
             yield
     finally:
         torch.hub.set_dir(before)
-
-
-@hookimpl
-def itra_bench_model_builders() -> list[ModelBuilder]:
-    """The ``torchhub`` scheme."""
-    return [ModelBuilder(
-        scheme=SCHEME, build=build_torchhub,
-        description="an entrypoint of a torch.hub repository on disk (local folder or the hub "
-                    "cache; image features, ImageNet preprocessing)",
-        example="torchhub:facebookresearch/dinov2:dinov2_vits14",
-    )]

@@ -20,10 +20,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from itra_bench import hookimpl
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
-from itra_bench.model import ModelBuilder, ModelOptions
+from itra_bench.model import ModelOptions
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -34,6 +33,7 @@ from itra_bench.weights import (
 
 from .image_backbone import ImageBackbone
 from .image_transforms import IMAGENET_EVAL, ToRGB, describe_transform
+from .torchvision_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "torchvision"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
@@ -137,14 +137,3 @@ def _final_linear(spec: str, backbone: nn.Module) -> str:
         raise UserError(f"{spec}: this model has no final linear classifier to remove, so "
                         "itra-bench cannot take penultimate features from it")
     return linears[-1]
-
-
-@hookimpl
-def itra_bench_model_builders() -> list[ModelBuilder]:
-    """The ``torchvision`` scheme."""
-    return [ModelBuilder(
-        scheme=SCHEME, build=build_torchvision,
-        description="torchvision classifiers as image encoders (penultimate features; weights "
-                    "from a local file or the torch hub cache)",
-        example="torchvision:resnet50@IMAGENET1K_V2",
-    )]

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
@@ -41,9 +41,11 @@ from itra_bench.datasets.coco_captions import (
 )
 from itra_bench.errors import UserError
 from itra_bench.generic_tasks import RetrievalTask
-from itra_bench.model import EncoderModel
 from itra_bench.task import Task, TaskResult
 from itra_bench.yaml_tasks import Schema, check_fields, load_cards
+
+if TYPE_CHECKING:
+    from itra_bench.model import EncoderModel
 
 BUILTIN_CARDS = ("coco2017-retrieval", "coco-karpathy-5k")
 

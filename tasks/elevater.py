@@ -25,37 +25,26 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
-from itra_bench.encoding import encode_images, encode_texts
 from itra_bench.errors import UserError
-from itra_bench.model import IMAGE, TEXT, EncoderModel
-from itra_bench.protocols.zeroshot import build_zeroshot_classifier
+from itra_bench.model_api import IMAGE, TEXT
 from itra_bench.task import Task, TaskResult, Variant, positive_int_option
-from itra_bench.threads import torch_threads
 from itra_bench.vision_benchmark.cards import DatasetCard, builtin_cards, parse_card
-from itra_bench.vision_benchmark.few_shot import sample_few_shot
-from itra_bench.vision_benchmark.metrics import (
-    RESULT_NAMES,
-    elevater_metric,
-    zeroshot_probabilities,
-)
-from itra_bench.vision_benchmark.readers import (
-    ElevaterSplit,
-    expected_layout,
-    missing_files,
-    open_split,
-)
 from itra_bench.vision_benchmark.submission import (
     SUFFIX,
     file_probabilities,
     prediction_record,
     write_prediction_file,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from itra_bench.model import EncoderModel
+    from itra_bench.vision_benchmark.readers import ElevaterSplit
 
 MODES = ("zeroshot", "linear_probe", "finetune")
 #: Suffix of the main metric computed on the unrounded probabilities.
@@ -70,6 +59,14 @@ def variant_name(mode: str, shot: int, seed: int, knowledge: str = "none") -> st
     return f"{mode}-{'full' if shot == -1 else f'{shot}shot'}-seed{seed}"
 
 
+def elevater_metric(name: str, probs: Any, targets: Any) -> float:
+    """:func:`itra_bench.vision_benchmark.metrics.elevater_metric`, imported when first scored
+    (it needs torch, which listing tasks does not load)."""
+    from itra_bench.vision_benchmark.metrics import elevater_metric as metric
+
+    return metric(name, probs, targets)
+
+
 def score_predictions(card: DatasetCard, probs: Any, targets: Any) -> dict[str, float]:
     """The result metrics of ``[N, C]`` test probabilities, under itra-bench's names.
 
@@ -79,6 +76,10 @@ def score_predictions(card: DatasetCard, probs: Any, targets: Any) -> dict[str, 
     reported on the unrounded probabilities, as ``<name>_unrounded``. Multiclass datasets
     whose metric is not accuracy report ``acc1`` too.
     """
+    import torch
+
+    from itra_bench.vision_benchmark.metric_names import RESULT_NAMES
+
     exact = torch.as_tensor(probs).double().cpu().numpy()
     stored = file_probabilities(exact)
     name = RESULT_NAMES[card.metric]
@@ -91,6 +92,8 @@ def score_predictions(card: DatasetCard, probs: Any, targets: Any) -> dict[str, 
 
 def _targets(split: ElevaterSplit, rows: torch.Tensor) -> torch.Tensor:
     """Targets of the given rows: [n] class indices, or [n, C] 0/1 for multilabel."""
+    import torch
+
     if split.multilabel:
         return split.label_matrix()[rows]
     return torch.tensor(split.targets, dtype=torch.long)[rows]
@@ -103,6 +106,9 @@ class ElevaterTask(Task):
     card: DatasetCard = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        from itra_bench.vision_benchmark.metric_names import RESULT_NAMES
+        from itra_bench.vision_benchmark.readers import expected_layout
+
         self.name = self.card.name
         self.aliases = self.card.aliases
         self.suites = self.card.suites
@@ -143,6 +149,8 @@ class ElevaterTask(Task):
         """Problems with the files of the splits this run reads, beyond missing ones: an
         index that lists another number of images than the card states, a line that does not
         parse, a label map of the wrong length, images the zips do not hold."""
+        from itra_bench.vision_benchmark.readers import missing_files, open_split
+
         problems: list[str] = []
         for split in self._splits(options):
             if missing_files(self.card, data_root, [split]):
@@ -154,6 +162,15 @@ class ElevaterTask(Task):
         return list(dict.fromkeys(problems))  # splits sharing a label map say it once
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        import torch
+
+        from itra_bench.encoding import encode_images, encode_texts
+        from itra_bench.protocols.zeroshot import build_zeroshot_classifier
+        from itra_bench.threads import torch_threads
+        from itra_bench.vision_benchmark.few_shot import sample_few_shot
+        from itra_bench.vision_benchmark.metrics import zeroshot_probabilities
+        from itra_bench.vision_benchmark.readers import open_split
+
         mode = self._mode(ctx.options)
         shot, seed = int(ctx.options.get("shot", 0)), int(ctx.options.get("seed", 0))
         if mode == "finetune":
@@ -205,7 +222,7 @@ class ElevaterTask(Task):
             trainable = self.card.num_classes * (train_enc.features.shape[1] + 1)
             details.update(num_train_images=len(rows), lr=probe.lr, l2=probe.l2,
                            val_score=probe.val_score)
-        num_params = sum(p.numel() for p in model.parameters())
+        num_params = model.parameter_count()
         if test_enc.skipped:
             details["skipped_corrupt"] = test_enc.skipped
         return self._finish(model, ctx, mode, shot, seed, probs, test_y, details,
@@ -216,11 +233,11 @@ class ElevaterTask(Task):
                 trainable: int, num_params: int) -> TaskResult:
         """Score the test probabilities as the prediction file holds them, and write it."""
         metrics = score_predictions(self.card, probs, test_y)
-        backbone_params = sum(p.numel() for p in model.parameters())
+        backbone_params = model.parameter_count()
         record = prediction_record(
             model_name=model.name, dataset_name=self.card.name, probabilities=probs.numpy(),
             seed=seed, n_shot=shot, num_trainable_params=trainable, num_params=num_params,
-            num_visual_params=sum(p.numel() for p in model.visual_parameters()),
+            num_visual_params=model.parameter_count(visual=True),
             num_backbone_params=backbone_params)
         knowledge = ctx.options.get("knowledge", "none") if mode == "zeroshot" else "none"
         path = ctx.output_dir / (variant_name(mode, shot, seed, knowledge) + SUFFIX)
@@ -232,8 +249,14 @@ class ElevaterTask(Task):
     def _finetune(self, model: EncoderModel, ctx: RunContext, shot: int, seed: int
                   ) -> TaskResult:
         """ELEVATER's full-model fine-tuning on the ``shot``-shot sample of ``seed``."""
+        import torch
+
+        from itra_bench.encoding import encode_texts
+        from itra_bench.protocols.zeroshot import build_zeroshot_classifier
+        from itra_bench.vision_benchmark.few_shot import sample_few_shot
         from itra_bench.vision_benchmark.finetune import FinetuneConfig, elevater_finetune
         from itra_bench.vision_benchmark.linear_probe import elevater_probe_shots
+        from itra_bench.vision_benchmark.readers import open_split
 
         options = ctx.options
         train = open_split(self.card, ctx.data_root, "train")

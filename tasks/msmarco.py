@@ -29,11 +29,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
@@ -44,17 +42,8 @@ from itra_bench.datasets.msmarco import (
     read_queries,
     scan_collection,
 )
-from itra_bench.distributed import (
-    World,
-    broadcast_from_main,
-    gather_objects,
-    gather_rows,
-    shard,
-)
-from itra_bench.encoding import encode_texts
 from itra_bench.errors import UserError
-from itra_bench.feature_cache import cache_key
-from itra_bench.model import TEXT, EncoderModel
+from itra_bench.model_api import TEXT
 from itra_bench.passage_store import PassageStore
 from itra_bench.protocols.ranking import (
     faiss_gpu_available,
@@ -64,6 +53,9 @@ from itra_bench.protocols.ranking import (
 )
 from itra_bench.task import Task, TaskResult, Variant, positive_int_option
 from itra_bench.yaml_tasks import check_fields, load_cards
+
+if TYPE_CHECKING:
+    from itra_bench.model import EncoderModel
 
 PROTOCOL = "msmarco_passage"
 BUILTIN_CARDS = ("msmarco-passage-dev",)
@@ -170,6 +162,11 @@ def encode_collection(model: EncoderModel, collection: Path, store: PassageStore
     (the batches of one process, so the same vectors); each round of K batches is gathered in
     order and rank 0, the only one holding ``store``, writes it (no shared file system is
     needed between nodes)."""
+    import torch
+    import torch.nn.functional as F
+
+    from itra_bench.distributed import World, gather_rows
+
     world = ctx.world or World()
     if plan is None:
         assert store is not None
@@ -278,6 +275,8 @@ class MSMarcoPassageTask(Task):
 
     def _store(self, model: EncoderModel, ctx: RunContext, collection: Path,
                settings: SearchSettings, judged: np.ndarray) -> PassageStore:
+        from itra_bench.feature_cache import cache_key
+
         identity = _collection_identity(collection)
         subset = None
         if settings.max_passages:
@@ -291,6 +290,9 @@ class MSMarcoPassageTask(Task):
                                              "subset": subset})
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        from itra_bench.distributed import World, broadcast_from_main
+        from itra_bench.encoding import encode_texts
+
         settings = self.settings(ctx.options)
         collection = Path(ctx.data_root) / self.collection
         qrels = read_qrels(Path(ctx.data_root) / self.qrels)
@@ -377,6 +379,16 @@ class MSMarcoPassageTask(Task):
         searches the passages block by block, and rank 0 gathers the rows in order. The
         query blocks are those of one process, so the ranking is the same. An IVF index
         holds every passage in memory, so rank 0 alone builds and searches it."""
+        import torch
+
+        from itra_bench.distributed import (
+            World,
+            broadcast_from_main,
+            gather_objects,
+            gather_rows,
+            shard,
+        )
+
         world = ctx.world or World()
         where = broadcast_from_main((str(store.root), store.key), world)
         readable = store if world.is_main else open_complete_store(*where)

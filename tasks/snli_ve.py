@@ -26,31 +26,24 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
 from itra_bench.datasets.image_source import ImageFiles
 from itra_bench.datasets.text_files import iter_lines
-from itra_bench.encoding import encode_images, encode_texts
 from itra_bench.errors import MissingDataError, UserError
 from itra_bench.fingerprint import files_identity
-from itra_bench.model import IMAGE, TEXT, EncoderModel
-from itra_bench.protocols.entailment import (
-    LABELS,
-    PairFeatures,
-    TransferConfig,
-    apply_thresholds,
-    choose_thresholds,
-    entailment_metrics,
-    pair_similarities,
-    predict,
-    train_transfer_classifier,
-)
+from itra_bench.model_api import IMAGE, TEXT
+from itra_bench.protocols.entailment_config import TransferConfig
 from itra_bench.task import Task, TaskResult
 from itra_bench.yaml_tasks import Schema, check_fields, load_cards
+
+if TYPE_CHECKING:
+    import torch
+
+    from itra_bench.model import EncoderModel
+    from itra_bench.protocols.entailment import PairFeatures
 
 BUILTIN_CARDS = ("snli-ve-zeroshot", "snli-ve-transfer")
 METHODS = {"snli_ve_zeroshot": "zeroshot", "snli_ve_transfer": "transfer"}
@@ -76,6 +69,8 @@ class EntailmentSplit:
 
 def read_snli_ve(path: Path) -> EntailmentSplit:
     """Read an ``snli_ve_<split>.jsonl`` file; bad lines are a UserError naming the line."""
+    from itra_bench.protocols.entailment import LABELS
+
     if not path.is_file():
         raise MissingDataError(f"SNLI-VE file not found: {path}")
     split = EntailmentSplit(path)
@@ -137,6 +132,8 @@ class SplitImages(ImageFiles):
 
 def _index(texts: list[str]) -> tuple[list[str], torch.Tensor]:
     """Distinct texts (first-use order) and, per input, its row among them."""
+    import torch
+
     order: dict[str, int] = {}
     rows = [order.setdefault(t, len(order)) for t in texts]
     return list(order), torch.tensor(rows, dtype=torch.long)
@@ -187,6 +184,8 @@ class SnliVeTask(Task):
 
     def _hypothesis_table(self, model: EncoderModel, ctx: RunContext, split: EntailmentSplit,
                           name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        from itra_bench.encoding import encode_texts
+
         texts, rows = _index(split.hypotheses)
         return encode_texts(model, texts, ctx, f"encode {name} hypotheses"), rows
 
@@ -194,6 +193,11 @@ class SnliVeTask(Task):
                      name: str, hypotheses: torch.Tensor, hyp_rows: torch.Tensor
                      ) -> _ImagePairs:
         """Pairs with the image as premise; pairs of images skipped as corrupt are dropped."""
+        import torch
+
+        from itra_bench.encoding import encode_images
+        from itra_bench.protocols.entailment import PairFeatures
+
         source = SplitImages(split, Path(ctx.data_root) / self.images)
         enc = encode_images(model, source, ctx, split=f"snli-ve/{name}")
         feature_row = {int(old): new for new, old in enumerate(enc.indices.tolist())}
@@ -208,6 +212,9 @@ class SnliVeTask(Task):
     def _text_pairs(self, model: EncoderModel, ctx: RunContext, split: EntailmentSplit,
                     name: str, hypotheses: torch.Tensor, hyp_rows: torch.Tensor
                     ) -> PairFeatures:
+        from itra_bench.encoding import encode_texts
+        from itra_bench.protocols.entailment import PairFeatures
+
         texts, rows = _index(split.premises)
         premises = encode_texts(model, texts, ctx, f"encode {name} caption premises")
         return PairFeatures(premises, hypotheses, rows, hyp_rows)
@@ -232,6 +239,13 @@ class SnliVeTask(Task):
                   splits: dict[str, EntailmentSplit],
                   hyps: dict[str, tuple[torch.Tensor, torch.Tensor]], details: dict[str, Any]
                   ) -> tuple[dict[str, float], int, list[str]]:
+        from itra_bench.protocols.entailment import (
+            apply_thresholds,
+            choose_thresholds,
+            entailment_metrics,
+            pair_similarities,
+        )
+
         scored = {}
         for name in ("dev", "test"):
             ip = self._image_pairs(model, ctx, splits[name], name, *hyps[name])
@@ -253,6 +267,14 @@ class SnliVeTask(Task):
                   splits: dict[str, EntailmentSplit],
                   hyps: dict[str, tuple[torch.Tensor, torch.Tensor]], details: dict[str, Any]
                   ) -> tuple[dict[str, float], int, list[str]]:
+        import torch
+
+        from itra_bench.protocols.entailment import (
+            entailment_metrics,
+            predict,
+            train_transfer_classifier,
+        )
+
         text = {name: self._text_pairs(model, ctx, splits[name], name, *hyps[name])
                 for name in ("train", "dev", "test")}
         labels = {name: torch.tensor(s.labels, dtype=torch.long) for name, s in splits.items()}

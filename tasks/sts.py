@@ -37,24 +37,18 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
 from itra_bench.datasets.text_files import check_encoding, read_text
-from itra_bench.encoding import encode_texts
 from itra_bench.errors import UserError
-from itra_bench.model import TEXT, EncoderModel
-from itra_bench.protocols.similarity import (
-    correlation,
-    paired_cosine,
-    sts_correlations,
-    unique_texts,
-)
+from itra_bench.model_api import TEXT
 from itra_bench.task import Task, TaskResult
 from itra_bench.yaml_tasks import check_fields, load_cards
+
+if TYPE_CHECKING:
+    from itra_bench.model import EncoderModel
 
 PROTOCOL = "sts"
 FORMATS = ("senteval", "stsbenchmark", "sick")
@@ -271,6 +265,16 @@ class STSTask(Task):
         return [read_sick(folder / f, self.encoding, self.semeval_set) for f in self.files]
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        import torch
+
+        from itra_bench.encoding import encode_texts
+        from itra_bench.protocols.similarity import (
+            correlation,
+            paired_cosine,
+            sts_correlations,
+            unique_texts,
+        )
+
         files = self.load(ctx.data_root)
         for p in files:
             if len(p.scores) < 2:

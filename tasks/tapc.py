@@ -35,10 +35,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any
 
 from itra_bench import hookimpl
 from itra_bench.atomic_io import atomic_write_json
@@ -51,13 +48,17 @@ from itra_bench.datasets.vqav2 import (
     read_annotations,
     read_split,
 )
-from itra_bench.encoding import encode_images, encode_texts
 from itra_bench.errors import UserError
-from itra_bench.model import IMAGE, TEXT, EncoderModel
+from itra_bench.model_api import IMAGE, TEXT
 from itra_bench.protocols.vqa_accuracy import vqa_accuracy, vqa_accuracy_metrics
 from itra_bench.task import Task, TaskResult
 from itra_bench.vqa_statements import Statement, statement_for
 from itra_bench.yaml_tasks import check_fields, load_cards
+
+if TYPE_CHECKING:
+    import torch
+
+    from itra_bench.model import EncoderModel
 
 PROTOCOL = "tapc-vqa"
 SUITE = "tapc"
@@ -190,6 +191,10 @@ class TapcVQATask(Task):
         return out, {k: len(v) for k, v in pools.items()}
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        import torch.nn.functional as F
+
+        from itra_bench.encoding import encode_images
+
         assert self.data is not None
         root = ctx.data_root
         questions = read_split(self.data.path(root, "questions"),
@@ -238,6 +243,11 @@ class TapcVQATask(Task):
                 statements: list[Statement], candidates: list[list[str]],
                 image_features: torch.Tensor, rows: list[int]) -> list[str]:
         """The best-scoring candidate of each question (cosine of image and statement)."""
+        import torch
+        import torch.nn.functional as F
+
+        from itra_bench.encoding import encode_texts
+
         chunks: list[tuple[int, int]] = []
         start = total = 0
         for i, cands in enumerate(candidates):

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
@@ -39,11 +39,12 @@ from itra_bench.datasets.webdataset_source import (
 )
 from itra_bench.errors import UserError
 from itra_bench.generic_tasks import ClassificationTask, RetrievalTask
-from itra_bench.model import EncoderModel
-from itra_bench.protocols.knn import WEIGHTINGS as KNN_WEIGHTINGS
-from itra_bench.protocols.zeroshot import fill_template
+from itra_bench.protocols.templates import fill_template
 from itra_bench.task import Task, TaskResult
 from itra_bench.yaml_tasks import Schema, check_fields
+
+if TYPE_CHECKING:
+    from itra_bench.model import EncoderModel
 
 #: The ``task`` values of a task file and the protocol each runs.
 TASKS = {"zeroshot_classification": "zeroshot", "linear_probe": "linear_probe", "knn": "knn",
@@ -203,6 +204,7 @@ def _default_task(root: Path) -> str:
 
 def wds_task(doc: dict[str, Any], path: Path) -> Task:
     """Task-file factory of protocol ``wds``."""
+    from itra_bench.protocols.knn import WEIGHTINGS as KNN_WEIGHTINGS
     values = check_fields(doc, _SCHEMA, path, "protocol wds")
     # A relative root is under --data-root, unknown here, so the default does not look at
     # the folder; a dataset_type.txt that disagrees is refused when the task is checked.

@@ -29,16 +29,17 @@ import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
-from itra_bench.encoding import encode_texts
 from itra_bench.errors import UserError
-from itra_bench.model import TEXT, EncoderModel
-from itra_bench.protocols.similarity import triplet_accuracy, unique_texts
+from itra_bench.model_api import TEXT
 from itra_bench.task import Task, TaskResult
 from itra_bench.yaml_tasks import check_fields, load_cards
+
+if TYPE_CHECKING:
+    from itra_bench.model import EncoderModel
 
 PROTOCOL = "triplets"
 BUILTIN = ("wikisections",)
@@ -129,6 +130,9 @@ class TripletTask(Task):
         return [data_root / self.file]
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        from itra_bench.encoding import encode_texts
+        from itra_bench.protocols.similarity import triplet_accuracy, unique_texts
+
         path = ctx.data_root / self.file
         columns = (self.anchor_column, self.positive_column, self.negative_column)
         t = read_triplets(path, columns, self.delimiter, self.max_triplets)

@@ -38,19 +38,18 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
 from itra_bench.datasets.text_files import check_encoding, read_text
-from itra_bench.encoding import encode_texts
 from itra_bench.errors import UserError
-from itra_bench.model import TEXT, EncoderModel
-from itra_bench.protocols.similarity import correlation, paired_cosine, unique_texts
+from itra_bench.model_api import TEXT
 from itra_bench.task import Task, TaskResult
 from itra_bench.yaml_tasks import check_fields, load_cards
+
+if TYPE_CHECKING:
+    from itra_bench.model import EncoderModel
 
 PROTOCOL = "wordsim"
 BUILTIN = ("rg65", "simlex999", "wordsim353")
@@ -197,6 +196,11 @@ class WordSimTask(Task):
         return [data_root / self.file]
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        import torch
+
+        from itra_bench.encoding import encode_texts
+        from itra_bench.protocols.similarity import correlation, paired_cosine, unique_texts
+
         path = ctx.data_root / self.file
         pairs = read_word_pairs(path, self.separator, self.score_column, self.encoding)
         n = len(pairs.scores)

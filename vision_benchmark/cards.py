@@ -141,8 +141,8 @@ def parse_card(doc: Any, path: Path) -> DatasetCard:
     The same document is a task file of protocol ``elevater`` (``--tasks my-card.yaml``);
     ``protocol`` may be left out of a card under ``cards/``.
     """
-    from itra_bench.protocols.zeroshot import fill_template
-    from itra_bench.vision_benchmark.metrics import canonical_metric
+    from itra_bench.protocols.templates import fill_template
+    from itra_bench.vision_benchmark.metric_names import canonical_metric
     from itra_bench.yaml_tasks import check_fields
 
     if not isinstance(doc, dict):

@@ -51,9 +51,8 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image
 
 from itra_bench.datasets.image_source import ImageSource
@@ -61,6 +60,9 @@ from itra_bench.errors import CorruptImageError, MissingDataError, UserError
 from itra_bench.fingerprint import files_identity
 from itra_bench.paths import is_existing_file
 from itra_bench.vision_benchmark.cards import DatasetCard
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ElevaterSplit", "expected_layout", "missing_files", "open_split"]
 
@@ -272,10 +274,13 @@ class ElevaterSplit(ImageSource):
             ) from exc
         return img
 
-    def label_matrix(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def label_matrix(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``[N, num_classes]`` matrix with 1 where image ``n`` carries class ``c`` (one-hot
-        rows for multiclass datasets)."""
-        out = torch.zeros(len(self), self.num_classes, dtype=dtype)
+        rows for multiclass datasets); float32 unless ``dtype`` says otherwise."""
+        import torch
+
+        out = torch.zeros(len(self), self.num_classes,
+                          dtype=torch.float32 if dtype is None else dtype)
         for n, labels in enumerate(self.targets):
             out[n, labels] = 1
         return out

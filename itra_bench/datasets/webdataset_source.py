@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from webdataset.tariterators import base_plus_ext
 
 from itra_bench.datasets.image_source import ImageSource
 from itra_bench.errors import MissingDataError, UserError
@@ -140,6 +139,9 @@ def _add_member(samples: list[_Sample], info: tarfile.TarInfo, path: Path) -> No
     if ("/" not in name and name.startswith("__") and name.endswith("__")) \
             or _META.match(name):
         return
+    # webdataset imports torch: only when shards are read, never when tasks are listed.
+    from webdataset.tariterators import base_plus_ext
+
     prefix, suffix = base_plus_ext(name)
     if prefix is None:
         return

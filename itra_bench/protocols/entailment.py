@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from itra_bench.protocols.entailment_config import TransferConfig
+
 LABELS = ("entailment", "neutral", "contradiction")
 ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
 
@@ -178,19 +180,6 @@ class PairFeatures:
         rows = rows.cpu()
         return fuse(self.premises[self.premise_index[rows]].to(device),
                     self.hypotheses[self.hypothesis_index[rows]].to(device))
-
-
-@dataclass
-class TransferConfig:
-    """The MLP classifier and its training: one hidden ReLU layer, AdamW, cross-entropy,
-    ``epochs`` passes in a seeded order; the epoch kept is the one with the best accuracy on
-    the development pairs (the earliest on ties)."""
-
-    hidden_dim: int = 512
-    epochs: int = 5
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 512
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""The torch-free half of the model contract: modality names, the options a builder
+receives and the builder record plugins return (importable by ``itra-bench list`` without
+loading torch; :mod:`itra_bench.model` re-exports them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from itra_bench.model import EncoderModel
+
+IMAGE = "image"
+TEXT = "text"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Options from the command line that a model builder may honour.
+
+    pretrained: a local weights file given with ``--pretrained`` (overrides the one in the spec).
+    random_init: ``--random-init``; without it a builder must refuse a model with no weights.
+    pooler: ``cls`` or ``mean`` for transformer text encoders (None: the model's own default).
+    cache_dir: where builders look for locally cached pretrained weights.
+    seed: seed for any random initialisation, so random-init fingerprints are reproducible.
+    """
+
+    pretrained: str | None = None
+    random_init: bool = False
+    pooler: str | None = None
+    cache_dir: str | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelBuilder:
+    """A model family a plugin provides, addressed by ``scheme:`` in a model spec.
+
+    ``build(rest, options)`` receives what follows ``scheme:`` in the spec (an empty string for
+    a bare ``scheme``) and returns an :class:`itra_bench.model.EncoderModel` on the CPU.
+    Import torch and the model library inside ``build``, not at the plugin's module level, so
+    that listing models stays quick.
+    """
+
+    scheme: str
+    build: Callable[[str, ModelOptions], EncoderModel]
+    description: str = ""
+    example: str = ""
+    #: True when what ``build`` returns (its fingerprint above all) is decided by the spec,
+    #: the options, the files and folders the spec names, the files hashed with
+    #: ``itra_bench.fingerprint`` during the build (weights found in a cache, say) and the
+    #: versions of the plugin and model libraries. The runner then remembers the build beside
+    #: the feature cache, and a later run whose features are all cached does not build the
+    #: model at all. Leave it False if the build depends on anything else.
+    lazy: bool = False
