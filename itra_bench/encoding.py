@@ -87,7 +87,8 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
     A corrupt image stops the run with its name, unless ``ctx.skip_corrupt``: then it is
     left out, named in ``skipped`` and counted.
     """
-    if model.image_transform is None:
+    transform_id = model.image_transform_id()
+    if transform_id is None:
         raise ValueError(f"{model.name} has no image transform")
     if not source.identity:
         raise UserError(
@@ -98,7 +99,7 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
     # The source identity already names the split (and changes with its files), so the same
     # images reached through two tasks share one entry; ``split`` only labels the progress bar.
     key = cache_key(kind="images", model=model.fingerprint, dataset=source.identity,
-                    transform=repr(model.image_transform), precision=ctx.precision,
+                    transform=transform_id, precision=ctx.precision,
                     skip_corrupt=ctx.skip_corrupt)
     world = ctx.world or World()
     # Under a distributed job only rank 0 has the cache: it decides, the others follow.

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+#: Sets collecting the files hashed while they are open (see :func:`recording_digests`).
+_recorders: list[set[str]] = []
+
+
+@contextlib.contextmanager
+def recording_digests() -> Iterator[set[str]]:
+    """Collects the absolute paths of every file :func:`file_digest` hashes inside the block
+    (a model build's weights and configs: what its fingerprint depends on)."""
+    seen: set[str] = set()
+    _recorders.append(seen)
+    try:
+        yield seen
+    finally:
+        _recorders.remove(seen)
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file's bytes, as hex."""
+    for seen in _recorders:
+        seen.add(os.path.abspath(path))
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):

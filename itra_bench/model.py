@@ -55,6 +55,15 @@ class EncoderModel(nn.Module):
         unless a subclass that knows its towers says otherwise."""
         return self.parameters()
 
+    def parameter_count(self, visual: bool = False) -> int:
+        """How many parameters the model has (with ``visual``, its image tower)."""
+        return sum(p.numel() for p in (self.visual_parameters() if visual else self.parameters()))
+
+    def image_transform_id(self) -> str | None:
+        """What identifies the image preprocessing in cache keys: the transform's ``repr``
+        (None for a model without one)."""
+        return None if self.image_transform is None else repr(self.image_transform)
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Embed a batch of preprocessed images ``[B, 3, H, W]`` into ``[B, D]``."""
         raise NotImplementedError(f"{self.name} has no image encoder")

@@ -31,7 +31,10 @@ from itra_bench.distributed import (
 )
 from itra_bench.errors import MissingDataError, PluginBugError, UnknownNameError, UserError
 from itra_bench.feature_cache import FeatureCache
+from itra_bench.fingerprint import recording_digests
+from itra_bench.lazy_model import LazyModel
 from itra_bench.model import EncoderModel, ModelOptions
+from itra_bench.model_memo import ModelMemo, memo_key, watched_paths
 from itra_bench.progress import ProgressReporter
 from itra_bench.registry import PluginInfo, Registry
 from itra_bench.results import InvalidResultError, ResultStore
@@ -119,18 +122,50 @@ def require_fingerprint(model: EncoderModel, spec: str, provider: PluginInfo | N
             "Without it two different models would share cached features.")
 
 
-def build_model(config: RunConfig, registry: Registry) -> EncoderModel:
+def build_model(config: RunConfig, registry: Registry, memo: ModelMemo | None = None,
+                console: Console | None = None) -> EncoderModel:
     """Build the model named by ``config.model`` on the CPU, with its effective fingerprint
-    and its provider (``model.provider``)."""
+    and its provider (``model.provider``).
+
+    With a ``memo``, a builder that declares itself ``lazy`` is remembered: when the files
+    that decided an earlier build are unchanged, a :class:`LazyModel` stands in for the model
+    and the build happens only if a feature is missing from the cache."""
     scheme, rest = parse_model_spec(config.model, registry)
     options = ModelOptions(pretrained=config.pretrained, random_init=config.random_init,
                            pooler=config.pooler, cache_dir=config.weights_cache,
                            seed=config.seed)
     provided = registry.models[scheme]
-    model = provided.item.build(rest, options)
-    require_fingerprint(model, config.model, provided.plugin)
-    model.name = config.model
-    model.fingerprint = effective_fingerprint(model, provided.plugin, config.pooler)
+
+    def build() -> tuple[EncoderModel, set[str]]:
+        with recording_digests() as digested:
+            model = provided.item.build(rest, options)
+        require_fingerprint(model, config.model, provided.plugin)
+        model.name = config.model
+        model.fingerprint = effective_fingerprint(model, provided.plugin, config.pooler)
+        model.provider = provided.plugin
+        return model, digested
+
+    watched = None
+    if memo is not None and getattr(provided.item, "lazy", False):
+        key = memo_key(config.model, options, provided.plugin.as_record(), provided.item.build)
+        watched = watched_paths(config.model, options, provided.item.build)
+    if watched is None:
+        return build()[0]
+
+    def build_and_remember() -> EncoderModel:
+        model, digested = build()
+        memo.remember(key, model, watched, digested)
+        return model
+
+    known = memo.recall(key, watched)
+    if known is None:
+        return build_and_remember()
+
+    def announce() -> None:
+        if console is not None:
+            console.print(f"building {escape(config.model)} (a feature is not in the cache)")
+
+    model = LazyModel(known, build_and_remember, on_build=announce)
     model.provider = provided.plugin
     return model
 
@@ -365,7 +400,11 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
     """The body of :func:`run`, once its folders and the job are settled."""
     seed_everything(config.seed)
     if model is None:
-        model = build_model(config, registry)
+        # Other ranks have no cache, and so no memo: they build (only a one-process run, or
+        # rank 0, may find all its features cached).
+        memo = ModelMemo(cache.root / "models") if cache is not None and world.size == 1 \
+            else None
+        model = build_model(config, registry, memo, console)
     else:
         require_fingerprint(model, model.name, getattr(model, "provider", None))
     runnable, outcomes = [], []

@@ -48,10 +48,11 @@ def _build_demo(rest: str, options: ModelOptions) -> EncoderModel:
 def itra_bench_model_builders() -> list[ModelBuilder]:
     return [
         ModelBuilder("checkpoint", _build_checkpoint, example="logs/run/checkpoints/epoch_2.pt",
-                     description="an itra-train checkpoint (its settings rebuild the model)"),
+                     description="an itra-train checkpoint (its settings rebuild the model)",
+                     lazy=True),
         ModelBuilder("demo", _build_demo, example="demo | demo:random",
                      description="tiny CLIP trained on digits at first use (demo:random: "
-                                 "untrained)"),
+                                 "untrained)", lazy=True),
     ]
 
 

@@ -33,4 +33,5 @@ def itra_bench_model_builders() -> list[ModelBuilder]:
         description="a local HuggingFace transformers folder: CLIP-like image-text models, or "
                     "text encoders with mean/CLS pooling (--pooler)",
         example="hf:/path/to/saved_model",
+        lazy=True,
     )]

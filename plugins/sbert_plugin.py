@@ -33,4 +33,5 @@ def itra_bench_model_builders() -> list[ModelBuilder]:
         description="a local sentence-transformers folder (text only; embeddings before the "
                     "final Normalize)",
         example="sbert:/path/to/all-MiniLM-L6-v2",
+        lazy=True,
     )]

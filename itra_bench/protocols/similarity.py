@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import ConstantInputWarning, pearsonr, spearmanr
 from torch import Tensor
 
 
@@ -85,6 +84,9 @@ def correlation(system: Tensor | Sequence[float], gold: Tensor | Sequence[float]
         raise ValueError(f"a correlation needs at least 2 scored pairs, got {len(sys_scores)}")
     if not np.isfinite(gold_scores).all():
         raise ValueError("gold scores contain NaN or infinite values")
+    # scipy.stats costs a second to import: only the tasks that correlate pay it.
+    from scipy.stats import ConstantInputWarning, pearsonr, spearmanr
+
     with warnings.catch_warnings():
         # Constant input: scipy warns and returns NaN; NaN is the documented answer.
         warnings.simplefilter("ignore", ConstantInputWarning)
