@@ -54,6 +54,11 @@ def itra_bench_losses() -> Iterable[LossSpec]:
     ``student_prototypes=`` and ``teacher_prototypes=``. ``options`` are the user's
     ``--loss-options``, checked against the factory's named parameters. ``LossSpec``'s
     docstring is the full contract.
+
+    ``factory`` may be the class itself or ``itra_bench.losses.LazyFactory("module",
+    "Class")``, which imports the module only when a loss is built. This hook runs for every
+    command (``itra-bench list`` and ``--help`` too), so a plugin whose loss module imports
+    torch should pass a ``LazyFactory`` and import nothing heavy at module level.
     """
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from itra_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: LossSpec.direction values.
 BIDIRECTIONAL = "bidirectional"
@@ -31,6 +33,10 @@ class LossSpec:
     misspelt option is refused instead of silently keeping the default: ``**kwargs`` absorbs
     the trainer's keywords, never an option. (A factory *function* taking ``**kwargs``
     forwards them: its options are checked against the ``__init__`` of the class it built.)
+    ``factory`` may be the class (or function) itself or a :class:`LazyFactory` naming it by
+    module and attribute: plugins are loaded by every ``itra-bench`` command, ``list`` and
+    ``--help`` included, and a lazy factory keeps torch (and the loss module) unimported
+    until ``itra-train`` builds the loss.
     A loss may own parameters (a prediction head) and buffers (queues, centres): the trainer
     optimises and checkpoints them with the model.
 
@@ -64,18 +70,70 @@ class LossSpec:
     """
 
     name: str
-    factory: Callable[..., nn.Module]
+    factory: Callable[..., nn.Module]  # the class, a function, or a LazyFactory
     description: str = ""
     paper: str = ""
     needs: tuple[str, ...] = ()
     direction: str = BIDIRECTIONAL
 
 
+class LazyFactory:
+    """A loss factory named by ``module`` and ``attr``, imported when first used.
+
+    Calling it, or asking for its signature, imports ``module`` and calls (or inspects)
+    ``module.attr``; until then nothing is imported, so a plugin that returns
+    ``LossSpec("name", LazyFactory("my_package.losses", "MyLoss"))`` costs nothing to load.
+    ``__module__`` is ``module``, as it would be for the class itself.
+    """
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.module = module
+        self.attr = attr
+        # An instance attribute shadows the class's own __module__, so code grouping
+        # factories by module (tests, tools) sees where the loss lives, not this file.
+        self.__module__ = module
+        self.__name__ = self.__qualname__ = attr
+        self._target: Callable[..., nn.Module] | None = None
+
+    def resolve(self) -> Callable[..., nn.Module]:
+        """The factory itself (importing its module on first use)."""
+        if self._target is None:
+            target = getattr(importlib.import_module(self.module), self.attr, None)
+            if not callable(target):
+                raise ImportError(f"LazyFactory({self.module!r}, {self.attr!r}): "
+                                  f"{self.module} has no callable {self.attr!r}")
+            self._target = target
+        return self._target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
+        return self.resolve()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:  # read by inspect.signature
+        return inspect.signature(self.resolve())
+
+    def __repr__(self) -> str:
+        return f"LazyFactory({self.module!r}, {self.attr!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LazyFactory):
+            return NotImplemented
+        return (self.module, self.attr) == (other.module, other.attr)
+
+    def __hash__(self) -> int:
+        return hash((self.module, self.attr))
+
+
+def _real(factory: Callable[..., Any]) -> Callable[..., Any]:
+    """``factory`` itself, or the class or function a :class:`LazyFactory` names."""
+    return factory.resolve() if isinstance(factory, LazyFactory) else factory
+
+
 def _parameters(fn: Callable[..., Any]) -> tuple[set[str], bool]:
     """The keyword-passable parameter names of ``fn`` (a class: its ``__init__``) and whether
     it takes ``**kwargs``."""
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = inspect.signature(_real(fn)).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: nothing to check against
         return set(), True
     named = {p.name for p in params
@@ -105,6 +163,7 @@ def _check_options(spec: LossSpec, options: Iterable[str], accepted: set[str]) -
 
 def _forwards(factory: Callable[..., Any]) -> bool:
     """Whether ``factory`` is a function passing its ``**kwargs`` on (to the class it builds)."""
+    factory = _real(factory)
     return _parameters(factory)[1] and not isinstance(factory, type)
 
 

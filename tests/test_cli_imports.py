@@ -50,24 +50,8 @@ def imported_heavy(*args: str | Path) -> tuple[int, list[str], str]:
     ("list", "suites"),
     ("list", "plugins"),
 ], ids=" ".join)
-@pytest.mark.xfail(strict=True, reason="the built-in losses plugin still imports torch when it "
-                   "is loaded (its LossSpecs hold the loss classes); issue 13, item 4")
 def test_quick_commands_do_not_import_torch(args):
     code, heavy, output = imported_heavy(*args)
-    assert code == 0, output[-3000:]
-    assert heavy == [], f"`itra-bench {' '.join(args)}` imported {heavy}"
-
-
-@pytest.mark.parametrize("args", [
-    ("--help",),
-    ("run", "--help"),
-    ("list", "models"),
-    ("list", "tasks"),
-    ("list", "suites"),
-    ("list", "plugins"),
-], ids=" ".join)
-def test_quick_commands_without_the_losses_plugin_do_not_import_torch(args):
-    code, heavy, output = imported_heavy(*args, "--disable-plugin", "losses")
     assert code == 0, output[-3000:]
     assert heavy == [], f"`itra-bench {' '.join(args)}` imported {heavy}"
 
@@ -79,7 +63,7 @@ def test_results_command_does_not_import_torch(cli, tmp_path):
                "digits-knn", "--output", out, "--cache-dir", tmp_path / "cache",
                "--workers", "0", "--no-progress")
     assert made.code == 0, made
-    code, heavy, output = imported_heavy("results", out, "--disable-plugin", "losses")
+    code, heavy, output = imported_heavy("results", out)
     assert code == 0, output[-3000:]
     assert "digits-knn" in output
     assert heavy == [], f"`itra-bench results` imported {heavy}"

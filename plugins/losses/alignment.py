@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from itra_bench.losses import BIDIRECTIONAL, LossSpec
-
 
 class InfoNCE(nn.Module):
     """CLIP's symmetric contrastive loss (Radford et al., 2021, "Learning Transferable Visual
@@ -223,14 +221,3 @@ class ProtoCLIP(nn.Module):
         self.translated_student = _cluster_means(self.memory_student, b, k).to(dtype)
         self.translated_teacher = _cluster_means(self.memory_teacher, a, k).to(dtype)
         self.episodes += 1
-
-
-SPECS = [
-    LossSpec("infonce", InfoNCE, description="CLIP symmetric contrastive loss",
-             paper="Radford et al. 2021", needs=("logit_scale",), direction=BIDIRECTIONAL),
-    LossSpec("protoclip", ProtoCLIP,
-             description="InfoNCE + prototype-level discrimination with episodic k-means "
-                         "prototypes and prototypical back translation",
-             paper="Chen et al. 2022, Prototypical Contrastive Language Image Pretraining",
-             needs=("logit_scale",), direction=BIDIRECTIONAL),
-]

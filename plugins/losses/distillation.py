@@ -17,10 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from itra_bench.losses import BIDIRECTIONAL, STUDENT_TO_TEACHER, LossSpec
-
-__all__ = ["RKD", "SEED", "CompRess1q", "CompRess2q", "FeatureQueue", "ProtoCPC", "SimReg",
-           "SPECS"]
+__all__ = ["RKD", "SEED", "CompRess1q", "CompRess2q", "FeatureQueue", "ProtoCPC", "SimReg"]
 
 
 def _float32(reference: torch.Tensor) -> torch.autocast:
@@ -386,31 +383,3 @@ class SimReg(nn.Module):
             p = F.normalize(prediction.float(), dim=1)
             t = F.normalize(teacher.detach().float(), dim=1)
             return ((p - t) ** 2).sum(dim=1).mean()
-
-
-SPECS = [
-    LossSpec("rkd", RKD,
-             description="relational KD: distance-wise (x25) + angle-wise (x50) Huber losses "
-                         "between student and teacher relations; widths may differ",
-             paper="Park et al. 2019", direction=BIDIRECTIONAL),
-    LossSpec("seed", SEED,
-             description="SEED: cross-entropy of teacher vs student similarity distributions "
-                         "over [own teacher feature, queue of 65536 teacher features]",
-             paper="Fang et al. 2021", direction=STUDENT_TO_TEACHER),
-    LossSpec("compress-1q", CompRess1q,
-             description="CompRess, one queue: KL between teacher and student similarity "
-                         "distributions over one queue of teacher features",
-             paper="Abbasi Koohpayegani et al. 2020", direction=STUDENT_TO_TEACHER),
-    LossSpec("compress-2q", CompRess2q,
-             description="CompRess, two queues: KL between teacher (vs teacher queue) and "
-                         "student (vs student queue) similarity distributions; widths may differ",
-             paper="Abbasi Koohpayegani et al. 2020", direction=BIDIRECTIONAL),
-    LossSpec("protocpc", ProtoCPC,
-             description="ProtoCPC: prototypical contrastive predictive coding on prototype "
-                         "outputs, with an EMA prior over prototypes",
-             paper="Lee 2022", needs=("prototypes",), direction=STUDENT_TO_TEACHER),
-    LossSpec("simreg", SimReg,
-             description="SimReg: a prediction MLP on the student regresses the L2-normalised "
-                         "teacher features (MSE); widths may differ",
-             paper="Navaneet et al. 2022", direction=STUDENT_TO_TEACHER),
-]

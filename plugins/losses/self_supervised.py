@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from itra_bench.losses import BIDIRECTIONAL, STUDENT_TO_TEACHER, LossSpec
-
 
 def _same_width(name: str, student_dim: int | None, teacher_dim: int | None) -> None:
     if student_dim is not None and teacher_dim is not None and student_dim != teacher_dim:
@@ -171,19 +169,3 @@ class DINO(nn.Module):
         batch_center = teacher_scores.float().mean(dim=0, keepdim=True)
         self.center.mul_(self.center_momentum).add_(batch_center.to(self.center.dtype),
                                                      alpha=1 - self.center_momentum)
-
-
-SPECS: list[LossSpec] = [
-    LossSpec("vicreg", VICReg,
-             description="variance-invariance-covariance regularisation between the two views",
-             paper="Bardes et al. 2022, VICReg", direction=BIDIRECTIONAL),
-    LossSpec("barlowtwins", BarlowTwins,
-             description="cross-correlation of the two views driven to the identity",
-             paper="Zbontar et al. 2021, Barlow Twins", direction=BIDIRECTIONAL),
-    LossSpec("dino", DINO,
-             description="self-distillation: student prototype scores to the centred, sharpened "
-                         "teacher's",
-             paper="Caron et al. 2021, Emerging Properties in Self-Supervised Vision "
-                   "Transformers",
-             needs=("prototypes",), direction=STUDENT_TO_TEACHER),
-]

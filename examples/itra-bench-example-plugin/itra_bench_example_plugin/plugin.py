@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from itra_bench import hookimpl
-from itra_bench.losses import LossSpec
+from itra_bench.losses import LazyFactory, LossSpec
 from itra_bench.model import EncoderModel, ModelBuilder, ModelOptions
 from itra_bench.task import Task
-from itra_bench_example_plugin.losses import PairedCosineLoss
 from itra_bench_example_plugin.tasks import DigitsCentroidTask
 
 #: Task files shipped as package data (pyproject's package-data lists them).
@@ -39,7 +38,10 @@ def itra_bench_model_builders() -> list[ModelBuilder]:
 
 @hookimpl
 def itra_bench_losses() -> list[LossSpec]:
-    return [LossSpec("example-cosine", PairedCosineLoss,
+    # A LazyFactory imports the loss module only when itra-train builds the loss
+    # (LossSpec("example-cosine", PairedCosineLoss, ...) works too, importing it now).
+    return [LossSpec("example-cosine",
+                     LazyFactory("itra_bench_example_plugin.losses", "PairedCosineLoss"),
                      description="mean (1 - cosine) between paired image and text features")]
 
 
