@@ -129,6 +129,12 @@ class ItraModel(EncoderModel):
         """The module that encodes text (the image tower when both are one CLIP)."""
         return self.image_tower if self.text_tower is None else self.text_tower
 
+    @property
+    def dynamic_text_length(self) -> bool:  # type: ignore[override]
+        """Whether the text tower runs each batch at its own length (the heads act per row,
+        so length-sorted batches keep the features)."""
+        return bool(getattr(self.text_encoder, "dynamic_text_length", False))
+
     def visual_parameters(self):  # type: ignore[override]
         """The image tower's and image head's parameters."""
         yield from self.image_tower.visual_parameters()
