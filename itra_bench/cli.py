@@ -336,9 +336,16 @@ def _run_jobs(specs: list[str], args: argparse.Namespace, registry: Registry,
             Console().print(outcome_table(outcomes, spec))
 
 
+class _PlainTable(Table):
+    """A table whose cells are shown as written: plugin descriptions may hold "[...]"."""
+
+    def add_row(self, *cells: str) -> None:  # type: ignore[override]
+        super().add_row(*(escape(c) for c in cells))
+
+
 def _cmd_list(args: argparse.Namespace, registry: Registry, console: Console) -> int:
     out = Console()
-    table = Table(title=f"itra-bench {args.kind}")
+    table = _PlainTable(title=f"itra-bench {args.kind}")
     if args.kind == "models":
         for c in ("scheme", "example", "description", "plugin", "distribution"):
             table.add_column(c)

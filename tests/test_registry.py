@@ -113,6 +113,23 @@ def test_list_prints_a_table_with_distributions(cli, kind):
     assert expected in res.out
 
 
+def test_list_shows_square_brackets_in_descriptions_as_written(cli, tmp_path, monkeypatch):
+    # Rich reads "[...]" as markup: unescaped, the bracketed words would vanish.
+    mod = write_module(tmp_path, monkeypatch, "bracket_plugin", """
+        from itra_bench import hookimpl
+        from itra_bench.losses import LazyFactory, LossSpec
+
+        @hookimpl
+        def itra_bench_losses():
+            return [LossSpec("bracketed", LazyFactory("nowhere", "Nothing"),
+                             description="over [own feature, queue] of [bold]x")]
+    """)
+    res = cli("list", "losses", "--plugin", mod)
+    assert res.code == 0, res
+    assert "over [own feature, queue] of [bold]x" in res.out
+    assert "seed" in res.out and "[own teacher feature, queue of 65536" in res.out
+
+
 def test_result_observer_hook_sees_each_written_result(cli, tmp_path, monkeypatch):
     mod = write_module(tmp_path, monkeypatch, "observer_plugin", """
         from itra_bench import hookimpl
