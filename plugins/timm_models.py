@@ -25,7 +25,7 @@ from itra_bench.weights import (
     seeded_init,
 )
 
-from .image_backbone import ImageBackbone
+from .image_backbone import CHANNELS_LAST, ImageBackbone, is_convolutional
 from .image_transforms import ToRGB
 from .timm_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
@@ -68,8 +68,12 @@ def build_timm(rest: str, options: ModelOptions) -> ImageBackbone:
                                               for k, v in data_config.items()}}
     if not weights:
         config.update(random_init_config(options.seed))
+    channels_last = is_convolutional(backbone)
+    if channels_last:
+        config.update(CHANNELS_LAST)
     model = ImageBackbone(backbone, transform,
-                          fingerprint(config, [Path(weights)] if weights else []), spec)
+                          fingerprint(config, [Path(weights)] if weights else []), spec,
+                          channels_last)
     model.name = spec
     return model.eval()
 

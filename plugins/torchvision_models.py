@@ -31,7 +31,7 @@ from itra_bench.weights import (
     seeded_init,
 )
 
-from .image_backbone import ImageBackbone
+from .image_backbone import CHANNELS_LAST, ImageBackbone, is_convolutional
 from .image_transforms import IMAGENET_EVAL, ToRGB, describe_transform
 from .torchvision_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
@@ -84,7 +84,10 @@ def build_torchvision(rest: str, options: ModelOptions) -> ImageBackbone:
     elif enum is None:
         config.update(random_init_config(options.seed))
     config["transform"] = describe_transform(transform)
-    model = ImageBackbone(backbone, transform, fingerprint(config, files), spec)
+    channels_last = is_convolutional(backbone)
+    if channels_last:
+        config.update(CHANNELS_LAST)
+    model = ImageBackbone(backbone, transform, fingerprint(config, files), spec, channels_last)
     model.name = spec
     return model.eval()
 
