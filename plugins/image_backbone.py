@@ -31,7 +31,7 @@ class ImageBackbone(EncoderModel):
                  fingerprint: str, label: str, channels_last: bool = False) -> None:
         super().__init__()
         #: Weights and input batches in channels_last (NHWC) layout: oneDNN's convolutions
-        #: run about 2x faster on the CPU in it (benchmarks/bench_precision.py). The builder
+        #: need about 30 % less CPU in it (ResNet-50, benchmarks/bench_precision.py). The builder
         #: decides, and puts the layout into the fingerprint, since features change in the
         #: last bits.
         self.channels_last = channels_last

@@ -37,7 +37,7 @@ from itra_bench.weights import (
     state_dict_digest,
 )
 
-from .image_backbone import ImageBackbone
+from .image_backbone import CHANNELS_LAST, ImageBackbone, is_convolutional
 from .image_transforms import IMAGENET_EVAL, describe_transform
 from .torchhub_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
@@ -95,7 +95,10 @@ def build_torchhub(rest: str, options: ModelOptions) -> ImageBackbone:
         config["weights_sha256"] = state_dict_digest(net)
     else:
         config.update(random_init_config(options.seed))
-    model = ImageBackbone(net, IMAGENET_EVAL, fingerprint(config, files), spec)
+    channels_last = is_convolutional(net)
+    if channels_last:
+        config.update(CHANNELS_LAST)
+    model = ImageBackbone(net, IMAGENET_EVAL, fingerprint(config, files), spec, channels_last)
     model.name = spec
     return model.eval()
 
