@@ -40,6 +40,13 @@ def itra_bench_model_builders() -> Iterable[ModelBuilder]:
     :class:`itra_bench.model.EncoderModel` on the CPU. A builder must never download: weights
     come from local paths, and a model with no weights must raise
     :class:`itra_bench.errors.UserError` unless ``options.random_init`` is set.
+
+    Every command loads every plugin, ``list`` and ``--help`` included: give ``build`` as
+    ``itra_bench.lazy_import.LazyFactory("my_package.models", "build")`` (or import torch and
+    the model library inside ``build``) so that loading the plugin imports nothing heavy.
+    ``lazy=True`` lets a run whose features are all cached skip the build (see
+    :class:`itra_bench.model_api.ModelBuilder` for when it is safe), and a text encoder that
+    pads each batch to its longest text sets ``dynamic_text_length = True`` on the model.
     """
 
 
@@ -55,7 +62,7 @@ def itra_bench_losses() -> Iterable[LossSpec]:
     ``--loss-options``, checked against the factory's named parameters. ``LossSpec``'s
     docstring is the full contract.
 
-    ``factory`` may be the class itself or ``itra_bench.losses.LazyFactory("module",
+    ``factory`` may be the class itself or ``itra_bench.lazy_import.LazyFactory("module",
     "Class")``, which imports the module only when a loss is built. This hook runs for every
     command (``itra-bench list`` and ``--help`` too), so a plugin whose loss module imports
     torch should pass a ``LazyFactory`` and import nothing heavy at module level.

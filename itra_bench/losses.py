@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from itra_bench.errors import UserError
+from itra_bench.lazy_import import LazyFactory
 
 if TYPE_CHECKING:
     from torch import nn
@@ -75,53 +75,6 @@ class LossSpec:
     paper: str = ""
     needs: tuple[str, ...] = ()
     direction: str = BIDIRECTIONAL
-
-
-class LazyFactory:
-    """A loss factory named by ``module`` and ``attr``, imported when first used.
-
-    Calling it, or asking for its signature, imports ``module`` and calls (or inspects)
-    ``module.attr``; until then nothing is imported, so a plugin that returns
-    ``LossSpec("name", LazyFactory("my_package.losses", "MyLoss"))`` costs nothing to load.
-    ``__module__`` is ``module``, as it would be for the class itself.
-    """
-
-    def __init__(self, module: str, attr: str) -> None:
-        self.module = module
-        self.attr = attr
-        # An instance attribute shadows the class's own __module__, so code grouping
-        # factories by module (tests, tools) sees where the loss lives, not this file.
-        self.__module__ = module
-        self.__name__ = self.__qualname__ = attr
-        self._target: Callable[..., nn.Module] | None = None
-
-    def resolve(self) -> Callable[..., nn.Module]:
-        """The factory itself (importing its module on first use)."""
-        if self._target is None:
-            target = getattr(importlib.import_module(self.module), self.attr, None)
-            if not callable(target):
-                raise ImportError(f"LazyFactory({self.module!r}, {self.attr!r}): "
-                                  f"{self.module} has no callable {self.attr!r}")
-            self._target = target
-        return self._target
-
-    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
-        return self.resolve()(*args, **kwargs)
-
-    @property
-    def __signature__(self) -> inspect.Signature:  # read by inspect.signature
-        return inspect.signature(self.resolve())
-
-    def __repr__(self) -> str:
-        return f"LazyFactory({self.module!r}, {self.attr!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, LazyFactory):
-            return NotImplemented
-        return (self.module, self.attr) == (other.module, other.attr)
-
-    def __hash__(self) -> int:
-        return hash((self.module, self.attr))
 
 
 def _real(factory: Callable[..., Any]) -> Callable[..., Any]:

@@ -40,8 +40,9 @@ class ModelBuilder:
 
     ``build(rest, options)`` receives what follows ``scheme:`` in the spec (an empty string for
     a bare ``scheme``) and returns an :class:`itra_bench.model.EncoderModel` on the CPU.
-    Import torch and the model library inside ``build``, not at the plugin's module level, so
-    that listing models stays quick.
+    ``build`` may be an ``itra_bench.lazy_import.LazyFactory`` naming the function by module
+    and attribute, so that torch and the model library are imported only when a model is
+    built, not whenever the plugin is loaded (``itra-bench list``, ``--help``).
     """
 
     scheme: str

@@ -68,10 +68,13 @@ def watched_paths(spec: str, options: ModelOptions, builder: Any) -> list[str] |
                 files.update(os.path.abspath(os.path.join(folder, n)) for n in names)
                 if len(files) > MAX_WATCHED_FILES:
                     return None
-    try:
-        source = inspect.getsourcefile(builder)
-    except TypeError:
-        source = None
+    # A LazyFactory names where the builder lives without importing it.
+    source = getattr(builder, "source_file", None)
+    if source is None:
+        try:
+            source = inspect.getsourcefile(builder)
+        except TypeError:
+            source = None
     if source:
         # The builder's module and its siblings (a hook module often imports the code that
         # builds from next to it), so that editing an installed-from-source plugin counts.

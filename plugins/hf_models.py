@@ -26,7 +26,6 @@ from itra_bench.weights import (
     seeded_init,
 )
 
-from .hf_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 from .image_transforms import RESAMPLE_NAMES, EvalTransform, describe_transform
 
 SCHEME = "hf"

@@ -36,7 +36,6 @@ from itra_bench.weights import (
 )
 
 from .image_backbone import CHANNELS_LAST, is_convolutional
-from .openclip_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "openclip"
 #: Files an OpenCLIP folder (as on the HF hub) keeps its weights in, most preferred first.

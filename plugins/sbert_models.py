@@ -22,7 +22,6 @@ from itra_bench.model import TEXT, EncoderModel, ModelOptions
 from itra_bench.weights import no_weights_error, random_init_config, seeded_init
 
 from .hf_models import load_checked
-from .sbert_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "sbert"
 #: Files whose bytes decide the embeddings (configs, weights, tokenizer); READMEs etc. do not.

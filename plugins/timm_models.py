@@ -27,7 +27,6 @@ from itra_bench.weights import (
 
 from .image_backbone import CHANNELS_LAST, ImageBackbone, is_convolutional
 from .image_transforms import ToRGB
-from .timm_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "timm"
 

@@ -39,7 +39,6 @@ from itra_bench.weights import (
 
 from .image_backbone import CHANNELS_LAST, ImageBackbone, is_convolutional
 from .image_transforms import IMAGENET_EVAL, describe_transform
-from .torchhub_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "torchhub"
 HUBCONF = "hubconf.py"

@@ -33,7 +33,6 @@ from itra_bench.weights import (
 
 from .image_backbone import CHANNELS_LAST, ImageBackbone, is_convolutional
 from .image_transforms import IMAGENET_EVAL, ToRGB, describe_transform
-from .torchvision_plugin import itra_bench_model_builders  # noqa: F401 (the scheme's hook, re-exported)
 
 SCHEME = "torchvision"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")

@@ -154,6 +154,9 @@ def test_parameter_counts_and_transform_come_from_the_memo_unchanged(tmp_path, w
     watched = watched_paths(config.model, ModelOptions(), build_openclip)
     assert {str(weights[0]), str(weights[1]),
             os.path.abspath(build_openclip.__code__.co_filename)} <= set(watched)
+    # The registered builder is a LazyFactory: its module's folder is watched all the same.
+    registered = registry.models["openclip"].item.build
+    assert set(watched_paths(config.model, ModelOptions(), registered)) == set(watched)
     assert memo_key("a", ModelOptions(), None, build_openclip) != \
         memo_key("a", ModelOptions(seed=1), None, build_openclip)
 

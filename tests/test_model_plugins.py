@@ -931,19 +931,20 @@ def test_siglip_like_text_towers_padded_to_full_length_are_not_sorted():
 # plugin hooks
 
 
-@pytest.mark.parametrize(("module", "scheme"), [
-    ("openclip_models", "openclip"), ("hf_models", "hf"), ("sbert_models", "sbert"),
-    ("timm_models", "timm"), ("torchvision_models", "torchvision"),
-    ("torchhub_models", "torchhub"),
-])
-def test_each_plugin_module_provides_its_scheme(module, scheme):
+@pytest.mark.parametrize("scheme", ["openclip", "hf", "sbert", "timm", "torchvision",
+                                    "torchhub"])
+def test_each_plugin_module_provides_its_scheme_and_builds_through_its_models(scheme):
     import importlib
+    import inspect
 
-    plugin = importlib.import_module(f"itra_bench.plugins.{module}")
+    plugin = importlib.import_module(f"itra_bench.plugins.{scheme}_plugin")
     (builder,) = plugin.itra_bench_model_builders()
-    assert builder.scheme == scheme
+    assert builder.scheme == scheme and builder.lazy
     assert builder.example.startswith(f"{scheme}:") and builder.description
-    assert callable(builder.build)
+    models = importlib.import_module(f"itra_bench.plugins.{scheme}_models")
+    assert builder.build.resolve() is getattr(models, f"build_{scheme}")
+    assert builder.build.source_file == inspect.getsourcefile(models)
+    assert list(inspect.signature(builder.build).parameters) == ["rest", "options"]
 
 
 # ---------------------------------------------------------------------------------------------
