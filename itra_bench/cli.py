@@ -500,14 +500,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     debug = early.debug
     try:
-        registry = load_registry(early.plugin, early.disable_plugin)
+        # The parser needs only the plugins' subcommands: `--help` reads no task file. Every
+        # command that runs collects all the rest first, so a clash still stops it at once.
+        registry = load_registry(early.plugin, early.disable_plugin, lazy=True)
         commands = plugin_commands(registry)
         if argv[:1] and argv[0] in commands and commands[argv[0]].main is not None:
+            registry.load_all()
             return commands[argv[0]].main(argv[1:])
         try:
             args = build_parser(commands).parse_args(argv)
         except SystemExit as exc:  # --help, --version, or a usage error already printed
             return exc.code if isinstance(exc.code, int) else 2
+        registry.load_all()
         handler = COMMANDS.get(args.command) or commands[args.command].run
         return handler(args, registry, console)
     except UserError as exc:

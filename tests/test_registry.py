@@ -263,3 +263,97 @@ def test_trainer_uses_plugins_only_through_the_registry():
             offenders += [f"{path.name}: {n}" for n in names
                           if n.startswith(("itra_bench.plugins", "itra_bench.tasks"))]
     assert offenders == []
+
+
+# -- what `--help` loads ---------------------------------------------------------------------
+
+COUNTING_PLUGIN = """
+    from itra_bench import hookimpl
+    from itra_bench.commands import Command
+    from itra_bench.task import Task
+
+    CALLS = []
+
+    class Dup(Task):
+        name = "digits-knn"
+
+    @hookimpl
+    def itra_bench_tasks():
+        CALLS.append("tasks")
+        return [Dup()] if CLASH else []
+
+    @hookimpl
+    def itra_bench_task_files():
+        CALLS.append("task_files")
+        return []
+
+    @hookimpl
+    def itra_bench_commands():
+        CALLS.append("commands")
+        return [Command("hello", "say hello", run=lambda args, registry, console: 0)]
+"""
+
+
+def counting_plugin(tmp_path, monkeypatch, name: str, clash: bool):
+    import importlib
+
+    write_module(tmp_path, monkeypatch, name, f"CLASH = {clash}\n" + textwrap.dedent(
+        COUNTING_PLUGIN))
+    return importlib.import_module(name)
+
+
+def test_help_reads_only_the_commands_hook(cli, tmp_path, monkeypatch):
+    plugin = counting_plugin(tmp_path, monkeypatch, "counting_plugin", clash=False)
+    res = cli("--help", "--plugin", "counting_plugin")
+    assert res.code == 0, res
+    assert "hello" in res.out and "say hello" in res.out
+    assert "tasks" not in plugin.CALLS and "task_files" not in plugin.CALLS
+    assert "commands" in plugin.CALLS
+    plugin.CALLS.clear()
+    assert cli("list", "plugins", "--plugin", "counting_plugin").code == 0
+    # Every other command loads every kind, as before: clashes surface at start-up.
+    assert {"tasks", "task_files", "commands"} <= set(plugin.CALLS)
+
+
+def test_task_clash_is_reported_by_list_and_run_though_help_skips_tasks(cli, tmp_path,
+                                                                       monkeypatch):
+    counting_plugin(tmp_path, monkeypatch, "clashing_counter", clash=True)
+    assert cli("--help", "--plugin", "clashing_counter").code == 0
+    for args in (("list", "tasks"), ("list", "models"),
+                 ("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks",
+                  "digits-knn", "--output", tmp_path / "out", "--no-cache", "--no-progress")):
+        res = cli(*args, "--plugin", "clashing_counter")
+        assert res.code == 2, (args, res)
+        assert "task 'digits-knn' is provided by two plugins" in res.err
+        assert "'demo_tasks'" in res.err and "'clashing_counter'" in res.err
+
+
+def test_misnamed_hook_stops_help_too(cli, tmp_path, monkeypatch):
+    mod = write_module(tmp_path, monkeypatch, "misnamed_hook", """
+        from itra_bench import hookimpl
+
+        @hookimpl
+        def itra_bench_task():
+            return []
+    """)
+    for args in (("--help",), ("list", "tasks")):
+        res = cli(*args, "--plugin", mod)
+        assert res.code == 2, (args, res)
+        assert "'itra_bench_task', which is not an itra-bench hook" in res.err
+        assert "Did you mean 'itra_bench_tasks'?" in res.err
+
+
+def test_lazy_registry_loads_each_kind_on_first_use(tmp_path, monkeypatch):
+    plugin = counting_plugin(tmp_path, monkeypatch, "lazy_counter", clash=True)
+    reg = load_registry(["lazy_counter"], lazy=True)
+    assert plugin.CALLS == []
+    assert reg.commands["hello"].plugin.name == "lazy_counter"
+    assert plugin.CALLS == ["commands"]
+    assert "demo" in reg.models and "tasks" not in plugin.CALLS
+    with pytest.raises(PluginClashError, match="task 'digits-knn' is provided by two"):
+        reg.tasks  # noqa: B018 (the property loads the tasks)
+    # A failed kind is not half-filled: asking again raises again.
+    with pytest.raises(PluginClashError):
+        reg.suites  # noqa: B018
+    with pytest.raises(PluginClashError):
+        load_registry(["lazy_counter"])  # eager (the default): every kind at once
