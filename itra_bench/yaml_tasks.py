@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from itra_bench.datasets.text_files import read_text
+from itra_bench.datasets.text_files import load_yaml, read_text
 from itra_bench.errors import UserError
 from itra_bench.generic_tasks import (
     CLASSIFICATION_PROTOCOLS,
@@ -101,6 +101,14 @@ def check_fields(doc: Mapping[str, Any], schema: Schema, path: Path, what: str
     return values
 
 
+def _is_shipped(path: Path) -> bool:
+    """Whether ``path`` is one of the task files or cards shipped with itra-bench."""
+    from itra_bench.tasks import CARDS_DIR
+    from itra_bench.vision_benchmark import cards
+
+    return path.parent in (CARDS_DIR, cards.CARDS_DIR)
+
+
 def load_task_file(path: str | Path,
                    protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]] | None = None
                    ) -> Task:
@@ -116,7 +124,7 @@ def load_task_file(path: str | Path,
         raise UserError(f"task file not found: {path}")
     text = read_text(path, fix="save the task file as UTF-8")
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text, shipped=_is_shipped(path))
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc})") from exc
     except RecursionError:

@@ -33,12 +33,6 @@ from itra_bench.errors import UserError
 from itra_bench.model_api import IMAGE, TEXT
 from itra_bench.task import Task, TaskResult, Variant, positive_int_option
 from itra_bench.vision_benchmark.cards import DatasetCard, builtin_cards, parse_card
-from itra_bench.vision_benchmark.submission import (
-    SUFFIX,
-    file_probabilities,
-    prediction_record,
-    write_prediction_file,
-)
 
 if TYPE_CHECKING:
     import torch
@@ -79,6 +73,7 @@ def score_predictions(card: DatasetCard, probs: Any, targets: Any) -> dict[str, 
     import torch
 
     from itra_bench.vision_benchmark.metric_names import RESULT_NAMES
+    from itra_bench.vision_benchmark.submission import file_probabilities
 
     exact = torch.as_tensor(probs).double().cpu().numpy()
     stored = file_probabilities(exact)
@@ -107,7 +102,6 @@ class ElevaterTask(Task):
 
     def __post_init__(self) -> None:
         from itra_bench.vision_benchmark.metric_names import RESULT_NAMES
-        from itra_bench.vision_benchmark.readers import expected_layout
 
         self.name = self.card.name
         self.aliases = self.card.aliases
@@ -116,7 +110,15 @@ class ElevaterTask(Task):
         self.main_score = RESULT_NAMES[self.card.metric]
         self.modalities = frozenset({IMAGE})
         self.description = f"{self.card.num_classes} classes, {self.card.metric}"
-        self.layout = expected_layout(self.card)
+
+    @property
+    def layout(self) -> str:  # type: ignore[override]
+        """The files the card's splits need under the data root."""
+        # Computed when asked: the readers module imports PIL, and this plugin's tasks are
+        # built by `itra-bench list` too.
+        from itra_bench.vision_benchmark.readers import expected_layout
+
+        return expected_layout(self.card)
 
     @staticmethod
     def _mode(options: Mapping[str, Any]) -> str:
@@ -232,6 +234,14 @@ class ElevaterTask(Task):
                 probs: torch.Tensor, test_y: torch.Tensor, details: dict[str, Any], *,
                 trainable: int, num_params: int) -> TaskResult:
         """Score the test probabilities as the prediction file holds them, and write it."""
+        # Imported here: the submission module imports numpy, and this plugin is loaded by
+        # every command (`itra-bench --help` and `list` too).
+        from itra_bench.vision_benchmark.submission import (
+            SUFFIX,
+            prediction_record,
+            write_prediction_file,
+        )
+
         metrics = score_predictions(self.card, probs, test_y)
         backbone_params = model.parameter_count()
         record = prediction_record(

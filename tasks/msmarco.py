@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from itra_bench import hookimpl
 from itra_bench.context import RunContext
 from itra_bench.datasets.msmarco import (
@@ -44,18 +42,16 @@ from itra_bench.datasets.msmarco import (
 )
 from itra_bench.errors import UserError
 from itra_bench.model_api import TEXT
-from itra_bench.passage_store import PassageStore
-from itra_bench.protocols.ranking import (
-    faiss_gpu_available,
-    ranked_lists,
-    ranking_metrics,
-    search_inner_product,
-)
 from itra_bench.task import Task, TaskResult, Variant, positive_int_option
 from itra_bench.yaml_tasks import check_fields, load_cards
 
+# numpy loads when a task runs: this plugin is loaded by every command, `itra-bench --help`
+# and `list` included.
 if TYPE_CHECKING:
+    import numpy as np
+
     from itra_bench.model import EncoderModel
+    from itra_bench.passage_store import PassageStore
 
 PROTOCOL = "msmarco_passage"
 BUILTIN_CARDS = ("msmarco-passage-dev",)
@@ -121,6 +117,8 @@ def select_rows(all_pids: np.ndarray, judged: np.ndarray, max_passages: int | No
     None means all records. Otherwise every record whose pid is in ``judged`` is kept, and
     others are drawn at random with ``seed`` up to ``max_passages`` in all (sorted records).
     """
+    import numpy as np
+
     is_judged = np.zeros(len(all_pids), dtype=bool)
     step = 1 << 20
     for start in range(0, len(all_pids), step):
@@ -147,6 +145,8 @@ class EncodingPlan:
 
 def encoding_plan(store: PassageStore) -> EncodingPlan:
     """The plan of a started store."""
+    import numpy as np
+
     rows = store.source_rows()
     return EncodingPlan(store.num_passages, store.rows_done,
                         None if rows is None else np.asarray(rows))
@@ -225,6 +225,8 @@ def open_complete_store(root: str | Path, key: str) -> PassageStore | None:
         return None
     if not (isinstance(meta, dict) and meta.get("key") == key and meta.get("complete")):
         return None
+    from itra_bench.passage_store import PassageStore
+
     return PassageStore(root, key)
 
 
@@ -276,6 +278,7 @@ class MSMarcoPassageTask(Task):
     def _store(self, model: EncoderModel, ctx: RunContext, collection: Path,
                settings: SearchSettings, judged: np.ndarray) -> PassageStore:
         from itra_bench.feature_cache import cache_key
+        from itra_bench.passage_store import PassageStore
 
         identity = _collection_identity(collection)
         subset = None
@@ -290,6 +293,8 @@ class MSMarcoPassageTask(Task):
                                              "subset": subset})
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        import numpy as np
+
         from itra_bench.distributed import World, broadcast_from_main
         from itra_bench.encoding import encode_texts
 
@@ -335,6 +340,8 @@ class MSMarcoPassageTask(Task):
 
         texts = [self.query_prefix + queries[q] for q in qids]
         query_vectors = encode_texts(model, texts, ctx, "encode queries").numpy()
+        from itra_bench.protocols.ranking import faiss_gpu_available
+
         use_gpu = ctx.device.type == "cuda" and faiss_gpu_available()
         scores, rows, searchers = self._search(store, query_vectors, settings, ctx, use_gpu)
         result = None
@@ -349,6 +356,8 @@ class MSMarcoPassageTask(Task):
                qids: list[int], qrels: Mapping[int, Mapping[int, int]], ctx: RunContext,
                settings: SearchSettings, extra: dict[str, Any]) -> TaskResult:
         """Metrics of the ranking, its details, and the run file when asked for."""
+        from itra_bench.protocols.ranking import ranked_lists, ranking_metrics
+
         ranked = ranked_lists(scores, rows, store.pids, qids)
         metrics = ranking_metrics(ranked, qrels)
         details: dict[str, Any] = {
@@ -379,6 +388,7 @@ class MSMarcoPassageTask(Task):
         searches the passages block by block, and rank 0 gathers the rows in order. The
         query blocks are those of one process, so the ranking is the same. An IVF index
         holds every passage in memory, so rank 0 alone builds and searches it."""
+        import numpy as np
         import torch
 
         from itra_bench.distributed import (
@@ -388,6 +398,7 @@ class MSMarcoPassageTask(Task):
             gather_rows,
             shard,
         )
+        from itra_bench.protocols.ranking import search_inner_product
 
         world = ctx.world or World()
         where = broadcast_from_main((str(store.root), store.key), world)

@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from itra_bench.datasets.text_files import load_yaml
 from itra_bench.errors import UnknownNameError, UserError
 
 CARDS_DIR = Path(__file__).parent / "cards"
@@ -210,7 +211,7 @@ def load_card(path: str | Path) -> DatasetCard:
     """Read and validate one card file."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        doc = load_yaml(path.read_text(encoding="utf-8-sig"), shipped=path.parent == CARDS_DIR)
     except OSError as exc:
         raise UserError(f"dataset card {path} cannot be read: {exc}") from exc
     except UnicodeDecodeError as exc:

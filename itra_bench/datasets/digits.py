@@ -7,11 +7,15 @@ trainer and the demo evaluation never share an image.
 from __future__ import annotations
 
 from functools import lru_cache
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from itra_bench.datasets.image_source import ImageSource
+
+# numpy and PIL load with the data: the demo task plugin imports this module for every
+# command, `itra-bench --help` and `list` included.
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 CLASSNAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 IMAGE_SIZE = 32
@@ -20,6 +24,7 @@ SPLITS = ("train", "test")
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -47,6 +52,9 @@ class DigitsSplit(ImageSource):
         return len(self._rows)
 
     def open_image(self, index: int) -> Image.Image:
+        import numpy as np
+        from PIL import Image
+
         pixels = (self._images[self._rows[index]] * (255.0 / 16.0)).astype(np.uint8)
         img = Image.fromarray(pixels).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
         return img.convert("RGB")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
+# numpy and PIL load when an image is opened: the task plugins that import this module are
+# loaded by every command, `itra-bench --help` and `list` included.
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: Integer modes of more than 8 bits per pixel (16-bit grayscale PNG and TIFF, 32-bit "I").
 #: PIL's own conversion to RGB clips their values at 255, so nearly every pixel turns white.
@@ -43,6 +46,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     img.load()
     if img.mode not in WIDE_INTEGER_MODES:
         return img.convert("RGB")
+    import numpy as np
+    from PIL import Image
+
     values = np.asarray(img).astype(np.int64)
     if img.mode == "I":
         values = np.clip(values, 0, 65535)
@@ -66,6 +72,8 @@ class ImageFiles(ImageSource):
         return len(self.paths)
 
     def open_image(self, index: int) -> Image.Image:
+        from PIL import Image
+
         return Image.open(self.paths[index])
 
     def describe(self, index: int) -> str:

@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from itra_bench.errors import MissingDataError, UserError
 
 LAYOUT = ("MS MARCO passage ranking files (collectionandqueries.tar.gz): "
@@ -129,6 +127,8 @@ def scan_collection(path: str | Path, pids_out: str | Path) -> int:
     Memory stays flat: pids go to disk as they are read. Repeated pids are an error (found
     without sorting when, as in MS MARCO, they increase down the file).
     """
+    import numpy as np
+
     path, pids_out = Path(path), Path(pids_out)
     buffer: list[int] = []
     count, last, increasing = 0, -1, True

@@ -191,3 +191,30 @@ def check_no_nul(text: str, where: str) -> str:
         raise UserError(f"{where}: the file name {text!r} contains a NUL character; fix the "
                         "entry (the file may be damaged)")
     return text
+
+
+def _fast_loader() -> Any:
+    """libyaml's safe loader, or None where PyYAML was built without it."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", None)
+
+
+def load_yaml(text: str, shipped: bool = False) -> Any:
+    """``yaml.safe_load(text)``, raising what it raises.
+
+    ``shipped``: the text is one of itra-bench's own task files or cards, which libyaml
+    parses ten times faster into the same documents (tests/test_shipped_yaml.py compares
+    every one). A user's file is always read by the pure-Python parser, because libyaml
+    accepts some text it refuses (a tab in a key, '?' inside a flow scalar), and any error
+    comes from the pure-Python parser too: its messages show the offending line.
+    """
+    import yaml
+
+    loader = _fast_loader() if shipped else None
+    if loader is not None:
+        try:
+            return yaml.load(text, Loader=loader)
+        except Exception:
+            pass  # parsed again below, for the pure-Python parser's own message
+    return yaml.safe_load(text)

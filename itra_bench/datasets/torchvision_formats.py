@@ -19,15 +19,18 @@ import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from itra_bench.datasets.image_source import ImageFiles, ImageSource
 from itra_bench.datasets.imagefolder import IMAGE_EXTENSIONS
 from itra_bench.errors import MissingDataError, UserError
 from itra_bench.fingerprint import files_identity
+
+# numpy and PIL load when a split is read: the classic task plugin imports this module for
+# every command, `itra-bench --help` and `list` included.
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 SPLITS = ("train", "test")
 
@@ -126,6 +129,8 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        import numpy as np
+
         if module.startswith("numpy.core.") and np.lib.NumpyVersion(np.__version__) >= "2.0.0":
             # Files pickled under numpy 1 name numpy.core, an alias of numpy._core since 2.0.
             module = "numpy._core." + module.removeprefix("numpy.core.")
@@ -179,6 +184,8 @@ class CifarSplit(ImageSource):
                 raise _missing(p, spec["title"], cifar_layout(variant), spec["torchvision"])
         self.classes: list[str] = [
             _text(n) for n in _field(load_cifar_pickle(meta), spec["names_key"], meta)]
+        import numpy as np
+
         chunks: list[np.ndarray] = []
         self.targets: list[int] = []
         self._rows: list[tuple[Path, int]] = []
@@ -205,6 +212,9 @@ class CifarSplit(ImageSource):
         return len(self.targets)
 
     def open_image(self, index: int) -> Image.Image:
+        import numpy as np
+        from PIL import Image
+
         return Image.fromarray(np.ascontiguousarray(self._images[index]))
 
     def describe(self, index: int) -> str:
@@ -233,6 +243,8 @@ class STL10Split(ImageSource):
             if not p.is_file():
                 raise _missing(p, "STL-10", stl10_layout(), "STL10")
         self.classes: list[str] = names_path.read_text().split()
+        import numpy as np
+
         labels = np.fromfile(labels_path, dtype=np.uint8).astype(np.int64) - 1
         size = self.images_path.stat().st_size
         if size % self._IMAGE_BYTES or size // self._IMAGE_BYTES != len(labels):
@@ -254,6 +266,8 @@ class STL10Split(ImageSource):
 
     def _mapped(self) -> np.memmap:
         if self._images is None:
+            import numpy as np
+
             self._images = np.memmap(self.images_path, dtype=np.uint8, mode="r",
                                      shape=(len(self.targets), 3, STL10_SIZE, STL10_SIZE))
         return self._images
@@ -262,6 +276,9 @@ class STL10Split(ImageSource):
         return len(self.targets)
 
     def open_image(self, index: int) -> Image.Image:
+        import numpy as np
+        from PIL import Image
+
         # Each channel plane is stored column-major: [3, x, y] -> [y, x, 3].
         return Image.fromarray(np.ascontiguousarray(self._mapped()[index].transpose(2, 1, 0)))
 

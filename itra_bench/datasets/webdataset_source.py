@@ -21,13 +21,16 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from itra_bench.datasets.image_source import ImageSource
 from itra_bench.errors import MissingDataError, UserError
 from itra_bench.fingerprint import files_identity
+
+# numpy and PIL load with the shards: the wds task plugin imports this module for every
+# command, `itra-bench --help` and `list` included.
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: Image members in the order clip-benchmark looks for them.
 IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
@@ -248,6 +251,8 @@ class WebDatasetSplit(ImageSource):
                     offsets.append(offset)
                     sizes.append(size)
                     self.names.append(f"{sample.key}.{image_key}")
+        import numpy as np
+
         self._shard_of = np.asarray(shard_of, dtype=np.int32)
         self._offsets = np.asarray(offsets, dtype=np.int64)
         self._sizes = np.asarray(sizes, dtype=np.int64)
@@ -306,6 +311,8 @@ class WebDatasetSplit(ImageSource):
         return data
 
     def open_image(self, index: int) -> Image.Image:
+        from PIL import Image
+
         return Image.open(io.BytesIO(self.read_bytes(index)))
 
     def describe(self, index: int) -> str:

@@ -4,20 +4,26 @@ itra-bench calls each ``@hookimpl`` function by name (see ``itra_bench.hookspecs
 implements only the hooks it needs. Hooks return cheap descriptions: models are built and
 data read only when a run asks for them.
 
-itra-bench imports this module on every command, ``itra-bench list`` included, so it imports
-nothing heavy itself: the model module (and torchvision with it) is imported only when a
-``colorhist`` model is built.
+itra-bench imports this module on every command, ``itra-bench list`` and ``--help`` included,
+so it imports nothing heavy itself: the model module (and torchvision with it) is imported
+only when a ``colorhist`` model is built, torch by the task only in its ``run``, and the
+builder contract comes from the torch-free ``itra_bench.model_api``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from itra_bench import hookimpl
-from itra_bench.losses import LazyFactory, LossSpec
-from itra_bench.model import EncoderModel, ModelBuilder, ModelOptions
+from itra_bench.lazy_import import LazyFactory
+from itra_bench.losses import LossSpec
+from itra_bench.model_api import ModelBuilder, ModelOptions  # itra_bench.model imports torch
 from itra_bench.task import Task
 from itra_bench_example_plugin.tasks import DigitsCentroidTask
+
+if TYPE_CHECKING:
+    from itra_bench.model import EncoderModel
 
 #: Task files shipped as package data (pyproject's package-data lists them).
 CARDS_DIR = Path(__file__).parent / "cards"

@@ -3,19 +3,21 @@
 The task declares what it is (name, suite, modalities, protocol, main score, data layout) as
 class attributes and measures in ``run``, reusing itra-bench's encoder (batched, cached) and
 its classification metrics.
+
+itra-bench imports this module (through plugin.py) on every command, ``itra-bench list`` and
+``--help`` included, so torch and the modules that import it are imported inside ``run``.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from itra_bench.context import RunContext
-from itra_bench.datasets.digits import DigitsSplit
-from itra_bench.encoding import encode_images
-from itra_bench.model import IMAGE, EncoderModel
-from itra_bench.protocols.classification_metrics import classification_metrics
+from itra_bench.model_api import IMAGE
 from itra_bench.task import Task, TaskResult
+
+if TYPE_CHECKING:  # itra_bench.model imports torch
+    from itra_bench.model import EncoderModel
 
 
 class DigitsCentroidTask(Task):
@@ -37,6 +39,13 @@ class DigitsCentroidTask(Task):
     layout = "embedded: scikit-learn's bundled digits (nothing to download)"
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
+        import torch
+        import torch.nn.functional as F
+
+        from itra_bench.datasets.digits import DigitsSplit
+        from itra_bench.encoding import encode_images
+        from itra_bench.protocols.classification_metrics import classification_metrics
+
         train, test = DigitsSplit("train"), DigitsSplit("test")
         train_enc = encode_images(model, train, ctx, split="train")
         test_enc = encode_images(model, test, ctx, split="test")
