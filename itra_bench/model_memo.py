@@ -43,7 +43,7 @@ def memo_key(spec: str, options: ModelOptions, provider: dict[str, Any] | None,
         except PackageNotFoundError:
             versions[name] = None
     parts = {"memo": MEMO_VERSION, "spec": spec, "options": asdict(options),
-             "provider": provider, "libraries": versions, "cwd": os.getcwd(),
+             "provider": provider, "libraries": versions,
              "builder": f"{getattr(builder, '__module__', '')}."
                         f"{getattr(builder, '__qualname__', '')}"}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

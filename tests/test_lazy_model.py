@@ -168,3 +168,28 @@ def test_without_a_cache_the_model_is_always_built(cli, tmp_path, weights, build
                   "--no-cache", "--workers", "0", "--no-progress")
         assert res.code == 0, res
     assert len(builds) == 2
+
+
+def test_a_relative_spec_in_another_folder_is_another_model(tmp_path, monkeypatch):
+    import open_clip
+
+    from itra_bench.lazy_model import LazyModel
+    from itra_bench.model_memo import ModelMemo
+    from itra_bench.registry import load_registry
+    from itra_bench.runner import RunConfig, build_model
+
+    for seed, name in ((0, "a"), (1, "b")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "tiny.json").write_text(json.dumps(TINY))
+        torch.manual_seed(seed)
+        torch.save(open_clip.CLIP(**TINY).state_dict(), folder / "w.pt")
+    registry = load_registry([], [])
+    config = RunConfig(model="openclip:tiny.json@w.pt", tasks=["demo"])
+    memo = ModelMemo(tmp_path / "memo")
+    monkeypatch.chdir(tmp_path / "a")
+    first = build_model(config, registry, memo)
+    assert isinstance(build_model(config, registry, memo), LazyModel)
+    monkeypatch.chdir(tmp_path / "b")
+    other = build_model(config, registry, memo)
+    assert not isinstance(other, LazyModel) and other.fingerprint != first.fingerprint
