@@ -1,0 +1,210 @@
+"""Resampling statistics for scores: percentile bootstrap intervals, paired differences with
+a permutation p-value, and Holm's correction across tasks.
+
+A *statistic* maps arrays whose first axis is the resample to one value per resample: the
+mean of 0/1 outcomes is ``lambda correct: correct.mean(axis=-1)``. Each input array holds
+one row per evaluation sample (a test image, a query, a sentence pair); a resample draws
+samples with replacement, the same draw for every array, so that paired quantities (a
+prediction and its gold score, two models' outcomes on one image) stay paired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Defaults: 1,000 resamples (as is usual for percentile intervals of a mean) at 95 %.
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+#: Resampled index rows held at once: bounds memory to about 32 MB of int32 indices.
+MAX_CELLS = 8_000_000
+
+Statistic = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval ``[low, high]`` around ``estimate``."""
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width (what ``score ± half_width`` shows)."""
+        return (self.high - self.low) / 2
+
+    def as_record(self) -> dict[str, float | int]:
+        """The interval as result files store it."""
+        return {"low": self.low, "high": self.high, "confidence": self.confidence,
+                "resamples": self.resamples}
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Model A's score minus model B's on the same samples, with its paired bootstrap
+    interval and a two-sided paired permutation p-value."""
+
+    a: float
+    b: float
+    difference: Interval
+    p_value: float
+
+
+def _arrays(samples: Sequence[np.ndarray]) -> list[np.ndarray]:
+    arrays = [np.asarray(a) for a in samples]
+    if not arrays:
+        raise ValueError("a statistic needs at least one array of per-sample values")
+    n = len(arrays[0])
+    if n == 0:
+        raise ValueError("no evaluation samples to resample")
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"per-sample arrays differ in length: {[len(a) for a in arrays]}")
+    return arrays
+
+
+def resample_indices(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Rows of ``n`` indices drawn with replacement, ``resamples`` rows in all, yielded in
+    blocks of at most :data:`MAX_CELLS` indices; the same seed gives the same rows."""
+    rng = np.random.default_rng(seed)
+    block = max(1, MAX_CELLS // n)
+    done = 0
+    while done < resamples:
+        rows = min(block, resamples - done)
+        yield rng.integers(0, n, size=(rows, n), dtype=np.int32 if n < 2**31 else np.int64)
+        done += rows
+
+
+def bootstrap_distribution(statistic: Statistic, *samples: np.ndarray,
+                           resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """The statistic on each of ``resamples`` bootstrap resamples of the samples."""
+    arrays = _arrays(samples)
+    out = [np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
+           for idx in resample_indices(len(arrays[0]), resamples, seed)]
+    return np.concatenate(out)
+
+
+def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie between 0 and 1, got {confidence}")
+    tail = (1 - confidence) / 2
+    low, high = np.nanpercentile(values, [100 * tail, 100 * (1 - tail)])
+    return float(low), float(high)
+
+
+def bootstrap_interval(statistic: Statistic, *samples: np.ndarray,
+                       resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                       seed: int = 0) -> Interval:
+    """The percentile bootstrap interval of ``statistic`` over the samples."""
+    arrays = _arrays(samples)
+    estimate = float(np.asarray(statistic(*(a[None] for a in arrays))).reshape(-1)[0])
+    values = bootstrap_distribution(statistic, *arrays, resamples=resamples, seed=seed)
+    low, high = _percentiles(values, confidence)
+    return Interval(estimate, low, high, confidence, resamples)
+
+
+def paired_difference(statistic: Statistic, a: Sequence[np.ndarray], b: Sequence[np.ndarray],
+                      *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                      seed: int = 0) -> PairedDifference:
+    """``statistic(a) - statistic(b)`` where ``a`` and ``b`` are two models' per-sample arrays
+    on the same samples (row ``i`` of each is sample ``i``).
+
+    The interval resamples the samples (the same draw for both models). The p-value is that
+    of a paired permutation test: under the null hypothesis that the models are
+    exchangeable, each sample's two outcomes are swapped with probability 1/2; the p-value
+    is the share of ``resamples`` swaps whose difference is at least as large in absolute
+    value as the observed one, counting the observed assignment (so it is never 0).
+    """
+    a_arrays, b_arrays = _arrays(a), _arrays(b)
+    if len(a_arrays) != len(b_arrays) or len(a_arrays[0]) != len(b_arrays[0]):
+        raise ValueError("the two models' per-sample arrays must match in number and length")
+    k = len(a_arrays)
+
+    def diff(*arrays: np.ndarray) -> np.ndarray:
+        return np.asarray(statistic(*arrays[:k]), dtype=np.float64) - \
+            np.asarray(statistic(*arrays[k:]), dtype=np.float64)
+
+    both = [*a_arrays, *b_arrays]
+    score_a = float(np.asarray(statistic(*(x[None] for x in a_arrays))).reshape(-1)[0])
+    score_b = float(np.asarray(statistic(*(x[None] for x in b_arrays))).reshape(-1)[0])
+    interval = bootstrap_interval(diff, *both, resamples=resamples, confidence=confidence,
+                                  seed=seed)
+    observed = score_a - score_b
+    n = len(a_arrays[0])
+    rng = np.random.default_rng(seed + 1)
+    block = max(1, MAX_CELLS // n)
+    extreme, done = 0, 0
+    while done < resamples:
+        rows = min(block, resamples - done)
+        swap = rng.random((rows, n)) < 0.5
+        swapped_a = [np.where(_expand(swap, x), y[None], x[None]) for x, y in
+                     zip(a_arrays, b_arrays, strict=True)]
+        swapped_b = [np.where(_expand(swap, x), x[None], y[None]) for x, y in
+                     zip(a_arrays, b_arrays, strict=True)]
+        d = diff(*swapped_a, *swapped_b)
+        # A tolerance, so that floating noise in an exactly equal difference still counts.
+        extreme += int(np.sum(np.abs(d) >= abs(observed) - 1e-12))
+        done += rows
+    p_value = (1 + extreme) / (1 + resamples)
+    return PairedDifference(score_a, score_b, interval, min(1.0, p_value))
+
+
+def _expand(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``mask`` [rows, n] broadcast over the trailing axes of per-sample values ``like``."""
+    return mask.reshape(mask.shape + (1,) * (like.ndim - 1))
+
+
+def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``
+    (in the order given)."""
+    order = np.argsort(np.asarray(p_values, dtype=np.float64), kind="stable")
+    m = len(order)
+    rejected = [False] * m
+    for rank, i in enumerate(order):
+        if p_values[i] > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def mean(values: np.ndarray) -> np.ndarray:
+    """The mean over the last axis (accuracy from 0/1 outcomes, recall@k from hits)."""
+    return np.asarray(values, dtype=np.float64).mean(axis=-1)
+
+
+def _rank_rows(x: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis (ties share the mean of their ranks), as
+    scipy.stats.rankdata gives them."""
+    order = np.argsort(x, axis=-1, kind="stable")
+    sorted_x = np.take_along_axis(x, order, axis=-1)
+    n = x.shape[-1]
+    ranks = np.empty_like(x, dtype=np.float64)
+    for row in range(x.shape[0]):
+        s = sorted_x[row]
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        ends = np.r_[starts[1:], n]
+        avg = (starts + ends + 1) / 2.0  # 1-based mean rank of each run of ties
+        ranks[row, order[row]] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def pearson(pred: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Pearson's r between two score vectors, per resample row (NaN for a constant row)."""
+    x = np.asarray(pred, dtype=np.float64)
+    y = np.asarray(gold, dtype=np.float64)
+    x = x - x.mean(axis=-1, keepdims=True)
+    y = y - y.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x * y).sum(axis=-1) / np.sqrt((x * x).sum(axis=-1) * (y * y).sum(axis=-1))
+
+
+def spearman(pred: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Spearman's rho between two score vectors, per resample row."""
+    x = np.atleast_2d(np.asarray(pred, dtype=np.float64))
+    y = np.atleast_2d(np.asarray(gold, dtype=np.float64))
+    return pearson(_rank_rows(x), _rank_rows(y))
