@@ -18,6 +18,7 @@ from itra_bench.commands import Command
 from itra_bench.context import DEFAULT_TIMEOUT, PRECISIONS, default_workers, precision_name
 from itra_bench.errors import PluginClashError, UserError
 from itra_bench.registry import ENV_VAR, Registry, load_registry
+from itra_bench.tables import Column, Value, add_format_argument, render
 
 # torch, and the modules that import it, load only in the commands that compute: `--help`,
 # `list` and `results` stay quick.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from itra_bench.runner import RunConfig
 
 LIST_KINDS = ("models", "losses", "tasks", "suites", "plugins")
+LEADERBOARD_TITLE = "itra-bench leaderboard (main scores x 100)"
 
 
 def _plugin_flags() -> argparse.ArgumentParser:
@@ -194,11 +196,13 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
 
     lst = sub.add_parser("list", parents=[common], help="show installed models, tasks, ...")
     lst.add_argument("kind", type=_list_kind, metavar="{" + ",".join(LIST_KINDS) + "}")
+    add_format_argument(lst)
 
     res = sub.add_parser("results", parents=[common],
                          help="collate a results folder into a leaderboard")
     res.add_argument("folder", help="results folder written by `itra-bench run`")
     res.add_argument("--out", help="where to write leaderboard.csv/.md (default: FOLDER)")
+    add_format_argument(res)
 
     sub_p = sub.add_parser("submit", parents=[common],
                            help="combine ELEVATER prediction files into an EvalAI zip")
@@ -284,7 +288,8 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
                            show_progress=not args.no_progress, world=world)
             out.print(outcome_table(outcomes, spec))
     if len(specs) > 1 and world.is_main:
-        out.print(write_leaderboard(args.output).to_rich())
+        board = write_leaderboard(args.output)
+        render(board.rows(), board.columns(), "table", out, title=LEADERBOARD_TITLE)
     if world.is_main:
         console.print(f"results in {escape(args.output)}; collate with "
                       f"`itra-bench results {escape(args.output)}`")
@@ -336,49 +341,46 @@ def _run_jobs(specs: list[str], args: argparse.Namespace, registry: Registry,
             Console().print(outcome_table(outcomes, spec))
 
 
-class _PlainTable(Table):
-    """A table whose cells are shown as written: plugin descriptions may hold "[...]"."""
-
-    def add_row(self, *cells: str) -> None:  # type: ignore[override]
-        super().add_row(*(escape(c) for c in cells))
+def _list_rows(kind: str, registry: Registry) -> tuple[list[Column], list[dict[str, Value]]]:
+    """Columns and rows of ``itra-bench list KIND``."""
+    plugin = [Column("plugin", whole=True), Column("distribution", whole=True)]
+    if kind == "models":
+        return ([Column("scheme", whole=True), Column("example"), Column("description"),
+                 *plugin],
+                [{"scheme": name, "example": p.item.example,
+                  "description": p.item.description, "plugin": p.plugin.name,
+                  "distribution": p.plugin.distribution}
+                 for name, p in sorted(registry.models.items())])
+    if kind == "losses":
+        return ([Column("loss", whole=True), Column("description"), *plugin],
+                [{"loss": name, "description": p.item.description, "plugin": p.plugin.name,
+                  "distribution": p.plugin.distribution}
+                 for name, p in sorted(registry.losses.items())])
+    if kind == "tasks":
+        return ([Column("task", whole=True), Column("aliases"),
+                 Column("protocol", whole=True), Column("main_score", "main score", whole=True),
+                 Column("suites"), Column("description"), *plugin],
+                [{"task": name, "aliases": [a for a in p.item.aliases if a != name],
+                  "protocol": p.item.protocol, "main_score": p.item.main_score,
+                  "suites": list(p.item.suites), "description": p.item.description,
+                  "plugin": p.plugin.name, "distribution": p.plugin.distribution}
+                 for name, p in sorted(registry.tasks.items())])
+    if kind == "suites":
+        return ([Column("suite", whole=True), Column("tasks"),
+                 Column("count", whole=True, align="right"), *plugin],
+                [{"suite": name, "tasks": list(members), "count": len(members),
+                  "plugin": registry.suite_providers[name].name,
+                  "distribution": registry.suite_providers[name].distribution}
+                 for name, members in sorted(registry.suites.items())])
+    return ([Column("plugin", whole=True), Column("module", whole=True),
+             Column("distribution", whole=True)],
+            [{"plugin": name, "module": info.module, "distribution": info.distribution}
+             for name, info in sorted(registry.plugins.items())])
 
 
 def _cmd_list(args: argparse.Namespace, registry: Registry, console: Console) -> int:
-    out = Console()
-    table = _PlainTable(title=f"itra-bench {args.kind}")
-    if args.kind == "models":
-        for c in ("scheme", "example", "description", "plugin", "distribution"):
-            table.add_column(c)
-        for name, p in sorted(registry.models.items()):
-            table.add_row(name, p.item.example, p.item.description, p.plugin.name,
-                          p.plugin.distribution)
-    elif args.kind == "losses":
-        for c in ("loss", "description", "plugin", "distribution"):
-            table.add_column(c)
-        for name, p in sorted(registry.losses.items()):
-            table.add_row(name, p.item.description, p.plugin.name, p.plugin.distribution)
-    elif args.kind == "tasks":
-        for c in ("task", "aliases", "protocol", "main score", "suites", "description",
-                  "plugin", "distribution"):
-            table.add_column(c)
-        for name, p in sorted(registry.tasks.items()):
-            t = p.item
-            table.add_row(name, ", ".join(a for a in t.aliases if a != name), t.protocol,
-                          t.main_score, ", ".join(t.suites), t.description, p.plugin.name,
-                          p.plugin.distribution)
-    elif args.kind == "suites":
-        for c in ("suite", "tasks", "count", "plugin", "distribution"):
-            table.add_column(c)
-        for name, members in sorted(registry.suites.items()):
-            info = registry.suite_providers[name]
-            table.add_row(name, ", ".join(members), str(len(members)), info.name,
-                          info.distribution)
-    else:
-        for c in ("plugin", "module", "distribution"):
-            table.add_column(c)
-        for name, info in sorted(registry.plugins.items()):
-            table.add_row(name, info.module, info.distribution)
-    out.print(table)
+    columns, rows = _list_rows(args.kind, registry)
+    render(rows, columns, args.format, Console(), title=f"itra-bench {args.kind}")
     return 0
 
 
@@ -396,12 +398,13 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     if not board.models:
         raise UserError(f"no itra-bench result files under {folder}")
     out = Path(args.out or folder)
-    Console().print(board.to_rich())
+    render(board.rows(), board.columns(), args.format, Console(), title=LEADERBOARD_TITLE)
     console.print(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.md'}")
     from itra_bench.vision_benchmark.summary import describe, write_summary
 
     blocks = write_summary(folder, args.out)
-    if blocks:
+    # Only the table format adds the ELEVATER summary: scripts read one document.
+    if blocks and args.format == "table":
         for table in describe(blocks):
             Console().print(table)
         console.print(f"wrote {out / 'elevater_summary.md'} and {out / 'elevater_summary.csv'}")
@@ -425,15 +428,15 @@ def _cmd_submit(args: argparse.Namespace, registry: Registry, console: Console) 
     cards = [card for p in registry.tasks.values()
              if isinstance(card := getattr(p.item, "card", None), DatasetCard)]
     path, entries = write_submission(folder, args.output, files, cards=cards)
-    table = Table(title=f"EvalAI submission {path}")
-    for c in ("dataset", "model", "n_shot", "seeds", "predictions"):
-        table.add_column(c)
-    for e in entries:
-        shape = f"{len(e['predictions'])} x {len(e['predictions'][0])} x " \
-                f"{len(e['predictions'][0][0])}"
-        table.add_row(e["dataset_name"], e["model_name"], str(e["n_shot"]),
-                      ",".join(map(str, e["rnd_seeds"])), shape)
-    Console().print(table)
+    columns = [Column("dataset", whole=True), Column("model", whole=True),
+               Column("n_shot", whole=True, align="right"), Column("seeds"),
+               Column("predictions", whole=True)]
+    rows: list[dict[str, Value]] = [
+        {"dataset": e["dataset_name"], "model": e["model_name"], "n_shot": e["n_shot"],
+         "seeds": ",".join(map(str, e["rnd_seeds"])),
+         "predictions": f"{len(e['predictions'])} x {len(e['predictions'][0])} x "
+                        f"{len(e['predictions'][0][0])}"} for e in entries]
+    render(rows, columns, "table", Console(), title=f"EvalAI submission {path}")
     console.print(f"wrote {path} ({len(entries)} datasets)")
     return 0
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from itra_bench.atomic_io import atomic_write_text
 from itra_bench.results import iter_records
+from itra_bench.tables import Column
 from itra_bench.task import variant_family
 
 
@@ -74,6 +75,22 @@ class Leaderboard:
                 "suite's tasks within one variant family (seeds averaged per task first), "
                 "only where every task of the suite has a result.\n\n") \
             + "\n".join(lines) + "\n"
+
+    def columns(self) -> list[Column]:
+        """The main table's columns for :func:`itra_bench.tables.render`: model and task
+        names are never cut."""
+        return [Column("model", whole=True),
+                *(Column(h, whole=True, align="right") for h in self.header()[1:])]
+
+    def rows(self) -> list[dict[str, float | str | None]]:
+        """One row per model: suite averages and main scores x 100 (None where missing)."""
+        def pct(v: float | None) -> float | None:
+            return None if v is None else 100 * v
+
+        return [{"model": m,
+                 **{f"avg:{s}": pct(self.suite_avg.get((m, s))) for s in self.suite_columns},
+                 **{c: pct(self.main.get((m, c))) for c in self.task_columns}}
+                for m in self.models]
 
     def to_rich(self) -> Table:
         """The main table for the terminal."""
