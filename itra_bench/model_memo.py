@@ -3,9 +3,10 @@ remembered beside the feature cache, so that a run whose features are all cached
 without building the model.
 
 A description is only recalled while everything that decided it is unchanged: the spec and
-options, the providing plugin and the versions of the model libraries, the source files
-beside the builder's, and the size and modification time of every file the spec names (folders:
-every file in them) and of every file the build hashed into its fingerprint.
+options, the providing plugin and the versions of the model libraries, the environment
+variables that locate caches (``HF_*``, ``TORCH_*``, ``ITRA_BENCH_*``, ``HOME``, ...), the
+source files beside the builder's, and the size and modification time of every file the spec
+names (folders: every file in them) and of every file the build hashed into its fingerprint.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ MEMO_VERSION = 1
 #: Libraries whose version may change what a builder returns for the same files.
 LIBRARIES = ("torch", "torchvision", "open_clip_torch", "transformers", "sentence-transformers",
              "timm", "tokenizers", "safetensors", "itra-bench")
+#: Environment variables that can move where a builder finds its files (its caches, the
+#: demo's folder): their values are part of the key. By prefix, and by exact name.
+ENV_PREFIXES = ("ITRA_BENCH_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH_", "TIMM_",
+                "OPENCLIP_", "SENTENCE_TRANSFORMERS_")
+ENV_NAMES = ("HOME", "XDG_CACHE_HOME")
 #: A spec naming a folder with more files than this is not remembered (stat-ing them all on
 #: every run would cost what the memo saves).
 MAX_WATCHED_FILES = 5_000
@@ -35,15 +41,18 @@ MAX_WATCHED_FILES = 5_000
 
 def memo_key(spec: str, options: ModelOptions, provider: dict[str, Any] | None,
              builder: Any) -> str:
-    """The id of one way of building a model: spec, options, plugin, libraries, builder code."""
+    """The id of one way of building a model: spec, options, plugin, libraries, builder,
+    and the environment variables that locate caches."""
     versions = {}
     for name in LIBRARIES:
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = None
+    environment = {k: v for k, v in os.environ.items()
+                   if k.startswith(ENV_PREFIXES) or k in ENV_NAMES}
     parts = {"memo": MEMO_VERSION, "spec": spec, "options": asdict(options),
-             "provider": provider, "libraries": versions,
+             "provider": provider, "libraries": versions, "environment": environment,
              "builder": f"{getattr(builder, '__module__', '')}."
                         f"{getattr(builder, '__qualname__', '')}"}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -193,3 +193,37 @@ def test_a_relative_spec_in_another_folder_is_another_model(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path / "b")
     other = build_model(config, registry, memo)
     assert not isinstance(other, LazyModel) and other.fingerprint != first.fingerprint
+
+
+def test_a_builder_led_elsewhere_by_the_environment_is_built_again(tmp_path, monkeypatch):
+    """The demo finds its weights through $ITRA_BENCH_DEMO_DIR, hub models through HF_HOME
+    or TORCH_HOME: a memo made under one value must not serve another (a stale fingerprint
+    would serve the other model's cached features)."""
+    from itra_bench.fingerprint import fingerprint
+    from itra_bench.lazy_model import LazyModel
+    from itra_bench.model import EncoderModel
+    from itra_bench.model_api import ModelBuilder
+    from itra_bench.model_memo import ModelMemo
+    from itra_bench.registry import PluginInfo, Provided, load_registry
+    from itra_bench.runner import RunConfig, build_model
+
+    def build(rest, options):
+        weights = Path(os.environ["ITRA_BENCH_TEST_WEIGHTS"])  # not named by the spec
+        model = EncoderModel()
+        model.modalities = frozenset({"text"})
+        model.fingerprint = fingerprint({"builder": "env"}, [weights])
+        return model
+
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(name.encode())
+    registry = load_registry([], [])
+    registry.models["envmodel"] = Provided("envmodel", ModelBuilder("envmodel", build, lazy=True),
+                                           PluginInfo("test", "test", __name__, "1"))
+    config = RunConfig(model="envmodel", tasks=["demo"])
+    memo = ModelMemo(tmp_path / "memo")
+    monkeypatch.setenv("ITRA_BENCH_TEST_WEIGHTS", str(tmp_path / "a"))
+    first = build_model(config, registry, memo)
+    assert isinstance(build_model(config, registry, memo), LazyModel)
+    monkeypatch.setenv("ITRA_BENCH_TEST_WEIGHTS", str(tmp_path / "b"))
+    other = build_model(config, registry, memo)
+    assert not isinstance(other, LazyModel) and other.fingerprint != first.fingerprint
