@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -130,23 +130,22 @@ class Registry:
         return [(impl.function, self.plugins[impl.plugin_name])
                 for impl in caller.get_hookimpls()]
 
+    def _load_named(self, kind: str, hook: str, label: str, name: Callable[[Any], str]) -> None:
+        """Fill the table ``kind`` with what the ``hook`` implementations return, keyed by
+        ``name(item)``; a name two plugins provide is a clash (``label`` names the kind)."""
+        table = self._tables[kind] = {}
+        for impl, info in self._impls(hook):
+            for item in impl() or ():
+                _put(table, label, name(item), item, info)
+
     def _load_models(self) -> None:
-        table = self._tables["models"] = {}
-        for hook, info in self._impls("itra_bench_model_builders"):
-            for builder in hook() or ():
-                _put(table, "model", builder.scheme, builder, info)
+        self._load_named("models", "itra_bench_model_builders", "model", lambda b: b.scheme)
 
     def _load_losses(self) -> None:
-        table = self._tables["losses"] = {}
-        for hook, info in self._impls("itra_bench_losses"):
-            for spec in hook() or ():
-                _put(table, "loss", spec.name, spec, info)
+        self._load_named("losses", "itra_bench_losses", "loss", lambda spec: spec.name)
 
     def _load_commands(self) -> None:
-        table = self._tables["commands"] = {}
-        for hook, info in self._impls("itra_bench_commands"):
-            for command in hook() or ():
-                _put(table, "command", command.name, command, info)
+        self._load_named("commands", "itra_bench_commands", "command", lambda c: c.name)
 
     def _load_task_file_protocols(self) -> None:
         table = self._tables["task_file_protocols"] = {}
