@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from itra_bench.runner import RunConfig
 
 LIST_KINDS = ("models", "losses", "tasks", "suites", "plugins")
-LEADERBOARD_TITLE = "itra-bench leaderboard (main scores x 100)"
 
 
 def _plugin_flags() -> argparse.ArgumentParser:
@@ -164,7 +163,11 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
     run.add_argument("--workers", type=int, default=default_workers(),
                      help="DataLoader worker processes (default: CPU cores - 1, at most 8; "
                           "here %(default)s)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0,
+                     help="seeds the run and the bootstrap resampling (default 0)")
+    run.add_argument("--resamples", type=int, default=1000, metavar="N",
+                     help="bootstrap resamples of each main score's 95%% interval (default "
+                          "%(default)s; 0: no intervals)")
     run.add_argument("--data-root", default=".", help="folder that dataset paths are under")
     run.add_argument("--output", default="itra-results", help="results folder")
     run.add_argument("--cache-dir", default="~/.cache/itra_bench/features",
@@ -253,14 +256,17 @@ def model_specs(args: argparse.Namespace) -> list[str]:
 
 def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> int:
     from itra_bench.distributed import init_distributed
+    from itra_bench.leaderboard import TITLE as LEADERBOARD_TITLE
     from itra_bench.leaderboard import write_leaderboard
-    from itra_bench.runner import RunConfig, outcome_table, run
+    from itra_bench.runner import RunConfig, print_outcomes, run
 
     for flag in ("batch_size",):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.workers < 0:
         raise UserError("--workers must be 0 or more")
+    if args.resamples < 0:
+        raise UserError("--resamples must be 0 or more (0: no intervals)")
     if args.cache_chunk_rows is not None and args.cache_chunk_rows < 1:
         raise UserError("--cache-chunk-rows must be at least 1")
     specs = model_specs(args)
@@ -276,7 +282,8 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
             skip_corrupt=args.skip_corrupt, pretrained=args.pretrained,
             random_init=args.random_init, pooler=args.pooler,
             weights_cache=args.weights_cache, skip_missing=args.skip_missing,
-            task_options=task_options(args), cache_chunk_rows=args.cache_chunk_rows)
+            task_options=task_options(args), cache_chunk_rows=args.cache_chunk_rows,
+            resamples=args.resamples)
 
     if args.distribute == "jobs" and world.size > 1:
         _run_jobs(specs, args, registry, console, world, config)
@@ -286,7 +293,7 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
                 console.print(f"[bold]model {escape(spec)}[/]")
             outcomes = run(config(spec, args.tasks, args.device), registry, console,
                            show_progress=not args.no_progress, world=world)
-            out.print(outcome_table(outcomes, spec))
+            print_outcomes(outcomes, spec, out)
     if len(specs) > 1 and world.is_main:
         board = write_leaderboard(args.output)
         render(board.rows(), board.columns(), "table", out, title=LEADERBOARD_TITLE)
@@ -314,7 +321,7 @@ def _run_jobs(specs: list[str], args: argparse.Namespace, registry: Registry,
     job run whole by one rank as a one-process run (same numbers), the outcomes gathered
     for rank 0's summary."""
     from itra_bench.distributed import World, gather_objects, require_same
-    from itra_bench.runner import outcome_table, run
+    from itra_bench.runner import print_outcomes, run
 
     tasks = job_tasks(args.tasks, registry)
     require_same({"models": specs, "tasks": tasks, "data_root": args.data_root,
@@ -338,7 +345,7 @@ def _run_jobs(specs: list[str], args: argparse.Namespace, registry: Registry,
             for spec, outcomes in part:
                 by_model[spec] += outcomes
         for spec, outcomes in by_model.items():
-            Console().print(outcome_table(outcomes, spec))
+            print_outcomes(outcomes, spec, Console())
 
 
 def _list_rows(kind: str, registry: Registry) -> tuple[list[Column], list[dict[str, Value]]]:
@@ -386,6 +393,7 @@ def _cmd_list(args: argparse.Namespace, registry: Registry, console: Console) ->
 
 def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console) -> int:
 
+    from itra_bench.leaderboard import TITLE as LEADERBOARD_TITLE
     from itra_bench.leaderboard import write_leaderboard
 
     folder = Path(args.folder)
@@ -398,7 +406,8 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     if not board.models:
         raise UserError(f"no itra-bench result files under {folder}")
     out = Path(args.out or folder)
-    render(board.rows(), board.columns(), args.format, Console(), title=LEADERBOARD_TITLE)
+    render(board.rows(args.format), board.columns(args.format), args.format, Console(),
+           title=LEADERBOARD_TITLE)
     console.print(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.md'}")
     from itra_bench.vision_benchmark.summary import describe, write_summary
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from itra_bench.atomic_io import atomic_write_text
 from itra_bench.results import iter_records
-from itra_bench.tables import Column
+from itra_bench.tables import Column, Value
 from itra_bench.task import variant_family
 
 
@@ -24,9 +22,15 @@ def column_label(record: dict[str, Any]) -> str:
     return f"{record['task']}[{variant}]"
 
 
+#: The title of the leaderboard wherever it is printed.
+TITLE = "itra-bench leaderboard (main scores x 100, ± half the 95 % bootstrap interval)"
+
+
 @dataclass
 class Leaderboard:
-    """Main scores and all metrics per model; suite averages over complete suites only."""
+    """Main scores and all metrics per model; suite averages over complete suites only.
+    ``intervals`` holds each main score's 95 % bootstrap interval (low, high) where its
+    result has one."""
 
     models: list[str]
     task_columns: list[str]
@@ -34,18 +38,28 @@ class Leaderboard:
     main: dict[tuple[str, str], float]
     metrics: dict[tuple[str, str], dict[str, float]]
     suite_avg: dict[tuple[str, str], float]
+    intervals: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
     def main_table_rows(self) -> list[list[str]]:
-        """Rows of model, suite averages and main scores, as percentages."""
+        """Rows of model, suite averages and main scores, as percentages; a score with an
+        interval reads ``71.20 ± 1.05`` (half the interval's width)."""
         rows = []
         for m in self.models:
             row = [m]
             for s in self.suite_columns:
                 row.append(_pct(self.suite_avg.get((m, s))))
             for c in self.task_columns:
-                row.append(_pct(self.main.get((m, c))))
+                row.append(self.score_text(m, c))
             rows.append(row)
         return rows
+
+    def score_text(self, model: str, column: str) -> str:
+        """One main score x 100, with ``± half-width`` when it has an interval."""
+        value = self.main.get((model, column))
+        ci = self.intervals.get((model, column))
+        if value is None or ci is None:
+            return _pct(value)
+        return f"{_pct(value)} ± {50 * (ci[1] - ci[0]):.2f}"
 
     def header(self) -> list[str]:
         """Column names of the main table."""
@@ -58,10 +72,13 @@ class Leaderboard:
         out = io.StringIO()
         w = csv.writer(out)
         w.writerow(["model", *(f"avg:{s}" for s in self.suite_columns), *self.task_columns,
+                    *(f"{c}/{end}" for c in self.task_columns for end in _CI_COLUMNS),
                     *(f"{c}/{k}" for c, k in metric_cols)])
         for m in self.models:
             w.writerow([m, *(_raw(self.suite_avg.get((m, s))) for s in self.suite_columns),
                         *(_raw(self.main.get((m, c))) for c in self.task_columns),
+                        *(_raw(ci[i] if (ci := self.intervals.get((m, c))) else None)
+                          for c in self.task_columns for i in range(2)),
                         *(_raw(self.metrics.get((m, c), {}).get(k)) for c, k in metric_cols)])
         return out.getvalue()
 
@@ -71,36 +88,52 @@ class Leaderboard:
         lines = ["| " + " | ".join(header) + " |",
                  "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in self.main_table_rows()]
-        return ("Main score of each task, x 100; `avg:SUITE[/FAMILY]` columns average a "
+        return ("Main score of each task, x 100, ± half the width of its 95 % percentile "
+                "bootstrap interval over the evaluation samples (where the result records "
+                "per-sample outcomes); `avg:SUITE[/FAMILY]` columns average a "
                 "suite's tasks within one variant family (seeds averaged per task first), "
                 "only where every task of the suite has a result.\n\n") \
             + "\n".join(lines) + "\n"
 
-    def columns(self) -> list[Column]:
-        """The main table's columns for :func:`itra_bench.tables.render`: model and task
-        names are never cut."""
-        return [Column("model", whole=True),
-                *(Column(h, whole=True, align="right") for h in self.header()[1:])]
+    def columns(self, fmt: str = "table") -> list[Column]:
+        """The main table's columns for :func:`itra_bench.tables.render` in ``fmt`` (see
+        :meth:`rows`): model and task names are never cut."""
+        cols = [Column("model", whole=True),
+                *(Column(f"avg:{s}", whole=True, align="right") for s in self.suite_columns)]
+        for c in self.task_columns:
+            cols.append(Column(c, whole=True, align="right"))
+            if fmt not in ("table", "markdown"):
+                cols += [Column(f"{c}/{end}", whole=True, align="right") for end in _CI_COLUMNS]
+        return cols
 
-    def rows(self) -> list[dict[str, float | str | None]]:
-        """One row per model: suite averages and main scores x 100 (None where missing)."""
+    def rows(self, fmt: str = "table") -> list[dict[str, Value]]:
+        """One row per model: suite averages and main scores x 100 (None where missing).
+
+        For ``table`` and ``markdown`` a score with an interval is the text
+        ``71.20 ± 1.05``; for ``csv`` and ``json`` scores stay numbers and each interval
+        is given as ``TASK/ci_low`` and ``TASK/ci_high`` (x 100), keys that
+        :meth:`columns` lists for those formats."""
         def pct(v: float | None) -> float | None:
             return None if v is None else 100 * v
 
-        return [{"model": m,
-                 **{f"avg:{s}": pct(self.suite_avg.get((m, s))) for s in self.suite_columns},
-                 **{c: pct(self.main.get((m, c))) for c in self.task_columns}}
-                for m in self.models]
+        readable = fmt in ("table", "markdown")
+        out: list[dict[str, Value]] = []
+        for m in self.models:
+            row: dict[str, Value] = {"model": m, **{f"avg:{s}": pct(self.suite_avg.get((m, s)))
+                                                    for s in self.suite_columns}}
+            for c in self.task_columns:
+                ci = self.intervals.get((m, c))
+                if readable:
+                    row[c] = self.score_text(m, c) or None
+                else:
+                    row[c] = pct(self.main.get((m, c)))
+                    row[f"{c}/ci_low"] = pct(ci[0]) if ci else None
+                    row[f"{c}/ci_high"] = pct(ci[1]) if ci else None
+            out.append(row)
+        return out
 
-    def to_rich(self) -> Table:
-        """The main table for the terminal."""
-        table = Table(title="itra-bench leaderboard (main scores x 100)")
-        for i, h in enumerate(self.header()):
-            table.add_column(h, justify="left" if i == 0 else "right",
-                             style="bold" if h.startswith("avg:") else None)
-        for r in self.main_table_rows():
-            table.add_row(*r)
-        return table
+
+_CI_COLUMNS = ("ci_low", "ci_high")
 
 
 def _pct(v: float | None) -> str:
@@ -156,6 +189,7 @@ def collate(root: str | Path, problems: list[str] | None = None) -> Leaderboard:
     suite_tasks: dict[str, set[str]] = {}
     main: dict[tuple[str, str], float] = {}
     metrics: dict[tuple[str, str], dict[str, float]] = {}
+    intervals: dict[tuple[str, str], tuple[float, float]] = {}
     # (model, suite, family) -> task -> main scores of that family's variants (seeds)
     by_family: dict[tuple[str, str, str], dict[str, list[float]]] = {}
     for r in records:
@@ -170,6 +204,9 @@ def collate(root: str | Path, problems: list[str] | None = None) -> Leaderboard:
             by_family.setdefault((m, s, family), {}).setdefault(r["task"], []).append(
                 float(r["main_score_value"]))
         main[(m, c)] = float(r["main_score_value"])
+        ci = r.get("main_score_interval")
+        if isinstance(ci, dict):
+            intervals[(m, c)] = (float(ci["low"]), float(ci["high"]))
         metrics[(m, c)] = {_current_name(r, k): float(v) for k, v in r["metrics"].items()}
     suite_avg = {}
     for (m, s, family), per_task in by_family.items():
@@ -177,7 +214,8 @@ def collate(root: str | Path, problems: list[str] | None = None) -> Leaderboard:
             means = [sum(v) / len(v) for v in per_task.values()]
             suite_avg[(m, suite_column(s, family))] = sum(means) / len(means)
     columns = sorted({suite_column(s, f) for (_, s, f) in by_family})
-    return Leaderboard(sorted(models), sorted(tasks), columns, main, metrics, suite_avg)
+    return Leaderboard(sorted(models), sorted(tasks), columns, main, metrics, suite_avg,
+                       intervals)
 
 
 def write_leaderboard(root: str | Path, out_dir: str | Path | None = None,

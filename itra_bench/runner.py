@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from itra_bench.bootstrap import RESAMPLES, Interval
 from itra_bench.context import RunContext, default_workers, resolve_device
 from itra_bench.distributed import (
     RankFailedError,
@@ -38,6 +38,8 @@ from itra_bench.model_memo import ModelMemo, memo_key, watched_paths
 from itra_bench.progress import ProgressReporter
 from itra_bench.registry import PluginInfo, Registry
 from itra_bench.results import InvalidResultError, ResultStore
+from itra_bench.sample_outcomes import check_outcomes, interval, samples_path, write_outcomes
+from itra_bench.tables import Column, render
 from itra_bench.task import Task, TaskResult, variant_family
 
 
@@ -64,6 +66,8 @@ class RunConfig:
     skip_missing: bool = False
     task_options: dict[str, Any] = field(default_factory=dict)
     cache_chunk_rows: int | None = None
+    #: Bootstrap resamples of each main score's 95 % interval.
+    resamples: int = RESAMPLES
 
 
 @dataclass
@@ -77,6 +81,9 @@ class Outcome:
     value: float | None = None
     seconds: float = 0.0
     path: str = ""
+    #: The main score's 95 % bootstrap interval, when the task records per-sample outcomes.
+    low: float | None = None
+    high: float | None = None
 
 
 def parse_model_spec(spec: str, registry: Registry) -> tuple[str, str]:
@@ -463,8 +470,9 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
                 console.print(f"[yellow]{task.name} ({variant}): the task's definition "
                               f"changed since {escape(str(path))} was computed; recomputing[/]")
             else:
+                low, high = _interval_of(record)
                 existing = Outcome(task.name, variant, "exists", record["main_score"],
-                                   record["main_score_value"], 0.0, str(path))
+                                   record["main_score_value"], 0.0, str(path), low, high)
         existing = broadcast_from_main(existing, world,
                                        f"check for a stored {task.name} ({variant}) result")
         if existing is not None:
@@ -478,6 +486,7 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
         result = _call_task(task, model, ctx, provider)
         seconds = time.perf_counter() - t0
         skipped = result.details.get("skipped_corrupt") or []
+        ci = _main_score_interval(task, result, provider, config)
         record = {
             "model": {"name": model.name, "fingerprint": model.fingerprint,
                       "modalities": sorted(model.modalities)},
@@ -487,6 +496,8 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
             "suites": list(task.suites),
             "main_score": result.main_score,
             "main_score_value": result.metrics[result.main_score],
+            "main_score_interval": None if ci is None else {**ci.as_record(),
+                                                            "seed": config.seed},
             "metrics": result.metrics, "num_samples": result.num_samples,
             "data": {"identity": data_identity, "task_definition": definition,
                      "complete": not skipped, "skipped": len(skipped)},
@@ -501,6 +512,9 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
         }
         if world.is_main:
             try:
+                # The outcomes first: a result JSON never names a samples file not yet there.
+                record["samples"] = None if result.samples is None else \
+                    write_outcomes(samples_path(path), result.samples)
                 store.write(path, record)
             except OSError as exc:
                 raise UserError(f"cannot write the result {path} ({exc.strerror or exc}); "
@@ -513,17 +527,56 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
             console.print(f"[yellow]{task.name}: skipped {len(skipped)} corrupt image(s), "
                           f"listed in {path}; the result is marked incomplete[/]")
         outcomes.append(Outcome(task.name, variant, "done", result.main_score,
-                                result.metrics[result.main_score], seconds, str(path)))
+                                result.metrics[result.main_score], seconds, str(path),
+                                *((ci.low, ci.high) if ci is not None else (None, None))))
     return outcomes
 
 
-def outcome_table(outcomes: list[Outcome], model: str) -> Table:
-    """A summary table of a run for the terminal."""
-    table = Table(title=f"itra-bench run: {model}")
-    for col in ("task", "variant", "main score", "value", "seconds", "status"):
-        table.add_column(col, justify="right" if col in ("value", "seconds") else "left")
-    for o in outcomes:
-        table.add_row(o.task, o.variant, o.main_score,
-                      "" if o.value is None else f"{100 * o.value:.2f}",
-                      f"{o.seconds:.1f}" if o.status == "done" else "", o.status)
-    return table
+def _main_score_interval(task: Task, result: TaskResult, provider: PluginInfo,
+                         config: RunConfig) -> Interval | None:
+    """The main score's bootstrap interval from the task's per-sample outcomes (None without
+    them); outcomes that do not recompute the reported main score are a plugin bug."""
+    if result.samples is None or config.resamples < 1:
+        return None
+    from itra_bench.sample_outcomes import SampleOutcomes
+
+    if not isinstance(result.samples, SampleOutcomes):
+        raise PluginBugError(f"plugin bug: task {task.name!r} of {provider.describe()} gave "
+                             f"`samples` as a {type(result.samples).__name__}, not an "
+                             "itra_bench.sample_outcomes.SampleOutcomes")
+    try:
+        check_outcomes(result.samples, result.metrics, result.main_score)
+    except ValueError as exc:
+        raise PluginBugError(f"plugin bug: task {task.name!r} of {provider.describe()}: {exc}. "
+                             "Report it to the plugin's authors.") from exc
+    return interval(result.samples, result.main_score, resamples=config.resamples,
+                    seed=config.seed)
+
+
+def _interval_of(record: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    ci = record.get("main_score_interval")
+    return (ci["low"], ci["high"]) if isinstance(ci, Mapping) else (None, None)
+
+
+def print_outcomes(outcomes: list[Outcome], model: str, console: Console,
+                   fmt: str = "table") -> None:
+    """The summary of a run: each task's main score x 100 with its 95 % interval."""
+    render(outcome_rows(outcomes), outcome_columns(), fmt, console,
+           title=f"itra-bench run: {model}")
+
+
+def outcome_columns() -> list[Column]:
+    """Columns of :func:`outcome_rows` for :func:`itra_bench.tables.render`."""
+    return [Column("task", whole=True), Column("variant", whole=True),
+            Column("main score", whole=True), Column("value", align="right", whole=True),
+            Column("95% CI", align="right", whole=True),
+            Column("seconds", align="right", whole=True), Column("status")]
+
+
+def outcome_rows(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """One row per task of a run: main score x 100, its interval, time and status."""
+    return [{"task": o.task, "variant": o.variant, "main score": o.main_score,
+             "value": None if o.value is None else f"{100 * o.value:.2f}",
+             "95% CI": "" if o.low is None else f"[{100 * o.low:.2f}, {100 * o.high:.2f}]",
+             "seconds": f"{o.seconds:.1f}" if o.status == "done" else "",
+             "status": o.status} for o in outcomes]

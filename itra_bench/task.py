@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from itra_bench.context import RunContext
     from itra_bench.model import EncoderModel
+    from itra_bench.sample_outcomes import SampleOutcomes
 
 
 @dataclass
@@ -20,14 +21,24 @@ class TaskResult:
     metrics: flat name -> value; ``main_score`` names the one leaderboards rank by.
     num_samples: evaluated examples (after any skipped corrupt images).
     details: JSON-able extras (per-class scores, chosen hyper-parameters, skipped files).
+    samples: what each evaluation sample contributed
+    (:class:`itra_bench.sample_outcomes.SampleOutcomes`), from which the main score's
+    confidence interval and paired comparisons between models are computed. The runner
+    recomputes the main score from them and refuses outcomes that disagree with it; a task
+    without them gets no interval. Metrics from the shared protocols
+    (:class:`itra_bench.sample_outcomes.Metrics`) carry their outcomes, which are taken
+    when ``samples`` is not given.
     """
 
     metrics: dict[str, float]
     main_score: str
     num_samples: int
     details: dict[str, Any] = field(default_factory=dict)
+    samples: SampleOutcomes | None = None
 
     def __post_init__(self) -> None:
+        if self.samples is None:
+            self.samples = getattr(self.metrics, "samples", None)
         if self.main_score not in self.metrics:
             raise ValueError(f"main score {self.main_score!r} is not among {sorted(self.metrics)}")
 

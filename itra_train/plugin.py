@@ -71,8 +71,10 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from itra_bench.leaderboard import TITLE as LEADERBOARD_TITLE
     from itra_bench.leaderboard import write_leaderboard
-    from itra_bench.runner import RunConfig, outcome_table, run
+    from itra_bench.tables import render
+    from itra_bench.runner import RunConfig, print_outcomes, run
 
     from .checkpoint_model import load_checkpoint_model
     from .demo import train_demo
@@ -85,8 +87,9 @@ def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int
     config = RunConfig(model="demo", tasks=["demo"], output=args.output,
                        workers=args.workers, cache_dir=None, overwrite=True)
     outcomes = run(config, registry, console, show_progress=not args.no_progress, model=model)
-    Console().print(outcome_table(outcomes, "demo"))
-    Console().print(write_leaderboard(args.output).to_rich())
+    print_outcomes(outcomes, "demo", Console())
+    board = write_leaderboard(args.output)
+    render(board.rows(), board.columns(), "table", Console(), title=LEADERBOARD_TITLE)
     console.print(f"results in {escape(args.output)}; the same weights are `--model demo`")
     return 0
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from itra_bench.sample_outcomes import Metrics, SampleOutcomes
+
 
 def stable_descending_rank(scores: Tensor, target: Tensor) -> Tensor:
     """The 0-based rank of column ``target[i]`` in row ``i`` of ``scores``, best first.
@@ -38,6 +40,8 @@ def classification_metrics(scores: Tensor, labels: Tensor) -> dict[str, float]:
       averaged over those classes (sklearn's ``balanced_accuracy_score``).
 
     Ranks follow :func:`stable_descending_rank`, so the top-1 prediction is ``argmax``.
+    The returned :class:`~itra_bench.sample_outcomes.Metrics` carry each sample's rank and
+    label (``classification`` outcomes).
     """
     if scores.ndim != 2:
         raise ValueError(f"scores must be [N, C], got shape {tuple(scores.shape)}")
@@ -71,4 +75,5 @@ def classification_metrics(scores: Tensor, labels: Tensor) -> dict[str, float]:
     present = support > 0
     recall = hits[present].double() / support[present].double()
     metrics["mean_per_class_recall"] = float(recall.mean())
-    return metrics
+    return Metrics(metrics, SampleOutcomes("classification", {
+        "rank": rank.cpu().to(torch.int32), "label": labels.cpu().to(torch.int32)}))

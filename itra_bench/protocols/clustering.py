@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from itra_bench.sample_outcomes import Metrics, SampleOutcomes
+
 
 def clustering_scores(
     features: Tensor,
@@ -19,7 +21,8 @@ def clustering_scores(
     scikit-learn's ``KMeans(n_clusters=num_clusters, n_init=n_init, random_state=seed)``;
     ``num_clusters`` defaults to the number of distinct labels. Returns ``nmi`` and ``ami``,
     scikit-learn's ``normalized_mutual_info_score`` and ``adjusted_mutual_info_score`` with
-    their default arithmetic-mean normalisation. Deterministic for a given ``seed``.
+    their default arithmetic-mean normalisation, carrying each sample's cluster and label
+    (``clustering`` outcomes). Deterministic for a given ``seed``.
     """
     # scikit-learn takes seconds to import; only runs that cluster should pay for it.
     from sklearn.cluster import KMeans
@@ -43,7 +46,8 @@ def clustering_scores(
     x = normalize(x)
     kmeans = KMeans(n_clusters=num_clusters, n_init=n_init, random_state=seed)
     clusters = kmeans.fit_predict(x)
-    return {
+    return Metrics({
         "nmi": float(normalized_mutual_info_score(y, clusters)),
         "ami": float(adjusted_mutual_info_score(y, clusters)),
-    }
+    }, SampleOutcomes("clustering", {"cluster": clusters.astype(np.int32),
+                                     "label": y.astype(np.int64)}))

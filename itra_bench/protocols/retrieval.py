@@ -16,6 +16,7 @@ from torch import Tensor
 
 from itra_bench.distributed import World, gather_rows, shard
 from itra_bench.protocols.classification_metrics import stable_descending_rank
+from itra_bench.sample_outcomes import Metrics, SampleOutcomes
 
 
 def _check_features(name: str, features: Tensor) -> None:
@@ -145,7 +146,8 @@ def retrieval_metrics(
       their captions among the top ``k`` captions.
 
     ``mean_recall`` is the mean of all those values. Ties in similarity are broken by the
-    lower index ranking first (see :func:`retrieval_ranks`).
+    lower index ranking first (see :func:`retrieval_ranks`). The returned
+    :class:`~itra_bench.sample_outcomes.Metrics` carry the ranks (``retrieval`` outcomes).
     """
     ks = [int(k) for k in ks]
     if not ks or min(ks) < 1:
@@ -159,4 +161,7 @@ def retrieval_metrics(
         metrics[f"image_retrieval_recall@{k}"] = int((image_ranks < k).sum()) / len(image_ranks)
         metrics[f"text_retrieval_recall@{k}"] = int((text_ranks < k).sum()) / len(text_ranks)
     metrics["mean_recall"] = sum(metrics.values()) / len(metrics)
-    return metrics
+    return Metrics(metrics, SampleOutcomes("retrieval", {
+        "image_rank": image_ranks.to(torch.int32), "text_rank": text_ranks.to(torch.int32),
+        "caption_image": text_to_image.cpu().to(torch.int32),
+        "ks": torch.tensor(ks, dtype=torch.int32)}))
