@@ -73,8 +73,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int:
     from itra_bench.leaderboard import TITLE as LEADERBOARD_TITLE
     from itra_bench.leaderboard import write_leaderboard
-    from itra_bench.tables import render
     from itra_bench.runner import RunConfig, print_outcomes, run
+    from itra_bench.tables import render
 
     from .checkpoint_model import load_checkpoint_model
     from .demo import train_demo
