@@ -215,6 +215,18 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
     sub_p.add_argument("--variant", metavar="PREFIX",
                        help="only prediction files whose variant starts with PREFIX, e.g. "
                             "zeroshot or linear_probe-5shot")
+
+    rep = sub.add_parser("report", parents=[common],
+                         help="write one self-contained HTML report of a results folder",
+                         description="Write one HTML file (no network needed: charts are "
+                                     "embedded) with the leaderboard, per-suite bar charts "
+                                     "with interval error bars, the ELEVATER summary, and for "
+                                     "an itra-train run folder each task's score over epochs.")
+    rep.add_argument("folder", help="results folder written by `itra-bench run`, or an "
+                                    "itra-train run folder <logs>/<name> evaluated by "
+                                    "`itra-bench watch`")
+    rep.add_argument("-o", "--output", default="report.html",
+                     help="HTML file to write (default %(default)s)")
     for command in commands.values():
         groups = {"plugin": common, "protocol": protocol}
         if command.main is not None:
@@ -479,8 +491,21 @@ def _cmd_check_data(args: argparse.Namespace, registry: Registry, console: Conso
     return 0
 
 
+def _cmd_report(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    # matplotlib loads here only: `--help` stays quick.
+    from itra_bench.report import write_report
+
+    problems: list[str] = []
+    path = write_report(args.folder, args.output, problems)
+    for problem in problems:
+        console.print(f"[yellow]warning: unreadable result left out: {escape(problem)}[/]")
+    console.print(f"wrote {escape(str(path))}")
+    return 0
+
+
 COMMANDS = {"run": _cmd_run, "check-data": _cmd_check_data, "list": _cmd_list,
             "results": _cmd_results, "submit": _cmd_submit}
+COMMANDS["report"] = _cmd_report
 
 
 def plugin_commands(registry: Registry) -> dict[str, Command]:
