@@ -142,7 +142,8 @@ class TripletTask(Task):
         scores = triplet_accuracy(features[:n], features[n:2 * n], features[2 * n:])
         details = {"file": str(path), "correct": scores.correct, "ties": scores.ties,
                    "max_triplets": self.max_triplets, "distinct_sentences": len(distinct)}
-        return TaskResult({"accuracy": scores.accuracy}, self.main_score, n, details)
+        return TaskResult({"accuracy": scores.accuracy}, self.main_score, n, details,
+                          samples=scores.samples)
 
 
 def triplet_task_from_file(doc: dict[str, Any], path: Path) -> TripletTask:

@@ -223,8 +223,9 @@ class WordSimTask(Task):
             "skipped_examples": pairs.skipped[:MAX_EXAMPLES],
             "distinct_words": len(distinct),
         }
+        # The outcomes are the n usable pairs, in file order: the pairs the correlation used.
         return TaskResult({"spearman": c.spearman, "pearson": c.pearson}, self.main_score, n,
-                          details)
+                          details, samples=c.samples)
 
 
 def wordsim_task_from_file(doc: dict[str, Any], path: Path) -> WordSimTask:

@@ -15,6 +15,8 @@ Two protocols:
   :func:`train_transfer_classifier` trains it.
 
 All functions are pure functions of tensors; labels are class indices in :data:`LABELS` order.
+:func:`entailment_metrics` carries the 0/1 outcome of each pair (per-sample outcomes of kind
+``means``, array ``acc1``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from itra_bench.protocols.entailment_config import TransferConfig
+from itra_bench.sample_outcomes import Metrics, SampleOutcomes
 
 LABELS = ("entailment", "neutral", "contradiction")
 ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
@@ -125,8 +128,9 @@ def choose_thresholds(similarities: Tensor, labels: Tensor) -> Thresholds:
     return Thresholds(candidates[i], candidates[j], int(correct[i]) / n)
 
 
-def entailment_metrics(predictions: Tensor, labels: Tensor) -> dict[str, float]:
-    """Accuracy overall and per class, named as the classification protocols name them.
+def entailment_metrics(predictions: Tensor, labels: Tensor) -> Metrics:
+    """Accuracy overall and per class, named as the classification protocols name them,
+    carrying each pair's 0/1 outcome (array ``acc1``).
 
     - ``acc1``: fraction of pairs whose predicted class is the label;
     - ``recall_<class>`` for each class present in ``labels``: the accuracy on the pairs of
@@ -137,16 +141,17 @@ def entailment_metrics(predictions: Tensor, labels: Tensor) -> dict[str, float]:
     labels = _check_labels(labels.cpu(), pred.shape[0])
     if pred.shape[0] == 0:
         raise ValueError("no pairs to score")
-    hit = pred == labels
-    metrics = {"acc1": float(hit.float().mean())}
+    # Counts divided in float64: a float32 mean is off by up to 1e-7 of the exact fraction.
+    hit = (pred == labels).double()
+    metrics = {"acc1": float(hit.sum()) / len(hit)}
     per_class = []
     for c, name in enumerate(LABELS):
         mask = labels == c
         if mask.any():
-            metrics[f"recall_{name}"] = float(hit[mask].float().mean())
+            metrics[f"recall_{name}"] = float(hit[mask].sum()) / int(mask.sum())
             per_class.append(metrics[f"recall_{name}"])
     metrics["mean_per_class_recall"] = sum(per_class) / len(per_class)
-    return metrics
+    return Metrics(metrics, SampleOutcomes("means", {"acc1": hit.numpy()}))
 
 
 def fuse(premises: Tensor, hypotheses: Tensor) -> Tensor:

@@ -13,6 +13,9 @@ a query of ``Q`` missing from the run scores 0 on every metric):
   ``DCG@k = sum_{i<=k} gain_i / log2(i + 1)`` and IDCG@k the DCG of a perfect ranking
   (trec_eval ``ndcg_cut_k`` on binary qrels).
 
+Every metric is a mean over ``Q`` of a per-query value: the metrics carry those values
+(per-sample outcomes of kind ``means``, one row per query of ``Q`` in the qrels' order).
+
 Ties in score are ordered as trec_eval orders them (by passage id, as strings, descending),
 so a run file of these scores gives trec_eval's and pytrec_eval's numbers, and its rank column
 gives MS MARCO's.
@@ -25,6 +28,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
+
+from itra_bench.sample_outcomes import Metrics, SampleOutcomes
 
 MRR_CUTOFF = 10
 
@@ -42,17 +47,18 @@ def rank_run(run: Mapping[Hashable, Mapping[Hashable, float]]) -> dict[Hashable,
 def ranking_metrics(ranked: Mapping[Hashable, Sequence[Hashable]],
                     qrels: Mapping[Hashable, Mapping[Hashable, int]],
                     recall_cutoffs: Sequence[int] = (50, 1000),
-                    ndcg_cutoffs: Sequence[int] = (10,)) -> dict[str, float]:
+                    ndcg_cutoffs: Sequence[int] = (10,)) -> Metrics:
     """``mrr@10``, ``recall@k`` and ``ndcg@k`` (module docstring) of rankings ``{qid: [pid,
-    ...]}`` (best first, each pid at most once) against qrels ``{qid: {pid: relevance}}``."""
+    ...]}`` (best first, each pid at most once) against qrels ``{qid: {pid: relevance}}``,
+    carrying each metric's per-query values."""
     relevant = {q: {p for p, r in judged.items() if r > 0} for q, judged in qrels.items()}
     relevant = {q: rel for q, rel in relevant.items() if rel}
     if not relevant:
         raise ValueError("the qrels judge no passage relevant (relevance > 0): nothing to score")
     ndcg_norm = [1.0 / math.log2(i + 2) for i in range(max(ndcg_cutoffs, default=0))]
-    sums: dict[str, float] = {f"mrr@{MRR_CUTOFF}": 0.0}
-    sums.update({f"recall@{k}": 0.0 for k in recall_cutoffs})
-    sums.update({f"ndcg@{k}": 0.0 for k in ndcg_cutoffs})
+    per_query: dict[str, list[float]] = {f"mrr@{MRR_CUTOFF}": []}
+    per_query.update({f"recall@{k}": [] for k in recall_cutoffs})
+    per_query.update({f"ndcg@{k}": [] for k in ndcg_cutoffs})
     depth = max(MRR_CUTOFF, *recall_cutoffs, *ndcg_cutoffs)
     for qid, rel in relevant.items():
         ranking = ranked.get(qid, ())
@@ -61,15 +67,17 @@ def ranking_metrics(ranked: Mapping[Hashable, Sequence[Hashable]],
             raise ValueError(f"the ranking of query {qid!r} lists a passage more than once")
         hits = [p in rel for p in top]
         first = next((i for i, h in enumerate(hits[:MRR_CUTOFF]) if h), None)
-        if first is not None:
-            sums[f"mrr@{MRR_CUTOFF}"] += 1.0 / (first + 1)
+        per_query[f"mrr@{MRR_CUTOFF}"].append(0.0 if first is None else 1.0 / (first + 1))
         for k in recall_cutoffs:
-            sums[f"recall@{k}"] += sum(hits[:k]) / len(rel)
+            per_query[f"recall@{k}"].append(sum(hits[:k]) / len(rel))
         for k in ndcg_cutoffs:
             dcg = sum(ndcg_norm[i] for i, h in enumerate(hits[:k]) if h)
             ideal = sum(ndcg_norm[:min(k, len(rel))])
-            sums[f"ndcg@{k}"] += dcg / ideal
-    return {name: total / len(relevant) for name, total in sums.items()}
+            per_query[f"ndcg@{k}"].append(dcg / ideal)
+    # Summed in query order, as MS MARCO's evaluation sums.
+    return Metrics({name: sum(values) / len(values) for name, values in per_query.items()},
+                   SampleOutcomes("means", {name: np.array(values, dtype=np.float64)
+                                            for name, values in per_query.items()}))
 
 
 def ranked_lists(scores: np.ndarray, rows: np.ndarray, pids: Callable[[np.ndarray], np.ndarray],

@@ -15,18 +15,26 @@ Definitions:
 - triplet accuracy is the share of triplets whose anchor is strictly more similar (cosine) to
   the positive than to the negative, as sentence-transformers' ``TripletEvaluator``
   (``cosine_accuracy``, margin 0): a tie counts as wrong.
+
+Per-sample outcomes (:mod:`itra_bench.sample_outcomes`): a correlation carries the system and
+gold score of each pair it used (kind ``correlation``; for ``sts_correlations`` the pairs of
+every file, pooled in file order, which recompute ``spearman`` and ``pearson``), a triplet
+accuracy the 0/1 outcome of each triplet (kind ``means``, array ``accuracy``). A correlation
+that is NaN (constant scores) carries none: it has nothing to resample.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from itra_bench.sample_outcomes import Metrics, SampleOutcomes
 
 
 def unique_texts(texts: Sequence[str]) -> tuple[list[str], Tensor]:
@@ -66,6 +74,8 @@ class Correlation:
     spearman: float
     pearson: float
     n: int
+    #: The ``pred`` (system) and ``gold`` score of each pair; None when a correlation is NaN.
+    samples: SampleOutcomes | None = field(default=None, repr=False, compare=False)
 
 
 def correlation(system: Tensor | Sequence[float], gold: Tensor | Sequence[float]
@@ -92,16 +102,20 @@ def correlation(system: Tensor | Sequence[float], gold: Tensor | Sequence[float]
         warnings.simplefilter("ignore", ConstantInputWarning)
         rho = float(spearmanr(sys_scores, gold_scores)[0])
         r = float(pearsonr(sys_scores, gold_scores)[0])
-    return Correlation(spearman=rho, pearson=r, n=len(sys_scores))
+    samples = (SampleOutcomes("correlation", {"pred": sys_scores, "gold": gold_scores})
+               if np.isfinite(rho) and np.isfinite(r) else None)
+    return Correlation(spearman=rho, pearson=r, n=len(sys_scores), samples=samples)
 
 
-def sts_correlations(system: Sequence[Tensor], gold: Sequence[Tensor]) -> dict[str, float]:
+def sts_correlations(system: Sequence[Tensor], gold: Sequence[Tensor]) -> Metrics:
     """Correlations over one or several files of scored pairs (STS12-16, STS-B, SICK-R).
 
     ``system[k]`` and ``gold[k]`` are the cosine and gold scores of file ``k``. Returns
     ``spearman`` and ``pearson`` over all pairs pooled (SimCSE's ``all``), and
     ``spearman_wmean``, ``pearson_wmean``, ``spearman_mean``, ``pearson_mean`` over the
     per-file correlations (SentEval's ``wmean`` and ``mean``). With one file all three agree.
+    The metrics carry the pooled pairs' outcomes, which recompute ``spearman`` and
+    ``pearson`` (the per-file aggregates are not resampled).
     """
     if not system or len(system) != len(gold):
         raise ValueError(f"need one gold vector per system vector, got {len(system)} and "
@@ -112,14 +126,14 @@ def sts_correlations(system: Sequence[Tensor], gold: Sequence[Tensor]) -> dict[s
     weights = np.array([c.n for c in per_file], dtype=np.float64)
     rho = np.array([c.spearman for c in per_file])
     r = np.array([c.pearson for c in per_file])
-    return {
+    return Metrics({
         "spearman": pooled.spearman,
         "pearson": pooled.pearson,
         "spearman_wmean": float(np.average(rho, weights=weights)),
         "pearson_wmean": float(np.average(r, weights=weights)),
         "spearman_mean": float(np.mean(rho)),
         "pearson_mean": float(np.mean(r)),
-    }
+    }, pooled.samples)
 
 
 @dataclass(frozen=True)
@@ -131,6 +145,8 @@ class TripletScores:
     correct: int
     ties: int
     n: int
+    #: 1.0 for each triplet counted correct, else 0.0 (array ``accuracy``, kind ``means``).
+    samples: SampleOutcomes | None = field(default=None, repr=False, compare=False)
 
 
 def triplet_accuracy(anchor: Tensor, positive: Tensor, negative: Tensor) -> TripletScores:
@@ -141,7 +157,8 @@ def triplet_accuracy(anchor: Tensor, positive: Tensor, negative: Tensor) -> Trip
         raise ValueError("triplet accuracy needs at least one triplet")
     pos = paired_cosine(anchor, positive)
     neg = paired_cosine(anchor, negative)
-    correct = int((pos > neg).sum())
+    hits = (pos > neg).cpu().numpy().astype(np.float64)
+    correct = int(hits.sum())
     n = anchor.shape[0]
     return TripletScores(accuracy=correct / n, correct=correct, ties=int((pos == neg).sum()),
-                         n=n)
+                         n=n, samples=SampleOutcomes("means", {"accuracy": hits}))

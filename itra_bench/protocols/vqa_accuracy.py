@@ -17,13 +17,19 @@ Per-question accuracy
 Overall and per answer type
     The mean of the per-question accuracies over all questions, and over the questions of
     each ``answer_type`` (``yes/no``, ``number``, ``other``). The official tool reports these
-    x100 rounded to 2 decimals; here they are fractions in [0, 1], unrounded.
+    x100 rounded to 2 decimals; here they are fractions in [0, 1], unrounded. The metrics
+    carry the per-question accuracies (per-sample outcomes of kind ``means``, array
+    ``vqa_acc``), which recompute ``vqa_acc``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+
+import numpy as np
+
+from itra_bench.sample_outcomes import Metrics, SampleOutcomes
 
 #: The official contractions map (keys are spellings without apostrophes).
 CONTRACTIONS = {
@@ -131,8 +137,9 @@ def answer_type_key(answer_type: str) -> str:
 
 
 def vqa_accuracy_metrics(accuracies: Sequence[float], answer_types: Sequence[str]
-                         ) -> dict[str, float]:
-    """``vqa_acc`` (mean per-question accuracy) and ``vqa_acc_<type>`` per answer type.
+                         ) -> Metrics:
+    """``vqa_acc`` (mean per-question accuracy) and ``vqa_acc_<type>`` per answer type,
+    carrying the per-question accuracies.
 
     ``accuracies[i]`` is the :func:`vqa_accuracy` of question i, ``answer_types[i]`` its
     annotated answer type (``yes/no`` becomes ``vqa_acc_yes_no``).
@@ -147,4 +154,5 @@ def vqa_accuracy_metrics(accuracies: Sequence[float], answer_types: Sequence[str
         by_type.setdefault(answer_type_key(kind), []).append(acc)
     for kind, values in sorted(by_type.items()):
         metrics[f"vqa_acc_{kind}"] = sum(values) / len(values)
-    return metrics
+    return Metrics(metrics, SampleOutcomes(
+        "means", {"vqa_acc": np.asarray(accuracies, dtype=np.float64)}))
