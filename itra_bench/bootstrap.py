@@ -11,7 +11,7 @@ prediction and its gold score, two models' outcomes on one image) stay paired.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -54,6 +54,9 @@ class PairedDifference:
     b: float
     difference: Interval
     p_value: float
+    #: The difference on each bootstrap resample (for averaging over tasks).
+    distribution: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False,
+                                     compare=False)
 
 
 def _arrays(samples: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -110,7 +113,7 @@ def bootstrap_interval(statistic: Statistic, *samples: np.ndarray,
 
 def paired_difference(statistic: Statistic, a: Sequence[np.ndarray], b: Sequence[np.ndarray],
                       *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
-                      seed: int = 0) -> PairedDifference:
+                      seed: int = 0, exchangeable: bool = True) -> PairedDifference:
     """``statistic(a) - statistic(b)`` where ``a`` and ``b`` are two models' per-sample arrays
     on the same samples (row ``i`` of each is sample ``i``).
 
@@ -119,6 +122,11 @@ def paired_difference(statistic: Statistic, a: Sequence[np.ndarray], b: Sequence
     exchangeable, each sample's two outcomes are swapped with probability 1/2; the p-value
     is the share of ``resamples`` swaps whose difference is at least as large in absolute
     value as the observed one, counting the observed assignment (so it is never 0).
+
+    Swapping needs outcomes on one scale (0/1 hits, ranks, reciprocal ranks). Where the two
+    models' values are not (raw similarity scores behind a correlation or an AUC, cluster
+    ids), pass ``exchangeable=False``: the p-value is then the bootstrap one, twice the
+    smaller share of resampled differences on either side of 0, counted as above.
     """
     a_arrays, b_arrays = _arrays(a), _arrays(b)
     if len(a_arrays) != len(b_arrays) or len(a_arrays[0]) != len(b_arrays[0]):
@@ -132,9 +140,14 @@ def paired_difference(statistic: Statistic, a: Sequence[np.ndarray], b: Sequence
     both = [*a_arrays, *b_arrays]
     score_a = float(np.asarray(statistic(*(x[None] for x in a_arrays))).reshape(-1)[0])
     score_b = float(np.asarray(statistic(*(x[None] for x in b_arrays))).reshape(-1)[0])
-    interval = bootstrap_interval(diff, *both, resamples=resamples, confidence=confidence,
-                                  seed=seed)
+    distribution = bootstrap_distribution(diff, *both, resamples=resamples, seed=seed)
+    low, high = _percentiles(distribution, confidence)
+    interval = Interval(score_a - score_b, low, high, confidence, resamples)
     observed = score_a - score_b
+    if not exchangeable:
+        side = min(int(np.sum(distribution <= 0)), int(np.sum(distribution >= 0)))
+        p_value = 2 * (1 + side) / (1 + resamples)
+        return PairedDifference(score_a, score_b, interval, min(1.0, p_value), distribution)
     n = len(a_arrays[0])
     rng = np.random.default_rng(seed + 1)
     block = max(1, MAX_CELLS // n)
@@ -151,7 +164,7 @@ def paired_difference(statistic: Statistic, a: Sequence[np.ndarray], b: Sequence
         extreme += int(np.sum(np.abs(d) >= abs(observed) - 1e-12))
         done += rows
     p_value = (1 + extreme) / (1 + resamples)
-    return PairedDifference(score_a, score_b, interval, min(1.0, p_value))
+    return PairedDifference(score_a, score_b, interval, min(1.0, p_value), distribution)
 
 
 def _expand(mask: np.ndarray, like: np.ndarray) -> np.ndarray:

@@ -207,6 +207,22 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
     res.add_argument("--out", help="where to write leaderboard.csv/.md (default: FOLDER)")
     add_format_argument(res)
 
+    cmp = sub.add_parser("compare", parents=[common],
+                         help="is model B better than model A? paired tests per task",
+                         description="Compare two models' results task by task: both main "
+                                     "scores, B - A with its paired bootstrap interval, a "
+                                     "paired p-value and a marker (*) where the "
+                                     "difference survives Holm's correction across the tasks; "
+                                     "per suite the mean difference with its interval.")
+    cmp.add_argument("folder", help="results folder written by `itra-bench run`")
+    cmp.add_argument("--models", nargs=2, required=True, metavar=("A", "B"),
+                     help="the two models, as `itra-bench results` names them (a unique file "
+                          "name such as epoch_2.pt or a fingerprint prefix also works)")
+    cmp.add_argument("--resamples", type=int, default=1000, metavar="N",
+                     help="bootstrap and permutation resamples (default %(default)s)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    add_format_argument(cmp)
+
     sub_p = sub.add_parser("submit", parents=[common],
                            help="combine ELEVATER prediction files into an EvalAI zip")
     sub_p.add_argument("folder", help="one model's results folder (or any folder of "
@@ -432,6 +448,20 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    from itra_bench.compare import compare_results
+
+    result = compare_results(args.folder, *args.models, resamples=args.resamples,
+                             seed=args.seed)
+    readable = args.format in ("table", "markdown")
+    render(result.rows(args.format), result.columns() if readable else result.csv_columns(),
+           args.format, Console(), title=result.title())
+    for who, columns in (("A", result.only_a), ("B", result.only_b)):
+        if columns:
+            console.print(f"only {who} has: {escape(', '.join(columns))} (not compared)")
+    return 0
+
+
 def _cmd_submit(args: argparse.Namespace, registry: Registry, console: Console) -> int:
 
     from itra_bench.vision_benchmark.submission import find_prediction_files, write_submission
@@ -504,7 +534,7 @@ def _cmd_report(args: argparse.Namespace, registry: Registry, console: Console) 
 
 
 COMMANDS = {"run": _cmd_run, "check-data": _cmd_check_data, "list": _cmd_list,
-            "results": _cmd_results, "submit": _cmd_submit}
+            "results": _cmd_results, "compare": _cmd_compare, "submit": _cmd_submit}
 COMMANDS["report"] = _cmd_report
 
 

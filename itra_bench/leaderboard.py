@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,19 @@ def _current_name(record: dict[str, Any], metric: str) -> str:
     return _OLD_METRIC_NAMES.get(record.get("protocol", ""), {}).get(metric, metric)
 
 
+def model_labeller(records: list[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
+    """The row name of a result's model: its name, with the fingerprint prefix appended
+    when that name appears with more than one fingerprint among ``records``."""
+    fps: dict[str, set[str]] = {}
+    for r in records:
+        fps.setdefault(r["model"]["name"], set()).add(r["model"]["fingerprint"])
+
+    def label(r: dict[str, Any]) -> str:
+        name = r["model"]["name"]
+        return name if len(fps[name]) == 1 else f"{name} ({r['model']['fingerprint'][:8]})"
+    return label
+
+
 def suite_column(suite: str, family: str) -> str:
     """The name of a suite average: the suite, plus the variant family when it has one
     (``elevater/zeroshot``, ``elevater/linear_probe-5shot``)."""
@@ -176,13 +190,7 @@ def collate(root: str | Path, problems: list[str] | None = None) -> Leaderboard:
     are described in ``problems`` when a list is given.
     """
     records = [r for _, r in iter_records(root, problems)]
-    fps: dict[str, set[str]] = {}
-    for r in records:
-        fps.setdefault(r["model"]["name"], set()).add(r["model"]["fingerprint"])
-
-    def model_label(r: dict[str, Any]) -> str:
-        name = r["model"]["name"]
-        return name if len(fps[name]) == 1 else f"{name} ({r['model']['fingerprint'][:8]})"
+    model_label = model_labeller(records)
 
     models: list[str] = []
     tasks: list[str] = []

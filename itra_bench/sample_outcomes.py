@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,9 @@ class _Kind:
     data: tuple[str, ...]
     units: Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
     statistic: Callable[[str, Mapping[str, np.ndarray]], Statistic | None]
+    #: Whether two models' outcomes of one sample are on one scale, so that a permutation
+    #: test may swap them (hits and ranks are; raw scores and cluster ids are not).
+    exchangeable: bool = True
 
 
 # -- means ---------------------------------------------------------------------------------
@@ -245,15 +250,48 @@ def _multilabel_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Stat
 
 
 def _clustering_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic | None:
-    if metric not in ("nmi", "ami"):
+    if metric == "nmi":
+        return partial(_nmi_rows, clusters=int(np.max(arrays["cluster"])) + 1,
+                       classes=int(np.max(arrays["label"])) + 1)
+    if metric != "ami":
         return None
 
-    def score(cluster: np.ndarray, label: np.ndarray) -> float:
-        from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+    def ami(cluster: np.ndarray, label: np.ndarray) -> float:
+        from sklearn.metrics import adjusted_mutual_info_score
 
-        fn = normalized_mutual_info_score if metric == "nmi" else adjusted_mutual_info_score
-        return float(fn(label, cluster))
-    return _per_row(score)
+        return float(adjusted_mutual_info_score(label, cluster))
+    return _per_row(ami)
+
+
+def _nmi_rows(cluster: np.ndarray, label: np.ndarray, clusters: int, classes: int
+              ) -> np.ndarray:
+    """scikit-learn's ``normalized_mutual_info_score(label, cluster)`` (arithmetic mean
+    normalisation, natural log) of each row, from per-row contingency tables."""
+    rows, n = label.shape
+    out = np.empty(rows)
+    step = max(1, 8_000_000 // (classes * clusters))
+    for start in range(0, rows, step):
+        lab, clu = label[start:start + step], cluster[start:start + step]
+        r = lab.shape[0]
+        code = ((np.arange(r)[:, None] * classes + lab) * clusters + clu).reshape(-1)
+        table = np.bincount(code, minlength=r * classes * clusters).reshape(
+            r, classes, clusters).astype(np.float64)
+        pi, pj = table.sum(axis=2), table.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            outer = pi[:, :, None] * pj[:, None, :]
+            terms = np.where(table > 0, table / n * (np.log(table) - np.log(outer)
+                                                     + np.log(n)), 0.0)
+            # As scikit-learn: terms below machine epsilon are zero, the sum is clipped at 0.
+            terms = np.where(np.abs(terms) < np.finfo(np.float64).eps, 0.0, terms)
+            mi = np.clip(terms.sum(axis=(1, 2)), 0.0, None)
+
+            def entropy(p: np.ndarray) -> np.ndarray:
+                return -np.where(p > 0, p / n * np.log(p / n), 0.0).sum(axis=1)
+            nmi = mi / ((entropy(pi) + entropy(pj)) / 2)
+        n_classes, n_clusters = (pi > 0).sum(axis=1), (pj > 0).sum(axis=1)
+        nmi = np.where(mi == 0, 0.0, nmi)
+        out[start:start + r] = np.where((n_classes == 1) & (n_clusters == 1), 1.0, nmi)
+    return out
 
 
 def _named(*names: str) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
@@ -268,13 +306,13 @@ KINDS: dict[str, _Kind] = {
     "retrieval": _Kind(("image_rank", "text_rank", "caption_image", "ks"),
                        ("caption_image", "ks"), _retrieval_units, _retrieval_statistic),
     "correlation": _Kind(("pred", "gold"), ("gold",), _named("pred", "gold"),
-                         _correlation_statistic),
+                         _correlation_statistic, exchangeable=False),
     "binary_scores": _Kind(("score", "label"), ("label",), _named("score", "label"),
-                           _binary_statistic),
+                           _binary_statistic, exchangeable=False),
     "multilabel": _Kind(("scores", "labels"), ("labels",), _named("scores", "labels"),
-                        _multilabel_statistic),
+                        _multilabel_statistic, exchangeable=False),
     "clustering": _Kind(("cluster", "label"), ("label",), _named("cluster", "label"),
-                        _clustering_statistic),
+                        _clustering_statistic, exchangeable=False),
 }
 
 
@@ -286,7 +324,8 @@ def check_outcomes(outcomes: SampleOutcomes, metrics: Mapping[str, float], metri
     if value is None:
         raise ValueError(f"{outcomes.kind} outcomes do not define the metric {metric!r}")
     reported = float(metrics[metric])
-    if not abs(value - reported) <= TOLERANCE * max(1.0, abs(reported)):
+    both_nan = math.isnan(value) and math.isnan(reported)
+    if not (both_nan or abs(value - reported) <= TOLERANCE * max(1.0, abs(reported))):
         raise ValueError(f"the per-sample outcomes give {metric} = {value!r}, but the task "
                          f"reported {reported!r}")
 
@@ -305,8 +344,10 @@ def interval(outcomes: SampleOutcomes, metric: str, *, resamples: int = RESAMPLE
 def compare(a: SampleOutcomes, b: SampleOutcomes, metric: str, *, resamples: int = RESAMPLES,
             confidence: float = CONFIDENCE, seed: int = 0) -> PairedDifference:
     """``metric`` of ``b`` minus that of ``a`` on the same samples, with its paired bootstrap
-    interval and paired permutation p-value. Raises :class:`OutcomeMismatchError` when the
-    two were not computed on the same samples (their data arrays differ)."""
+    interval and p-value (a paired permutation test where the kind's outcomes are on one
+    scale, else the bootstrap p-value; see :func:`itra_bench.bootstrap.paired_difference`).
+    ``.b`` of the result is A's score and ``.a`` B's. Raises :class:`OutcomeMismatchError`
+    when the two were not computed on the same samples (their data arrays differ)."""
     if a.kind != b.kind:
         raise OutcomeMismatchError(f"the outcomes are of different kinds ({a.kind}, {b.kind})")
     for name in KINDS[a.kind].data:
@@ -323,8 +364,10 @@ def compare(a: SampleOutcomes, b: SampleOutcomes, metric: str, *, resamples: int
     if len(units_a[0]) != len(units_b[0]):
         raise OutcomeMismatchError(f"the two results have {len(units_a[0])} and "
                                    f"{len(units_b[0])} samples")
+    # paired_difference gives its first argument minus its second: B - A.
     return paired_difference(stat, units_b, units_a, resamples=resamples,
-                             confidence=confidence, seed=seed)
+                             confidence=confidence, seed=seed,
+                             exchangeable=KINDS[a.kind].exchangeable)
 
 
 # -- the samples file ----------------------------------------------------------------------

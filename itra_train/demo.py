@@ -23,13 +23,16 @@ from .demo_data import write_digits_csv
 DEMO_VERSION = "v2"
 ENV_DIR = "ITRA_BENCH_DEMO_DIR"
 DEMO_EPOCHS = 10
+#: Checkpoints are kept every 2 epochs, so that early and late epochs can be compared
+#: (``itra-bench compare``).
+DEMO_SAVE_EVERY = 2
 #: The recipe: ~45 s on two CPU cores; zero-shot top-1 on the held-out digits ~96 %.
 DEMO_SETTINGS = [
     "--image-model-builder", "openclip", "--image-model", "itra-demo",
     "--text-model-builder", "openclip", "--text-model", "itra-demo",
     "--loss", "infonce", "--epochs", str(DEMO_EPOCHS), "--batch-size", "64", "--lr", "2e-3",
     "--wd", "0.1", "--warmup", "50", "--precision", "fp32", "--seed", "0",
-    "--save-frequency", str(DEMO_EPOCHS), "--log-every-n-steps", "50", "--device", "cpu",
+    "--save-frequency", str(DEMO_SAVE_EVERY), "--log-every-n-steps", "50", "--device", "cpu",
 ]
 
 
@@ -44,6 +47,13 @@ def demo_dir() -> Path:
 def demo_checkpoint_path(folder: Path | None = None) -> Path:
     """The final checkpoint of the demo run in ``folder`` (default :func:`demo_dir`)."""
     return checkpoint.epoch_path((folder or demo_dir()) / "logs" / "demo", DEMO_EPOCHS)
+
+
+def demo_checkpoints(folder: Path | None = None) -> list[Path]:
+    """Every checkpoint the demo run keeps (epochs 2, 4, ..., 10), last one last."""
+    run = (folder or demo_dir()) / "logs" / "demo"
+    return [checkpoint.epoch_path(run, e)
+            for e in range(DEMO_SAVE_EVERY, DEMO_EPOCHS + 1, DEMO_SAVE_EVERY)]
 
 
 @contextlib.contextmanager
@@ -71,7 +81,8 @@ def train_demo(folder: Path | None = None, workers: int = 1, retrain: bool = Fal
     console = console or Console(stderr=True)
     final = demo_checkpoint_path(folder)
     with _lock(folder):
-        if final.exists() and not retrain:
+        # A run from before checkpoints were kept every 2 epochs lacks the early ones.
+        if all(p.exists() for p in demo_checkpoints(folder)) and not retrain:
             return final
         run = final.parent.parent
         if run.exists():

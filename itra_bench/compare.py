@@ -1,0 +1,231 @@
+"""``itra-bench compare``: is model B better than model A? Per task, both main scores, the
+difference B - A with its paired bootstrap interval and a paired permutation p-value, a
+marker for differences that survive Holm's correction across the tasks compared, and per
+suite the mean difference with its interval."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from itra_bench.bootstrap import CONFIDENCE, RESAMPLES, holm
+from itra_bench.errors import UserError
+from itra_bench.leaderboard import column_label, model_labeller, suite_column
+from itra_bench.results import iter_records
+from itra_bench.sample_outcomes import OutcomeMismatchError, compare, read_outcomes
+from itra_bench.tables import Column, Value
+from itra_bench.task import variant_family
+
+#: Family-wise error rate of the Holm marker.
+ALPHA = 0.05
+
+
+@dataclass
+class TaskDifference:
+    """One task (variant) compared: both scores, B - A, its interval and p-value."""
+
+    task: str
+    column: str
+    main_score: str
+    a: float
+    b: float
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    significant: bool
+    suites: tuple[str, ...]
+    family: str
+    distribution: np.ndarray
+
+
+@dataclass
+class SuiteDifference:
+    """The mean of B - A over a suite's compared tasks (one variant family)."""
+
+    suite: str
+    tasks: int
+    a: float
+    b: float
+    difference: float
+    low: float
+    high: float
+
+
+@dataclass
+class Comparison:
+    """Everything ``itra-bench compare`` prints."""
+
+    model_a: str
+    model_b: str
+    tasks: list[TaskDifference]
+    suites: list[SuiteDifference]
+    only_a: list[str]
+    only_b: list[str]
+    resamples: int
+    confidence: float
+
+    def columns(self) -> list[Column]:
+        """Columns of :meth:`rows` for :func:`itra_bench.tables.render`."""
+        return [Column("task", whole=True), Column("main_score", "main score", whole=True),
+                Column("a", "A", whole=True, align="right"),
+                Column("b", "B", whole=True, align="right"),
+                Column("difference", "B - A", whole=True, align="right"),
+                Column("ci", f"{100 * self.confidence:g}% CI", whole=True, align="right"),
+                Column("p_value", "p", whole=True, align="right", number="{:.4f}"),
+                Column("significant", "Holm", whole=True)]
+
+    def rows(self, fmt: str = "table") -> list[dict[str, Value]]:
+        """One row per task, then one per suite (``avg:SUITE``); scores x 100. For ``csv``
+        and ``json`` the interval is two numbers, ``ci_low`` and ``ci_high``."""
+        readable = fmt in ("table", "markdown")
+        out: list[dict[str, Value]] = []
+        for t in self.tasks:
+            row: dict[str, Value] = {"task": t.column, "main_score": t.main_score,
+                                     "a": 100 * t.a, "b": 100 * t.b,
+                                     "difference": _signed(100 * t.difference, readable),
+                                     "p_value": t.p_value,
+                                     "significant": ("*" if t.significant else "") if readable
+                                     else t.significant}
+            out.append(row | _interval_cells(t.low, t.high, readable))
+        for s in self.suites:
+            row = {"task": f"avg:{s.suite} ({s.tasks} tasks)", "main_score": "mean",
+                   "a": 100 * s.a, "b": 100 * s.b,
+                   "difference": _signed(100 * s.difference, readable),
+                   "p_value": None, "significant": "" if readable else None}
+            out.append(row | _interval_cells(s.low, s.high, readable))
+        return out
+
+    def csv_columns(self) -> list[Column]:
+        """Columns for the machine formats: the interval as two numbers."""
+        cols = [c for c in self.columns() if c.key != "ci"]
+        return [*cols[:5], Column("ci_low"), Column("ci_high"), *cols[5:]]
+
+    def title(self) -> str:
+        """What the table shows, in one paragraph."""
+        return (f"B = {self.model_b} vs A = {self.model_a}: main scores x 100; B - A with "
+                f"its paired bootstrap {100 * self.confidence:g}% interval ({self.resamples} "
+                "resamples of the evaluation samples) and a p-value (paired permutation; "
+                "bootstrap for correlations, AUC, mAP and clustering); "
+                f"* = significant after Holm's correction across the {len(self.tasks)} "
+                f"task(s) at {ALPHA}")
+
+
+def _signed(value: float, readable: bool) -> Value:
+    return f"{value:+.2f}" if readable else value
+
+
+def _interval_cells(low: float, high: float, readable: bool) -> dict[str, Value]:
+    if readable:
+        return {"ci": f"[{100 * low:+.2f}, {100 * high:+.2f}]"}
+    return {"ci_low": 100 * low, "ci_high": 100 * high}
+
+
+def _pick(label: str, models: Mapping[str, list[dict[str, Any]]], flag: str) -> str:
+    """The model a ``--models`` entry names: its row name as ``itra-bench results`` shows
+    it, a unique file name of that (``epoch_2.pt``), or a unique fingerprint prefix."""
+    if label in models:
+        return label
+    by_file = [m for m in models if Path(m.split(" (")[0]).name == label]
+    by_fp = [m for m, recs in models.items()
+             if len(label) >= 4 and recs[0]["model"]["fingerprint"].startswith(label)]
+    for found in (by_file, by_fp):
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise UserError(f"{flag} {label!r} matches several models ({', '.join(found)}); "
+                            "give the full name as `itra-bench results` shows it")
+    raise UserError(f"{flag} {label!r}: no such model in the results; the models are: "
+                    + ", ".join(sorted(models)))
+
+
+def compare_results(root: str | Path, model_a: str, model_b: str, *,
+                    resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                    seed: int = 0) -> Comparison:
+    """Compare two models' results under ``root`` task by task (see the module)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"results folder not found: {root}")
+    if resamples < 1:
+        raise UserError("--resamples must be at least 1")
+    found = list(iter_records(root))
+    label = model_labeller([r for _, r in found])
+    models: dict[str, list[dict[str, Any]]] = {}
+    paths: dict[int, Path] = {}
+    for path, record in found:
+        models.setdefault(label(record), []).append(record)
+        paths[id(record)] = path
+    if not models:
+        raise UserError(f"no itra-bench result files under {root}")
+    a_name, b_name = _pick(model_a, models, "--models"), _pick(model_b, models, "--models")
+    if a_name == b_name:
+        raise UserError(f"--models names the same model twice ({a_name})")
+    a_by = {column_label(r): r for r in models[a_name]}
+    b_by = {column_label(r): r for r in models[b_name]}
+    common = [c for c in sorted(a_by) if c in b_by]
+    if not common:
+        raise UserError(f"{a_name} and {b_name} have no task in common under {root}")
+    diffs = []
+    for column in common:
+        ra, rb = a_by[column], b_by[column]
+        _same_data(column, ra, rb)
+        try:
+            pa = read_outcomes(paths[id(ra)], ra)
+            pb = read_outcomes(paths[id(rb)], rb)
+            d = compare(pa, pb, ra["main_score"], resamples=resamples, confidence=confidence,
+                        seed=seed)
+        except OutcomeMismatchError as exc:
+            raise UserError(f"task {column}: {exc}") from exc
+        diffs.append(TaskDifference(
+            ra["task"], column, ra["main_score"], d.b, d.a, d.difference.estimate,
+            d.difference.low, d.difference.high, d.p_value, False,
+            tuple(ra.get("suites", [])),
+            variant_family(ra["variant"], ra.get("protocol", ""), ra.get("variant_family")),
+            d.distribution))
+    for t, rejected in zip(diffs, holm([t.p_value for t in diffs], ALPHA), strict=True):
+        t.significant = rejected
+    return Comparison(a_name, b_name, diffs, _suites(diffs, confidence),
+                      [c for c in sorted(a_by) if c not in b_by],
+                      [c for c in sorted(b_by) if c not in a_by], resamples, confidence)
+
+
+def _same_data(column: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
+    """Refuse a pair of results that were not computed on the same data the same way."""
+    da, db = a.get("data", {}), b.get("data", {})
+    if da.get("identity") != db.get("identity"):
+        raise UserError(f"task {column}: the two models were evaluated on different data (the "
+                        "results' data identity differs); rerun both on the same files to "
+                        "compare them")
+    if da.get("task_definition", "") != db.get("task_definition", ""):
+        raise UserError(f"task {column}: the two results come from different task definitions "
+                        "(templates, class names, splits, ...); rerun both with one definition")
+    if a["main_score"] != b["main_score"] or a.get("num_samples") != b.get("num_samples"):
+        raise UserError(f"task {column}: the two results measured different things "
+                        f"({a['main_score']} on {a.get('num_samples')} samples, "
+                        f"{b['main_score']} on {b.get('num_samples')})")
+
+
+def _suites(diffs: list[TaskDifference], confidence: float) -> list[SuiteDifference]:
+    """Per suite and variant family: the mean over tasks (seeds averaged per task first) of
+    the scores and of B - A, whose interval averages the tasks' bootstrap resamples."""
+    groups: dict[str, dict[str, list[TaskDifference]]] = {}
+    for t in diffs:
+        for s in t.suites:
+            groups.setdefault(suite_column(s, t.family), {}).setdefault(t.task, []).append(t)
+    tail = 100 * (1 - confidence) / 2
+    out = []
+    for name in sorted(groups):
+        per_task = list(groups[name].values())
+
+        def avg(values: list[Any]) -> Any:
+            return sum(values) / len(values)
+        a = avg([avg([t.a for t in ts]) for ts in per_task])
+        b = avg([avg([t.b for t in ts]) for ts in per_task])
+        dist = avg([avg([t.distribution for t in ts]) for ts in per_task])
+        low, high = np.nanpercentile(dist, [tail, 100 - tail])
+        out.append(SuiteDifference(name, len(per_task), a, b, b - a, float(low), float(high)))
+    return out
