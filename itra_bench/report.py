@@ -88,8 +88,9 @@ def find_source(folder: str | Path) -> ReportSource:
     (``checkpoints/`` inside) whose ``watch-results/`` (else ``eval/``) are used."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"folder not found: {folder} (give a results folder written by "
-                        "`itra-bench run`, or an itra-train run folder <logs>/<name>)")
+        what = "is a file, not a folder" if folder.exists() else "folder not found"
+        raise UserError(f"{folder}: {what} (give a results folder written by `itra-bench "
+                        "run`, or an itra-train run folder <logs>/<name>)")
     if not (folder / "checkpoints").is_dir():
         return ReportSource(folder)
     for name in (WATCH_RESULTS, TRAINING_EVAL):
