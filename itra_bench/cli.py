@@ -534,8 +534,8 @@ def _cmd_report(args: argparse.Namespace, registry: Registry, console: Console) 
 
 
 COMMANDS = {"run": _cmd_run, "check-data": _cmd_check_data, "list": _cmd_list,
-            "results": _cmd_results, "compare": _cmd_compare, "submit": _cmd_submit}
-COMMANDS["report"] = _cmd_report
+            "results": _cmd_results, "compare": _cmd_compare, "submit": _cmd_submit,
+            "report": _cmd_report}
 
 
 def plugin_commands(registry: Registry) -> dict[str, Command]:
