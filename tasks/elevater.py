@@ -16,7 +16,10 @@ ELEVATER's ``INIT_HEAD_WITH_TEXT_ENCODER``; needs a text encoder). Cards live in
 Metrics carry itra-bench's shared names (``acc1``; ELEVATER's ``mean_per_class`` is
 ``mean_per_class_recall_present``, see ``vision_benchmark/metrics.py``) and are computed on
 the probabilities as the prediction file stores them (6 decimals), which is what EvalAI scores;
-``<main>_unrounded`` is the main metric on the unrounded probabilities.
+``<main>_unrounded`` is the main metric on the unrounded probabilities. Each result carries
+the per-sample outcomes that recompute its main score from those stored probabilities, ties
+broken as ELEVATER breaks them (``vision_benchmark/outcomes.py``), for its confidence
+interval and for paired comparisons between models.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from itra_bench.model import EncoderModel
+    from itra_bench.sample_outcomes import Metrics
     from itra_bench.vision_benchmark.readers import ElevaterSplit
 
 MODES = ("zeroshot", "linear_probe", "finetune")
@@ -61,8 +65,10 @@ def elevater_metric(name: str, probs: Any, targets: Any) -> float:
     return metric(name, probs, targets)
 
 
-def score_predictions(card: DatasetCard, probs: Any, targets: Any) -> dict[str, float]:
-    """The result metrics of ``[N, C]`` test probabilities, under itra-bench's names.
+def score_predictions(card: DatasetCard, probs: Any, targets: Any) -> Metrics:
+    """The result metrics of ``[N, C]`` test probabilities, under itra-bench's names, with
+    the per-sample outcomes that recompute the main one
+    (:func:`itra_bench.vision_benchmark.outcomes.elevater_outcomes`).
 
     Every metric is computed on the probabilities as the prediction file stores them (6
     decimals), which is what EvalAI scores: rounding can tie scores, and ties change 11-point
@@ -72,7 +78,9 @@ def score_predictions(card: DatasetCard, probs: Any, targets: Any) -> dict[str, 
     """
     import torch
 
+    from itra_bench.sample_outcomes import Metrics
     from itra_bench.vision_benchmark.metric_names import RESULT_NAMES
+    from itra_bench.vision_benchmark.outcomes import elevater_outcomes
     from itra_bench.vision_benchmark.submission import file_probabilities
 
     exact = torch.as_tensor(probs).double().cpu().numpy()
@@ -82,7 +90,7 @@ def score_predictions(card: DatasetCard, probs: Any, targets: Any) -> dict[str, 
                name + UNROUNDED: elevater_metric(card.metric, exact, targets)}
     if not card.multilabel and card.metric != "accuracy":
         metrics[RESULT_NAMES["accuracy"]] = elevater_metric("accuracy", stored, targets)
-    return metrics
+    return Metrics(metrics, elevater_outcomes(card.metric, stored, targets))
 
 
 def _targets(split: ElevaterSplit, rows: torch.Tensor) -> torch.Tensor:
@@ -254,7 +262,8 @@ class ElevaterTask(Task):
         write_prediction_file(path, record)
         details["predictions"] = str(path)
         details["elevater_metric"] = self.card.metric
-        return TaskResult(metrics, self.main_score, len(test_y), details)
+        return TaskResult(metrics, self.main_score, len(test_y), details,
+                          samples=metrics.samples)
 
     def _finetune(self, model: EncoderModel, ctx: RunContext, shot: int, seed: int
                   ) -> TaskResult:

@@ -195,6 +195,12 @@ def test_installed_example_runs_and_collates(installed: Path, tmp_path: Path) ->
     # ink they have; this model scores 0.352 here.
     assert record["metrics"]["acc1"] > 0.3
     assert record["main_score_value"] == record["metrics"]["acc1"]
+    # classification_metrics carries per-sample outcomes: the task records them unasked.
+    assert record["samples"]["kind"] == "classification"
+    assert record["samples"]["units"] == 540
+    assert (path.parent / record["samples"]["file"]).is_file()
+    interval = record["main_score_interval"]
+    assert interval["low"] <= record["main_score_value"] <= interval["high"]
 
     proc = _cli(["results", str(out)], installed)
     assert proc.returncode == 0, proc.stderr

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.text import Text
 
 from itra_bench.atomic_io import atomic_write_text
 from itra_bench.results import iter_records
+from itra_bench.tables import Column, render
 
 
 @dataclass
@@ -63,18 +65,51 @@ def summarize(root: str | Path) -> list[SummaryBlock]:
             for (m, mode, shots), rows in sorted(blocks.items())]
 
 
-def to_rich(block: SummaryBlock) -> Table:
-    """One block as a terminal table."""
-    table = Table(title=f"ELEVATER {block.title}")
-    for c in ("dataset", "metric", "score %", "seeds"):
-        table.add_column(c, justify="right" if c != "dataset" else "left")
-    for name, (metric, per_seed) in block.rows.items():
-        table.add_row(name, metric, _fmt(list(per_seed.values())), str(len(per_seed)))
+#: The terminal table's columns: names and numbers are never cut (see itra_bench.tables).
+COLUMNS = [Column("dataset", whole=True), Column("metric", whole=True),
+           Column("score %", align="right", whole=True),
+           Column("seeds", align="right", whole=True)]
+
+
+def table_rows(block: SummaryBlock) -> list[dict[str, str]]:
+    """One block's rows for :data:`COLUMNS`: each dataset, then the average when every
+    dataset has a seed in common."""
+    rows = [{"dataset": name, "metric": metric, "score %": _fmt(list(per_seed.values())),
+             "seeds": str(len(per_seed))} for name, (metric, per_seed) in block.rows.items()]
     averages = block.seed_averages()
     if averages:
-        table.add_row("[bold]average[/]", f"{len(block.rows)} datasets",
-                      f"[bold]{_fmt(list(averages.values()))}[/]", str(len(averages)))
-    return table
+        rows.append({"dataset": "average", "metric": f"{len(block.rows)} datasets",
+                     "score %": _fmt(list(averages.values())), "seeds": str(len(averages))})
+    return rows
+
+
+def print_summary(blocks: list[SummaryBlock], console: Console) -> None:
+    """Print each block as a terminal table that never cuts a name (stacked ``header:
+    value`` lines when it cannot fit the console)."""
+    for block in blocks:
+        render(table_rows(block), COLUMNS, "table", console, title=f"ELEVATER {block.title}")
+
+
+class SummaryTable:
+    """One block as a rich renderable, laid out by :func:`print_summary` at the width it is
+    given."""
+
+    def __init__(self, block: SummaryBlock) -> None:
+        self.block = block
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        buffer = io.StringIO()
+        inner = Console(file=buffer, width=options.max_width, color_system=console.color_system,
+                        force_terminal=console.is_terminal, no_color=console.no_color,
+                        legacy_windows=False)
+        print_summary([self.block], inner)
+        for line in buffer.getvalue().splitlines():
+            yield Text.from_ansi(line, no_wrap=True, overflow="ignore")
+
+
+def to_rich(block: SummaryBlock) -> SummaryTable:
+    """One block as a terminal table (a renderable: ``console.print(to_rich(block))``)."""
+    return SummaryTable(block)
 
 
 def to_markdown(blocks: list[SummaryBlock]) -> str:
