@@ -114,44 +114,56 @@ def _model_names(root: Path) -> set[str]:
     return {record["model"]["name"] for _, record in iter_records(root)}
 
 
+def _assert_results_page(doc: str, models: set[str]) -> None:
+    for name in [*models, *TASKS]:
+        assert html.escape(name) in doc, name
+    # Leaderboard cells read like the terminal's: score ± half the interval.
+    assert re.search(r"\d+\.\d\d ± \d+\.\d\d", doc)
+    assert 'id="suite-demo"' in doc and 'id="epochs"' not in doc
+    # One chart per suite, embedded.
+    assert doc.count("data:image/png;base64,") == 1
+
+
 @pytest.mark.slow
 def test_report_of_a_results_folder_opens_in_chromium(cli, run_folder, tmp_path):
     # The watch results alone are a plain results folder: two models (the two epochs'
     # checkpoints), no epochs section.
     results = run_folder / "watch-results"
+    models = _model_names(results)
+    assert len(models) == 2
     page = tmp_path / "report.html"
     res = cli("report", results, "-o", page)
     assert res.code == 0, res
     text = page.read_text()
     assert "<script src" not in text and "<link" not in text and "@import" not in text
     assert "http://" not in text and "https://" not in text
+    _assert_results_page(text, models)
+    # The page as a browser shows it (skipped here, not in CI, without Chromium).
     dom, problems = open_in_chromium(page, tmp_path, tmp_path / "results.png")
     assert not problems, problems
-    models = _model_names(results)
-    assert len(models) == 2
+    _assert_results_page(dom, models)
+
+
+def _assert_run_page(doc: str, models: set[str]) -> None:
+    assert 'id="epochs"' in doc and 'id="suite-demo"' in doc
     for name in [*models, *TASKS]:
-        assert html.escape(name) in dom, name
-    # Leaderboard cells read like the terminal's: score ± half the interval.
-    assert re.search(r"\d+\.\d\d ± \d+\.\d\d", dom)
-    assert 'id="suite-demo"' in dom and 'id="epochs"' not in dom
-    # One chart per suite; every chart is a decoded PNG.
-    assert dom.count("data:image/png;base64,") == 1
+        assert html.escape(name) in doc, name
+    # The epochs table: each task's score per epoch, epochs in order.
+    section = doc[doc.index('id="epochs"'):]
+    assert re.search(r"<td[^>]*>1</td>.*<td[^>]*>2</td>", section, re.S)
+    assert doc.count("data:image/png;base64,") == 2  # the demo suite's bars, the curves
 
 
 @pytest.mark.slow
 def test_report_of_a_training_run_has_the_curves_over_epochs(cli, run_folder, tmp_path):
+    models = _model_names(run_folder / "watch-results")
     page = tmp_path / "run.html"
     res = cli("report", run_folder, "-o", page)
     assert res.code == 0, res
+    _assert_run_page(page.read_text(), models)
     dom, problems = open_in_chromium(page, tmp_path, tmp_path / "run.png")
     assert not problems, problems
-    assert 'id="epochs"' in dom and 'id="suite-demo"' in dom
-    for name in [*_model_names(run_folder / "watch-results"), *TASKS]:
-        assert html.escape(name) in dom, name
-    # The epochs table: each task's score per epoch, epochs in order.
-    section = dom[dom.index('id="epochs"'):]
-    assert re.search(r"<td[^>]*>1</td>.*<td[^>]*>2</td>", section, re.S)
-    assert dom.count("data:image/png;base64,") == 2  # the demo suite's bars, the curves
+    _assert_run_page(dom, models)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,3 +256,15 @@ def test_report_imports_no_deep_learning_stack(elevater_results, tmp_path):
         line = [x for x in proc.stdout.splitlines() if x.startswith("LOADED")]
         assert line and line[-1] == f"LOADED 0 {loaded}", \
             proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("model", "epoch"), [
+    ("/logs/run/checkpoints/epoch_12.pt", 12),  # itra-bench watch
+    ("run@epoch_3", 3),  # evaluation during training (eval/)
+    ("logs/run/checkpoints/epoch_2.pt (0123abcd)", 2),  # two weights under one name
+    ("epoch_latest.pt", None), ("openclip:ViT-B-32@laion2b", None), ("my_epoch_2_model", None),
+])
+def test_epoch_of_model_names(model, epoch):
+    from itra_bench.report import epoch_of
+
+    assert epoch_of(model) == epoch
