@@ -58,11 +58,6 @@ def _average_precision(keys: np.ndarray) -> np.ndarray:
     positive."""
     rows, n = keys.shape
     keys.sort(axis=-1)
-    # The start of the run of equal scores that each position belongs to (ascending).
-    run_start = np.zeros((rows, n), dtype=np.int32)
-    np.greater(keys[:, 1:] ^ keys[:, :-1], 1, out=run_start[:, 1:], casting="unsafe")
-    run_start *= np.arange(n, dtype=np.int32)
-    np.maximum.accumulate(run_start, axis=1, out=run_start)
     # The positives, ascending in score within each row: the lowest byte holds the label
     # bit (numpy's int64 are little-endian on every platform it builds wheels for).
     low_byte = keys.view(np.uint8)[:, ::8] if _LITTLE else keys
@@ -73,7 +68,12 @@ def _average_precision(keys: np.ndarray) -> np.ndarray:
     if row.size == 0:
         return ap
     first_of_row = np.cumsum(total) - total
-    lo = run_start.reshape(-1)[flat]
+    # Where the run of equal scores holding each positive starts: its key without the label.
+    tied = keys.reshape(-1)[flat] & ~1
+    lo = np.empty(row.size, dtype=np.int64)
+    for r in np.flatnonzero(total):
+        at = slice(first_of_row[r], first_of_row[r] + total[r])
+        lo[at] = np.searchsorted(keys[r], tied[at])
     # Positives below the run of v: the index, within its row, of the first positive tied
     # with it (positives sort after the negatives of their run: equal keys but the label).
     group = np.ones(row.size, dtype=bool)
