@@ -18,7 +18,7 @@ import numpy as np
 #: Defaults: 1,000 resamples (as is usual for percentile intervals of a mean) at 95 %.
 RESAMPLES = 1000
 CONFIDENCE = 0.95
-#: Resampled index rows held at once: bounds memory to about 32 MB of int32 indices.
+#: Resampled values held at once (all arrays together): about 64 MB of float64.
 MAX_CELLS = 8_000_000
 
 Statistic = Callable[..., np.ndarray]
@@ -71,11 +71,13 @@ def _arrays(samples: Sequence[np.ndarray]) -> list[np.ndarray]:
     return arrays
 
 
-def resample_indices(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+def resample_indices(n: int, resamples: int, seed: int, width: int = 1
+                     ) -> Iterator[np.ndarray]:
     """Rows of ``n`` indices drawn with replacement, ``resamples`` rows in all, yielded in
-    blocks of at most :data:`MAX_CELLS` indices; the same seed gives the same rows."""
+    blocks whose resampled values (``width`` per sample: a row of class scores has one per
+    class) stay within :data:`MAX_CELLS`; the same seed gives the same rows."""
     rng = np.random.default_rng(seed)
-    block = max(1, MAX_CELLS // n)
+    block = max(1, MAX_CELLS // (n * max(1, width)))
     done = 0
     while done < resamples:
         rows = min(block, resamples - done)
@@ -87,8 +89,9 @@ def bootstrap_distribution(statistic: Statistic, *samples: np.ndarray,
                            resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
     """The statistic on each of ``resamples`` bootstrap resamples of the samples."""
     arrays = _arrays(samples)
+    width = sum(int(np.prod(a.shape[1:])) for a in arrays)
     out = [np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
-           for idx in resample_indices(len(arrays[0]), resamples, seed)]
+           for idx in resample_indices(len(arrays[0]), resamples, seed, width)]
     return np.concatenate(out)
 
 
@@ -150,7 +153,8 @@ def paired_difference(statistic: Statistic, a: Sequence[np.ndarray], b: Sequence
         return PairedDifference(score_a, score_b, interval, min(1.0, p_value), distribution)
     n = len(a_arrays[0])
     rng = np.random.default_rng(seed + 1)
-    block = max(1, MAX_CELLS // n)
+    width = sum(int(np.prod(x.shape[1:])) for x in both)
+    block = max(1, MAX_CELLS // (n * width))
     extreme, done = 0, 0
     while done < resamples:
         rows = min(block, resamples - done)

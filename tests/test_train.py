@@ -235,6 +235,22 @@ def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
     assert again["main_score_value"] == zeroshot
     assert (cache / "logs" / "demo" / "checkpoints" / "epoch_10.pt").stat().st_mtime_ns == stamp
 
+    # The README's comparison: epoch 2 against epoch 10 of the demo run. Eight more epochs
+    # lift every digits task far beyond sampling noise, except retrieval, which stays near
+    # chance (5 images per caption share a digit) for both.
+    ckpts = cache / "logs" / "demo" / "checkpoints"
+    res = cli("run", "--model", ckpts / "epoch_2.pt", "--model", ckpts / "epoch_10.pt",
+              "--tasks", "demo", "--output", tmp_path / "epochs", "--no-progress")
+    assert res.code == 0, res
+    res = cli("compare", tmp_path / "epochs", "--models", "epoch_2.pt", "epoch_10.pt",
+              "--format", "json")
+    assert res.code == 0, res
+    rows = {r["task"]: r for r in json.loads(res.out)}
+    for task in ("digits-zeroshot", "digits-linear-probe", "digits-knn", "digits-clustering"):
+        assert rows[task]["significant"] and rows[task]["ci_low"] > 0, rows[task]
+    assert not rows["digits-retrieval"]["significant"], rows["digits-retrieval"]
+    assert rows["avg:demo (5 tasks)"]["ci_low"] > 0
+
 
 def test_loss_needing_prototypes_or_teacher_is_refused_at_start(train, data, tmp_path):
     res = train_run(train, data, tmp_path, "--loss", "dino")

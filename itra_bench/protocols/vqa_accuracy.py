@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from itra_bench.sample_outcomes import Metrics, SampleOutcomes
+if TYPE_CHECKING:
+    # Task modules import this one while `itra-bench --help` lists them: no numpy at import.
+    from itra_bench.sample_outcomes import Metrics
 
 #: The official contractions map (keys are spellings without apostrophes).
 CONTRACTIONS = {
@@ -154,5 +155,9 @@ def vqa_accuracy_metrics(accuracies: Sequence[float], answer_types: Sequence[str
         by_type.setdefault(answer_type_key(kind), []).append(acc)
     for kind, values in sorted(by_type.items()):
         metrics[f"vqa_acc_{kind}"] = sum(values) / len(values)
+    import numpy as np
+
+    from itra_bench.sample_outcomes import Metrics, SampleOutcomes
+
     return Metrics(metrics, SampleOutcomes(
         "means", {"vqa_acc": np.asarray(accuracies, dtype=np.float64)}))
