@@ -147,7 +147,8 @@ def _figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100)
+    # The constrained layout makes room for a legend placed outside the axes.
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -213,9 +214,11 @@ def _suite_chart(board: Leaderboard, title: str, columns: list[str]) -> str:
     ax.set_xlabel("main score x 100 (error bars: 95 % bootstrap interval)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
+    if len(columns) > 8:  # a tall chart: the scale at the top too
+        ax.tick_params(axis="x", top=True, labeltop=True)
     # Above the bars (the page's heading names the chart), where it is seen first.
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(models), 2),
-              fontsize=8, frameon=False)
+    fig.legend(loc="outside upper center", ncol=min(len(models), 2), fontsize=8,
+               frameon=False)
     return _img(fig, f"{title}: main score of each task per model")
 
 
@@ -267,7 +270,6 @@ def _curves_chart(points: dict[str, list[_Point]], main_score: dict[str, str]) -
         ax.set_xticks(epochs if len(epochs) <= 12 else epochs[:: math.ceil(len(epochs) / 12)])
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     return _img(fig, "main score of each task over epochs")
 
 
