@@ -171,6 +171,45 @@ def paired_difference(statistic: Statistic, a: Sequence[np.ndarray], b: Sequence
     return PairedDifference(score_a, score_b, interval, min(1.0, p_value), distribution)
 
 
+def proportion_interval(correct: np.ndarray, *, resamples: int = RESAMPLES,
+                        confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
+    """:func:`bootstrap_interval` of the mean of 0/1 outcomes, drawn exactly and at once: the
+    number of ones in a resample of ``n`` samples is Binomial(n, k/n)."""
+    x = np.asarray(correct, dtype=bool)
+    n, k = len(x), int(x.sum())
+    if n == 0:
+        raise ValueError("no evaluation samples to resample")
+    values = np.random.default_rng(seed).binomial(n, k / n, size=resamples) / n
+    low, high = _percentiles(values, confidence)
+    return Interval(k / n, low, high, confidence, resamples)
+
+
+def paired_proportions(a: np.ndarray, b: np.ndarray, *, resamples: int = RESAMPLES,
+                       confidence: float = CONFIDENCE, seed: int = 0) -> PairedDifference:
+    """:func:`paired_difference` of the means of two models' 0/1 outcomes on the same samples,
+    drawn exactly and at once: a resample's counts of samples only A gets right and only B
+    gets right are multinomial, and under the permutation null each of the ``m`` samples
+    where the two disagree favours A with probability 1/2, a Binomial(m, 1/2) count."""
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
+        raise ValueError("the two models' 0/1 outcomes must be non-empty and of one length")
+    n = len(x)
+    only_a, only_b = int(np.sum(x & ~y)), int(np.sum(~x & y))
+    observed = (only_a - only_b) / n
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, [only_a / n, only_b / n, (n - only_a - only_b) / n],
+                             size=resamples)
+    distribution = (counts[:, 0] - counts[:, 1]) / n
+    low, high = _percentiles(distribution, confidence)
+    m = only_a + only_b
+    favour_a = np.random.default_rng(seed + 1).binomial(m, 0.5, size=resamples)
+    extreme = int(np.sum(np.abs(2 * favour_a - m) / n >= abs(observed) - 1e-12))
+    p_value = min(1.0, (1 + extreme) / (1 + resamples))
+    return PairedDifference(float(x.mean()), float(y.mean()),
+                            Interval(observed, low, high, confidence, resamples), p_value,
+                            distribution)
+
+
 def _expand(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
     """``mask`` [rows, n] broadcast over the trailing axes of per-sample values ``like``."""
     return mask.reshape(mask.shape + (1,) * (like.ndim - 1))

@@ -53,7 +53,9 @@ from itra_bench.bootstrap import (
     bootstrap_interval,
     mean,
     paired_difference,
+    paired_proportions,
     pearson,
+    proportion_interval,
     spearman,
 )
 from itra_bench.errors import UserError
@@ -131,6 +133,10 @@ class _Kind:
     #: Whether two models' outcomes of one sample are on one scale, so that a permutation
     #: test may swap them (hits and ranks are; raw scores and cluster ids are not).
     exchangeable: bool = True
+    #: The per-unit 0/1 outcomes whose mean is the metric, where it is one (accuracy,
+    #: recall@k of single queries): resampled exactly by binomial draws, at once.
+    hits: Callable[[str, Mapping[str, np.ndarray]], np.ndarray | None] = \
+        lambda metric, arrays: None
 
 
 # -- means ---------------------------------------------------------------------------------
@@ -143,7 +149,20 @@ def _means_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic
     return lambda *units: mean(units[column])
 
 
+def _means_hits(metric: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    values = arrays.get(metric)
+    if values is None or values.ndim != 1 or not np.isin(values, (0, 1)).all():
+        return None
+    return values.astype(bool)
+
+
 # -- classification ------------------------------------------------------------------------
+
+def _classification_hits(metric: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    if metric.startswith("acc") and metric[3:].isdigit():
+        return np.asarray(arrays["rank"]) < int(metric[3:])
+    return None
+
 
 def _classification_statistic(metric: str, arrays: Mapping[str, np.ndarray]
                               ) -> Statistic | None:
@@ -298,9 +317,9 @@ def _named(*names: str) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]
 
 KINDS: dict[str, _Kind] = {
     "means": _Kind((), (), lambda arrays: [np.asarray(arrays[n]) for n in sorted(arrays)],
-                   _means_statistic),
+                   _means_statistic, hits=_means_hits),
     "classification": _Kind(("rank", "label"), ("label",), _named("rank", "label"),
-                            _classification_statistic),
+                            _classification_statistic, hits=_classification_hits),
     "retrieval": _Kind(("image_rank", "text_rank", "caption_image", "ks"),
                        ("caption_image", "ks"), _retrieval_units, _retrieval_statistic),
     "correlation": _Kind(("pred", "gold"), ("gold",), _named("pred", "gold"),
@@ -334,6 +353,9 @@ def interval(outcomes: SampleOutcomes, metric: str, *, resamples: int = RESAMPLE
     found = outcomes.statistic(metric)
     if found is None:
         return None
+    hits = KINDS[outcomes.kind].hits(metric, outcomes.arrays)
+    if hits is not None:
+        return proportion_interval(hits, resamples=resamples, confidence=confidence, seed=seed)
     units, stat = found
     return bootstrap_interval(stat, *units, resamples=resamples, confidence=confidence,
                               seed=seed)
@@ -362,7 +384,11 @@ def compare(a: SampleOutcomes, b: SampleOutcomes, metric: str, *, resamples: int
     if len(units_a[0]) != len(units_b[0]):
         raise OutcomeMismatchError(f"the two results have {len(units_a[0])} and "
                                    f"{len(units_b[0])} samples")
-    # paired_difference gives its first argument minus its second: B - A.
+    # Both functions give their first argument minus their second: B - A.
+    hits_a, hits_b = (KINDS[a.kind].hits(metric, o.arrays) for o in (a, b))
+    if hits_a is not None and hits_b is not None:
+        return paired_proportions(hits_b, hits_a, resamples=resamples, confidence=confidence,
+                                  seed=seed)
     return paired_difference(stat, units_b, units_a, resamples=resamples,
                              confidence=confidence, seed=seed,
                              exchangeable=KINDS[a.kind].exchangeable)

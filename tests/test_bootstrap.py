@@ -105,3 +105,30 @@ def test_bad_inputs_are_refused():
         bootstrap_interval(spearman, np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_interval(mean, np.ones(3), confidence=95)
+
+
+def test_exact_draws_for_0_1_outcomes_agree_with_resampling_them():
+    from itra_bench.bootstrap import paired_proportions, proportion_interval
+
+    rng = np.random.default_rng(7)
+    a = rng.random(3000) < 0.7
+    b = a.copy()
+    flip = rng.random(3000) < 0.06
+    b[flip] = ~b[flip]
+    fast = proportion_interval(a, resamples=4000, seed=0)
+    slow = bootstrap_interval(mean, a.astype(float), resamples=4000, seed=0)
+    assert fast.estimate == slow.estimate
+    assert abs(fast.low - slow.low) < 3e-3 and abs(fast.high - slow.high) < 3e-3
+    fast = paired_proportions(b, a, resamples=4000, seed=0)
+    slow = paired_difference(mean, [b.astype(float)], [a.astype(float)], resamples=4000,
+                             seed=0)
+    assert fast.difference.estimate == pytest.approx(slow.difference.estimate, abs=1e-15)
+    assert (fast.a, fast.b) == (pytest.approx(slow.a), pytest.approx(slow.b))
+    assert abs(fast.difference.low - slow.difference.low) < 2e-3
+    assert abs(fast.difference.high - slow.difference.high) < 2e-3
+    assert fast.p_value == pytest.approx(slow.p_value, abs=0.03)
+    # The known answers: no disagreement, and B right wherever A is wrong.
+    same = paired_proportions(a, a, resamples=999)
+    assert same.p_value == 1.0 and same.difference.low == same.difference.high == 0
+    best = paired_proportions(np.ones(400, bool), np.arange(400) % 2 == 0, resamples=999)
+    assert best.p_value == pytest.approx(1 / 1000) and best.difference.low > 0.4
