@@ -323,7 +323,7 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
                            show_progress=not args.no_progress, world=world)
             print_outcomes(outcomes, spec, out)
     if len(specs) > 1 and world.is_main:
-        board = write_leaderboard(args.output)
+        board = write_leaderboard(args.output, suite_members=registry.suites)
         render(board.rows(), board.columns(), "table", out, title=LEADERBOARD_TITLE)
     if world.is_main:
         console.print(f"results in {escape(args.output)}; collate with "
@@ -428,7 +428,7 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     if not folder.is_dir():
         raise UserError(f"results folder not found: {folder}")
     problems: list[str] = []
-    board = write_leaderboard(folder, args.out, problems)
+    board = write_leaderboard(folder, args.out, problems, registry.suites)
     for problem in problems:
         console.print(f"[yellow]warning: unreadable result left out: {escape(problem)}[/]")
     if not board.models:
@@ -526,7 +526,7 @@ def _cmd_report(args: argparse.Namespace, registry: Registry, console: Console) 
     from itra_bench.report import write_report
 
     problems: list[str] = []
-    path = write_report(args.folder, args.output, problems)
+    path = write_report(args.folder, args.output, problems, registry.suites)
     for problem in problems:
         console.print(f"[yellow]warning: unreadable result left out: {escape(problem)}[/]")
     console.print(f"wrote {escape(str(path))}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,14 +180,17 @@ def suite_column(suite: str, family: str) -> str:
     return f"{suite}/{family}" if family else suite
 
 
-def collate(root: str | Path, problems: list[str] | None = None) -> Leaderboard:
+def collate(root: str | Path, problems: list[str] | None = None,
+            suite_members: Mapping[str, Iterable[str]] | None = None) -> Leaderboard:
     """Read every result under ``root``. A model name that appears with two fingerprints
     gets the fingerprint prefix appended, so different weights never share a row.
 
     A suite average is taken per variant family (zero-shot, full linear probe, 5-shot linear
     probe, ...), never across families, and only when every task of the suite has a result
-    in that family; seeds of one family are averaged per task first. Unreadable result files
-    are described in ``problems`` when a list is given.
+    in that family; seeds of one family are averaged per task first. A suite's tasks are
+    those its results record (``suite_members``), those of ``suite_members`` given here (the
+    installed plugins' suites) and those seen in the folder, together. Unreadable result
+    files are described in ``problems`` when a list is given.
     """
     records = [r for _, r in iter_records(root, problems)]
     model_label = model_labeller(records)
@@ -209,6 +212,8 @@ def collate(root: str | Path, problems: list[str] | None = None) -> Leaderboard:
         family = variant_family(r["variant"], r.get("protocol", ""), r.get("variant_family"))
         for s in r.get("suites", []):
             suite_tasks.setdefault(s, set()).add(r["task"])
+            suite_tasks[s].update(r.get("suite_members", {}).get(s, []))
+            suite_tasks[s].update((suite_members or {}).get(s, []))
             by_family.setdefault((m, s, family), {}).setdefault(r["task"], []).append(
                 float(r["main_score_value"]))
         main[(m, c)] = float(r["main_score_value"])
@@ -221,16 +226,19 @@ def collate(root: str | Path, problems: list[str] | None = None) -> Leaderboard:
         if set(per_task) == suite_tasks[s]:
             means = [sum(v) / len(v) for v in per_task.values()]
             suite_avg[(m, suite_column(s, family))] = sum(means) / len(means)
-    columns = sorted({suite_column(s, f) for (_, s, f) in by_family})
+    # A suite no model completed gets no column (an empty one would read as "not run").
+    columns = sorted({c for (_, c) in suite_avg})
     return Leaderboard(sorted(models), sorted(tasks), columns, main, metrics, suite_avg,
                        intervals)
 
 
 def write_leaderboard(root: str | Path, out_dir: str | Path | None = None,
-                      problems: list[str] | None = None) -> Leaderboard:
-    """Collate ``root`` and write ``leaderboard.csv`` and ``leaderboard.md`` into ``out_dir``
-    (default: ``root``); unreadable result files are described in ``problems``."""
-    board = collate(root, problems)
+                      problems: list[str] | None = None,
+                      suite_members: Mapping[str, Iterable[str]] | None = None) -> Leaderboard:
+    """Collate ``root`` (see :func:`collate`) and write ``leaderboard.csv`` and
+    ``leaderboard.md`` into ``out_dir`` (default: ``root``); unreadable result files are
+    described in ``problems``."""
+    board = collate(root, problems, suite_members)
     out = Path(out_dir or root)
     atomic_write_text(out / "leaderboard.csv", board.to_csv())
     atomic_write_text(out / "leaderboard.md", board.to_markdown())

@@ -11,7 +11,7 @@ import math
 import re
 import statistics
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -367,14 +367,16 @@ def _epochs_html(points: dict[str, list[_Point]], main_score: dict[str, str]) ->
             + _table(header, rows, raw_header=True))
 
 
-def render_report(folder: str | Path, problems: list[str] | None = None) -> str:
+def render_report(folder: str | Path, problems: list[str] | None = None,
+                  suite_members: Mapping[str, Iterable[str]] | None = None) -> str:
     """The report of ``folder`` (results folder or itra-train run folder) as one HTML page;
-    unreadable result files are described in ``problems`` when a list is given."""
+    unreadable result files are described in ``problems`` when a list is given; a suite
+    average needs every task of ``suite_members`` (see :func:`itra_bench.leaderboard.collate`)."""
     from itra_bench.vision_benchmark.summary import summarize
 
     source = find_source(folder)
     found: list[str] = []
-    board = collate(source.results, found)
+    board = collate(source.results, found, suite_members)
     if problems is not None:
         problems += found
     if not board.models:
@@ -437,9 +439,11 @@ column(s); itra-bench {_e(__version__)}</p>
 
 
 def write_report(folder: str | Path, output: str | Path,
-                 problems: list[str] | None = None) -> Path:
-    """Render the report of ``folder`` and write it atomically to ``output``."""
-    text = render_report(folder, problems)
+                 problems: list[str] | None = None,
+                 suite_members: Mapping[str, Iterable[str]] | None = None) -> Path:
+    """Render the report of ``folder`` and write it atomically to ``output``
+    (``suite_members``: the installed suites, see :func:`itra_bench.leaderboard.collate`)."""
+    text = render_report(folder, problems, suite_members)
     try:
         return atomic_write_text(output, text)
     except OSError as exc:

@@ -494,6 +494,9 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
             "variant_family": variant_family(variant, task.protocol, v.family),
             "protocol": task.protocol,
             "suites": list(task.suites),
+            # Every member of each suite, so that an average is never taken over a part.
+            "suite_members": {s: sorted(set(registry.suites.get(s, [])) | {task.name})
+                              for s in task.suites},
             "main_score": result.main_score,
             "main_score_value": result.metrics[result.main_score],
             "main_score_interval": None if ci is None else {**ci.as_record(),

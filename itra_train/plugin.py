@@ -88,7 +88,7 @@ def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int
                        workers=args.workers, cache_dir=None, overwrite=True)
     outcomes = run(config, registry, console, show_progress=not args.no_progress, model=model)
     print_outcomes(outcomes, "demo", Console())
-    board = write_leaderboard(args.output)
+    board = write_leaderboard(args.output, suite_members=registry.suites)
     render(board.rows(), board.columns(), "table", Console(), title=LEADERBOARD_TITLE)
     console.print(f"results in {escape(args.output)}; the same weights are `--model demo`")
     return 0

@@ -393,3 +393,25 @@ def test_task_definition_is_stable_across_processes():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout for _ in range(2)}
     assert len(outs) == 1 and "digits-knn" in outs.pop()
+
+
+def test_a_suite_run_in_part_gets_no_suite_average(cli, tmp_path):
+    # Two of the five demo tasks: `avg:demo` over them would pose as the suite's average.
+    assert cli(*run_args(tmp_path, "--tasks", "digits-zeroshot", "digits-knn")).code == 0
+    (_, record), *_ = iter_records(tmp_path / "out")
+    assert record["suite_members"]["demo"] == ["digits-clustering", "digits-knn",
+                                               "digits-linear-probe", "digits-retrieval",
+                                               "digits-zeroshot"]
+    res = cli("results", tmp_path / "out", "--format", "json")
+    assert res.code == 0, res
+    (row,) = json.loads(res.out)
+    assert "avg:demo" not in row and "digits-knn" in row
+    # Results written before members were recorded: the suites of the installed plugins say.
+    from itra_bench.leaderboard import collate
+
+    for path, rec in iter_records(tmp_path / "out"):
+        del rec["suite_members"]
+        path.write_text(json.dumps(rec))
+    assert collate(tmp_path / "out").suite_columns == ["demo"]  # (seen tasks only: complete)
+    board = collate(tmp_path / "out", suite_members={"demo": record["suite_members"]["demo"]})
+    assert board.suite_avg == {}
