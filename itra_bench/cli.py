@@ -499,10 +499,14 @@ def _cmd_check_data(args: argparse.Namespace, registry: Registry, console: Conso
     data_root = Path(args.data_root).expanduser()
     options = task_options(args)
     table = Table(title=f"data under {data_root} (--mode {args.mode})")
-    for c in ("task", "status", "files looked for (missing marked x)", "layout"):
+    tasks = resolve_tasks(args.tasks, registry)
+    # Task names and statuses are never cut; paths and layouts fold.
+    table.add_column("task", no_wrap=True, min_width=max(len(t.name) for t in tasks))
+    table.add_column("status", no_wrap=True, min_width=len("mismatch"))
+    for c in ("files looked for (missing marked x)", "layout"):
         table.add_column(c, overflow="fold")
     bad_tasks = 0
-    for task in resolve_tasks(args.tasks, registry):
+    for task in tasks:
         paths = task.required_paths(data_root, options)
         missing = [p for p in paths if not p.exists()]
         problems = [] if missing else task.check_files(data_root, options)

@@ -175,3 +175,12 @@ def test_markdown_escapes_pipes_and_csv_json_keep_values():
 def test_unknown_format_is_refused_by_the_parser(cli):
     res = cli("list", "tasks", "--format", "xml")
     assert res.code == 2 and "--format" in res.err
+
+
+@pytest.mark.parametrize("width", ["50", "80"])
+def test_check_data_table_never_cuts_a_task_name(cli, monkeypatch, width):
+    monkeypatch.setenv("COLUMNS", width)
+    res = cli("check-data", "--tasks", "demo")
+    assert res.code == 0, res
+    for name in ("digits-zeroshot", "digits-linear-probe", "digits-clustering"):
+        assert name in res.out, name
