@@ -171,43 +171,126 @@ def paired_difference(statistic: Statistic, a: Sequence[np.ndarray], b: Sequence
     return PairedDifference(score_a, score_b, interval, min(1.0, p_value), distribution)
 
 
-def proportion_interval(correct: np.ndarray, *, resamples: int = RESAMPLES,
-                        confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
-    """:func:`bootstrap_interval` of the mean of 0/1 outcomes, drawn exactly and at once: the
-    number of ones in a resample of ``n`` samples is Binomial(n, k/n)."""
-    x = np.asarray(correct, dtype=bool)
-    n, k = len(x), int(x.sum())
-    if n == 0:
-        raise ValueError("no evaluation samples to resample")
-    values = np.random.default_rng(seed).binomial(n, k / n, size=resamples) / n
-    low, high = _percentiles(values, confidence)
-    return Interval(k / n, low, high, confidence, resamples)
+#: Outcomes with at most this many distinct (group, value) cells are resampled exactly and at
+#: once, as multinomial counts of the cells, instead of by drawing sample indices.
+MAX_EXACT_CELLS = 4096
 
 
-def paired_proportions(a: np.ndarray, b: np.ndarray, *, resamples: int = RESAMPLES,
-                       confidence: float = CONFIDENCE, seed: int = 0) -> PairedDifference:
-    """:func:`paired_difference` of the means of two models' 0/1 outcomes on the same samples,
-    drawn exactly and at once: a resample's counts of samples only A gets right and only B
-    gets right are multinomial, and under the permutation null each of the ``m`` samples
-    where the two disagree favours A with probability 1/2, a Binomial(m, 1/2) count."""
-    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+def _cells(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The distinct rows of the stacked ``columns``, sorted (first column slowest), and how
+    many samples each has; None when there are more than :data:`MAX_EXACT_CELLS`."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    levels = []
+    for column in columns:
+        values, index = np.unique(np.asarray(column, dtype=np.float64), return_inverse=True)
+        if len(values) > MAX_EXACT_CELLS:
+            return None
+        key = key * len(values) + index.reshape(-1)
+        levels.append(values)
+    keys, counts = np.unique(key, return_counts=True)
+    if len(keys) > MAX_EXACT_CELLS:
+        return None
+    cells = np.empty((len(keys), len(columns)))
+    for j in range(len(columns) - 1, -1, -1):
+        keys, digit = np.divmod(keys, len(levels[j]))
+        cells[:, j] = levels[j][digit]
+    return cells, counts
+
+
+def _group_starts(group: np.ndarray) -> np.ndarray:
+    """Where each group's run of cells starts (cells are sorted by group)."""
+    return np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+
+
+def _group_sums(counts: np.ndarray, starts: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Per row of cell ``counts``: the sum of the cells' values within each group."""
+    return np.add.reduceat(np.asarray(counts, dtype=np.float64) * value, starts, axis=-1)
+
+
+def _mean_of_group_means(sums: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """The mean over groups with samples of each group's mean."""
+    present = support > 0
+    means = np.where(present, sums / np.where(present, support, 1), 0.0)
+    return means.sum(axis=-1) / present.sum(axis=-1)
+
+
+def _group_means(counts: np.ndarray, group: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Per resample row of cell ``counts``: the mean over the groups present of each group's
+    mean value (with one group, the plain mean)."""
+    starts = _group_starts(group)
+    return _mean_of_group_means(_group_sums(counts, starts, value),
+                                _group_sums(counts, starts, np.ones_like(value)))
+
+
+def group_mean_interval(values: np.ndarray, groups: np.ndarray | None = None, *,
+                        resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                        seed: int = 0) -> Interval | None:
+    """:func:`bootstrap_interval` of the mean over groups of each group's mean value (no
+    groups: the plain mean, e.g. accuracy from 0/1 hits; groups = labels: mean per-class
+    recall), drawn exactly: a resample's counts of the distinct (group, value) cells are
+    multinomial. None when the values take too many distinct values for that."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or len(v) == 0:
+        raise ValueError("values must be a non-empty vector of per-sample values")
+    g = np.zeros(len(v)) if groups is None else np.asarray(groups)
+    found = _cells([g, v])
+    if found is None:
+        return None
+    cells, freq = found
+    n = len(v)
+    counts = np.random.default_rng(seed).multinomial(n, freq / n, size=resamples)
+    estimate = float(_group_means(freq[None].astype(np.float64), cells[:, 0], cells[:, 1])[0])
+    dist = _group_means(counts.astype(np.float64), cells[:, 0], cells[:, 1])
+    low, high = _percentiles(dist, confidence)
+    return Interval(estimate, low, high, confidence, resamples)
+
+
+def group_mean_paired(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None, *,
+                      resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                      seed: int = 0) -> PairedDifference | None:
+    """:func:`paired_difference` of the statistic of :func:`group_mean_interval` for two
+    models' values on the same samples, drawn exactly: resamples as multinomial counts of
+    the distinct (group, value A, value B) cells, and the permutation null as, in each cell
+    where the two values differ, a Binomial(count, 1/2) number of samples left unswapped.
+    None when there are too many distinct cells for that."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
-        raise ValueError("the two models' 0/1 outcomes must be non-empty and of one length")
-    n = len(x)
-    only_a, only_b = int(np.sum(x & ~y)), int(np.sum(~x & y))
-    observed = (only_a - only_b) / n
+        raise ValueError("the two models' values must be non-empty vectors of one length")
+    g = np.zeros(len(x)) if groups is None else np.asarray(groups)
+    found = _cells([g, x, y])
+    if found is None:
+        return None
+    cells, freq = found
+    n, group, va, vb = len(x), cells[:, 0], cells[:, 1], cells[:, 2]
+
+    def diff(counts: np.ndarray) -> np.ndarray:
+        return _group_means(counts, group, va) - _group_means(counts, group, vb)
+
+    full = freq[None].astype(np.float64)
+    score_a = float(_group_means(full, group, va)[0])
+    score_b = float(_group_means(full, group, vb)[0])
+    observed = score_a - score_b
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, [only_a / n, only_b / n, (n - only_a - only_b) / n],
-                             size=resamples)
-    distribution = (counts[:, 0] - counts[:, 1]) / n
-    low, high = _percentiles(distribution, confidence)
-    m = only_a + only_b
-    favour_a = np.random.default_rng(seed + 1).binomial(m, 0.5, size=resamples)
-    extreme = int(np.sum(np.abs(2 * favour_a - m) / n >= abs(observed) - 1e-12))
+    dist = diff(rng.multinomial(n, freq / n, size=resamples).astype(np.float64))
+    low, high = _percentiles(dist, confidence)
+    # Permutation: group supports stay; a swapped sample gives A its B value and B its A
+    # value, which changes something only in cells where the two differ.
+    differ = np.flatnonzero(va != vb)
+    starts = _group_starts(group)
+    support = _group_sums(full, starts, np.ones_like(va))[0]
+    kept = np.random.default_rng(seed + 1).binomial(freq[differ], 0.5,
+                                                    size=(resamples, len(differ)))
+    gap = np.zeros((resamples, len(freq)))
+    # Per cell, A's sum minus B's: kept samples give va - vb each, swapped ones vb - va.
+    gap[:, differ] = (2 * kept - freq[differ]) * (va - vb)[differ]
+    per_group = np.add.reduceat(gap, starts, axis=-1)
+    present = support > 0
+    null = np.where(present, per_group / np.where(present, support, 1), 0.0).sum(axis=-1) \
+        / present.sum()
+    extreme = int(np.sum(np.abs(null) >= abs(observed) - 1e-12))
     p_value = min(1.0, (1 + extreme) / (1 + resamples))
-    return PairedDifference(float(x.mean()), float(y.mean()),
-                            Interval(observed, low, high, confidence, resamples), p_value,
-                            distribution)
+    return PairedDifference(score_a, score_b, Interval(observed, low, high, confidence,
+                                                       resamples), p_value, dist)
 
 
 def _expand(mask: np.ndarray, like: np.ndarray) -> np.ndarray:

@@ -51,11 +51,11 @@ from itra_bench.bootstrap import (
     PairedDifference,
     Statistic,
     bootstrap_interval,
+    group_mean_interval,
+    group_mean_paired,
     mean,
     paired_difference,
-    paired_proportions,
     pearson,
-    proportion_interval,
     spearman,
 )
 from itra_bench.errors import UserError
@@ -133,9 +133,12 @@ class _Kind:
     #: Whether two models' outcomes of one sample are on one scale, so that a permutation
     #: test may swap them (hits and ranks are; raw scores and cluster ids are not).
     exchangeable: bool = True
-    #: The per-unit 0/1 outcomes whose mean is the metric, where it is one (accuracy,
-    #: recall@k of single queries): resampled exactly by binomial draws, at once.
-    hits: Callable[[str, Mapping[str, np.ndarray]], np.ndarray | None] = \
+    #: Where the metric is a mean of per-unit values (accuracy, VQA accuracy, reciprocal
+    #: rank), or a mean over classes of per-class means (mean per-class recall): the values
+    #: and the classes (None for a plain mean). Such metrics are resampled exactly and at
+    #: once (:func:`itra_bench.bootstrap.group_mean_interval`).
+    group_means: Callable[[str, Mapping[str, np.ndarray]],
+                          tuple[np.ndarray, np.ndarray | None] | None] = \
         lambda metric, arrays: None
 
 
@@ -149,18 +152,21 @@ def _means_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic
     return lambda *units: mean(units[column])
 
 
-def _means_hits(metric: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
+def _means_values(metric: str, arrays: Mapping[str, np.ndarray]
+                  ) -> tuple[np.ndarray, None] | None:
     values = arrays.get(metric)
-    if values is None or values.ndim != 1 or not np.isin(values, (0, 1)).all():
-        return None
-    return values.astype(bool)
+    return None if values is None or values.ndim != 1 else (values, None)
 
 
 # -- classification ------------------------------------------------------------------------
 
-def _classification_hits(metric: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
+def _classification_values(metric: str, arrays: Mapping[str, np.ndarray]
+                           ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    rank = np.asarray(arrays["rank"])
     if metric.startswith("acc") and metric[3:].isdigit():
-        return np.asarray(arrays["rank"]) < int(metric[3:])
+        return rank < int(metric[3:]), None
+    if metric.startswith("mean_per_class_recall"):
+        return rank == 0, np.asarray(arrays["label"])
     return None
 
 
@@ -317,9 +323,10 @@ def _named(*names: str) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]
 
 KINDS: dict[str, _Kind] = {
     "means": _Kind((), (), lambda arrays: [np.asarray(arrays[n]) for n in sorted(arrays)],
-                   _means_statistic, hits=_means_hits),
+                   _means_statistic, group_means=_means_values),
     "classification": _Kind(("rank", "label"), ("label",), _named("rank", "label"),
-                            _classification_statistic, hits=_classification_hits),
+                            _classification_statistic,
+                            group_means=_classification_values),
     "retrieval": _Kind(("image_rank", "text_rank", "caption_image", "ks"),
                        ("caption_image", "ks"), _retrieval_units, _retrieval_statistic),
     "correlation": _Kind(("pred", "gold"), ("gold",), _named("pred", "gold"),
@@ -353,9 +360,12 @@ def interval(outcomes: SampleOutcomes, metric: str, *, resamples: int = RESAMPLE
     found = outcomes.statistic(metric)
     if found is None:
         return None
-    hits = KINDS[outcomes.kind].hits(metric, outcomes.arrays)
-    if hits is not None:
-        return proportion_interval(hits, resamples=resamples, confidence=confidence, seed=seed)
+    grouped = KINDS[outcomes.kind].group_means(metric, outcomes.arrays)
+    if grouped is not None:
+        exact = group_mean_interval(*grouped, resamples=resamples, confidence=confidence,
+                                    seed=seed)
+        if exact is not None:
+            return exact
     units, stat = found
     return bootstrap_interval(stat, *units, resamples=resamples, confidence=confidence,
                               seed=seed)
@@ -385,10 +395,13 @@ def compare(a: SampleOutcomes, b: SampleOutcomes, metric: str, *, resamples: int
         raise OutcomeMismatchError(f"the two results have {len(units_a[0])} and "
                                    f"{len(units_b[0])} samples")
     # Both functions give their first argument minus their second: B - A.
-    hits_a, hits_b = (KINDS[a.kind].hits(metric, o.arrays) for o in (a, b))
-    if hits_a is not None and hits_b is not None:
-        return paired_proportions(hits_b, hits_a, resamples=resamples, confidence=confidence,
-                                  seed=seed)
+    grouped_a, grouped_b = (KINDS[a.kind].group_means(metric, o.arrays) for o in (a, b))
+    if grouped_a is not None and grouped_b is not None:
+        # The groups (labels) are data arrays, equal for both: checked above.
+        exact = group_mean_paired(grouped_b[0], grouped_a[0], grouped_a[1],
+                                  resamples=resamples, confidence=confidence, seed=seed)
+        if exact is not None:
+            return exact
     return paired_difference(stat, units_b, units_a, resamples=resamples,
                              confidence=confidence, seed=seed,
                              exchangeable=KINDS[a.kind].exchangeable)

@@ -108,18 +108,18 @@ def test_bad_inputs_are_refused():
 
 
 def test_exact_draws_for_0_1_outcomes_agree_with_resampling_them():
-    from itra_bench.bootstrap import paired_proportions, proportion_interval
+    from itra_bench.bootstrap import group_mean_interval, group_mean_paired
 
     rng = np.random.default_rng(7)
     a = rng.random(3000) < 0.7
     b = a.copy()
     flip = rng.random(3000) < 0.06
     b[flip] = ~b[flip]
-    fast = proportion_interval(a, resamples=4000, seed=0)
+    fast = group_mean_interval(a, resamples=4000, seed=0)
     slow = bootstrap_interval(mean, a.astype(float), resamples=4000, seed=0)
     assert fast.estimate == slow.estimate
     assert abs(fast.low - slow.low) < 3e-3 and abs(fast.high - slow.high) < 3e-3
-    fast = paired_proportions(b, a, resamples=4000, seed=0)
+    fast = group_mean_paired(b, a, resamples=4000, seed=0)
     slow = paired_difference(mean, [b.astype(float)], [a.astype(float)], resamples=4000,
                              seed=0)
     assert fast.difference.estimate == pytest.approx(slow.difference.estimate, abs=1e-15)
@@ -128,7 +128,49 @@ def test_exact_draws_for_0_1_outcomes_agree_with_resampling_them():
     assert abs(fast.difference.high - slow.difference.high) < 2e-3
     assert fast.p_value == pytest.approx(slow.p_value, abs=0.03)
     # The known answers: no disagreement, and B right wherever A is wrong.
-    same = paired_proportions(a, a, resamples=999)
+    same = group_mean_paired(a, a, resamples=999)
     assert same.p_value == 1.0 and same.difference.low == same.difference.high == 0
-    best = paired_proportions(np.ones(400, bool), np.arange(400) % 2 == 0, resamples=999)
+    best = group_mean_paired(np.ones(400, bool), np.arange(400) % 2 == 0, resamples=999)
     assert best.p_value == pytest.approx(1 / 1000) and best.difference.low > 0.4
+
+
+def test_exact_group_means_agree_with_resampling_samples():
+    """Mean per-class recall and soft scores (VQA accuracy) through multinomial cell counts
+    against drawing sample indices: the same distribution, so the same interval and p-value
+    up to Monte Carlo error."""
+    from itra_bench.bootstrap import group_mean_interval, group_mean_paired
+    from itra_bench.sample_outcomes import SampleOutcomes, _classification_statistic
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 12, 1500)
+    hits_a = rng.random(1500) < np.where(labels < 6, 0.9, 0.5)
+    hits_b = np.where(rng.random(1500) < 0.1, ~hits_a, hits_a)
+    per_class = _classification_statistic("mean_per_class_recall", {"label": labels})
+
+    def stat(hits: np.ndarray, label: np.ndarray) -> np.ndarray:
+        return per_class(np.where(hits, 0, 1), label)
+
+    fast = group_mean_interval(hits_a, labels, resamples=4000, seed=0)
+    slow = bootstrap_interval(stat, hits_a, labels, resamples=4000, seed=0)
+    assert fast.estimate == pytest.approx(slow.estimate, abs=1e-12)
+    assert abs(fast.low - slow.low) < 4e-3 and abs(fast.high - slow.high) < 4e-3
+    fast = group_mean_paired(hits_b, hits_a, labels, resamples=4000, seed=0)
+    slow = paired_difference(stat, [hits_b, labels], [hits_a, labels], resamples=4000, seed=0)
+    assert fast.difference.estimate == pytest.approx(slow.difference.estimate, abs=1e-12)
+    assert abs(fast.difference.low - slow.difference.low) < 4e-3
+    assert abs(fast.difference.high - slow.difference.high) < 4e-3
+    assert fast.p_value == pytest.approx(slow.p_value, abs=0.03)
+
+    soft_a = rng.choice([0, 0.3, 0.6, 0.9, 1.0], 2000)
+    soft_b = np.clip(soft_a + rng.choice([0, 0, 0.3, -0.3], 2000), 0, 1)
+    fast = group_mean_paired(soft_b, soft_a, resamples=4000, seed=1)
+    slow = paired_difference(mean, [soft_b], [soft_a], resamples=4000, seed=1)
+    assert abs(fast.difference.low - slow.difference.low) < 3e-3
+    assert abs(fast.difference.high - slow.difference.high) < 3e-3
+    assert fast.p_value == pytest.approx(slow.p_value, abs=0.03)
+    # Too many distinct values for cell counts: the caller resamples samples instead.
+    assert group_mean_interval(rng.random(5000)) is None
+    outcomes = SampleOutcomes("means", {"score": rng.random(5000)})
+    from itra_bench.sample_outcomes import interval
+
+    assert interval(outcomes, "score", resamples=200).low < outcomes.value("score")
