@@ -539,7 +539,7 @@ def _main_score_interval(task: Task, result: TaskResult, provider: PluginInfo,
                          config: RunConfig) -> Interval | None:
     """The main score's bootstrap interval from the task's per-sample outcomes (None without
     them); outcomes that do not recompute the reported main score are a plugin bug."""
-    if result.samples is None or config.resamples < 1:
+    if result.samples is None:
         return None
     from itra_bench.sample_outcomes import SampleOutcomes
 
@@ -552,6 +552,8 @@ def _main_score_interval(task: Task, result: TaskResult, provider: PluginInfo,
     except ValueError as exc:
         raise PluginBugError(f"plugin bug: task {task.name!r} of {provider.describe()}: {exc}. "
                              "Report it to the plugin's authors.") from exc
+    if config.resamples < 1:
+        return None  # --resamples 0: outcomes kept (checked), no interval
     return interval(result.samples, result.main_score, resamples=config.resamples,
                     seed=config.seed)
 

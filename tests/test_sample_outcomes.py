@@ -19,6 +19,7 @@ from sklearn.metrics import (
 
 from itra_bench.protocols.classification_metrics import classification_metrics
 from itra_bench.protocols.retrieval import retrieval_metrics
+from itra_bench.results import iter_records
 from itra_bench.sample_outcomes import (
     Metrics,
     OutcomeMismatchError,
@@ -228,6 +229,17 @@ def test_runner_refuses_a_task_whose_outcomes_disagree():
     task.name = "liar"
     wrong = TaskResult({"acc1": 0.9}, "acc1", 2,
                        samples=SampleOutcomes("means", {"acc1": np.array([1.0, 0.0])}))
-    with pytest.raises(PluginBugError, match="task 'liar' of plugin 'p'.*reported 0.9"):
-        _main_score_interval(task, wrong, PluginInfo("p", "dist", "mod", "1"),
-                             RunConfig(model="m", tasks=[]))
+    for resamples in (1000, 0):  # checked with or without an interval
+        with pytest.raises(PluginBugError, match="task 'liar' of plugin 'p'.*reported 0.9"):
+            _main_score_interval(task, wrong, PluginInfo("p", "dist", "mod", "1"),
+                                 RunConfig(model="m", tasks=[], resamples=resamples))
+
+
+def test_resamples_0_still_checks_and_keeps_the_outcomes(cli, tmp_path):
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks",
+              "digits-knn", "--output", tmp_path / "out", "--no-cache", "--workers", "0",
+              "--no-progress", "--resamples", "0")
+    assert res.code == 0, res
+    (path, record), = iter_records(tmp_path / "out")
+    assert record["main_score_interval"] is None
+    assert read_outcomes(path, record).value("acc1") == record["main_score_value"]
