@@ -97,8 +97,10 @@ def main() -> None:
             times[name]["interval"].append(_cpu(interval, a, metric))
             times[name]["paired"].append(_cpu(compare, a, b, metric))
     load_after = os.getloadavg()
-    print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-          f"{args.repeats} repeats, CPU seconds, median (min-max)\n")
+    from machine_info import cpu_name
+
+    print(f"{cpu_name()}, {os.cpu_count()} cores; load average {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after; {args.repeats} repeats, CPU seconds, median (min-max)\n")
     print("| outcomes | interval | paired test |\n|---|---:|---:|")
     for name, t in times.items():
         cells = [f"{statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})"
@@ -106,7 +108,8 @@ def main() -> None:
         print(f"| {name} | {cells[0]} | {cells[1]} |")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"load_before": load_before, "load_after": load_after, "times": times},
+            json.dump({"cpu": cpu_name(), "cores": os.cpu_count(), "load_before": load_before,
+                       "load_after": load_after, "times": times},
                       f, indent=2)
 
 

@@ -681,17 +681,11 @@ def machine() -> dict[str, Any]:
     import open_clip
     import PIL
     import torch
+    from machine_info import cpu_name
 
     import itra_bench
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     from importlib.metadata import version
 
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),

@@ -142,14 +142,9 @@ def time_pipeline(model: EncoderModel, source: ImageFolderSplit, workers: int,
 
 def machine() -> dict[str, Any]:
     """What ran the benchmark."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from machine_info import cpu_name
+
+    cpu = cpu_name()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
             "pillow": PIL.__version__, "itra_bench": itra_bench.__version__,

@@ -280,12 +280,9 @@ def subset_csv(csv: Path, rows: int) -> Path:
 
 def machine(device: torch.device) -> dict[str, Any]:
     """What ran the benchmark."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    from machine_info import cpu_name
+
+    cpu = cpu_name()
     import open_clip
     import PIL
 
