@@ -71,6 +71,11 @@ def _arrays(samples: Sequence[np.ndarray]) -> list[np.ndarray]:
     return arrays
 
 
+def on_all_samples(statistic: Statistic, arrays: Sequence[np.ndarray]) -> float:
+    """The statistic on all samples at once (one resample that draws each sample once)."""
+    return float(np.asarray(statistic(*(np.asarray(a)[None] for a in arrays))).reshape(-1)[0])
+
+
 def resample_indices(n: int, resamples: int, seed: int, width: int = 1
                      ) -> Iterator[np.ndarray]:
     """Rows of ``n`` indices drawn with replacement, ``resamples`` rows in all, yielded in
@@ -108,7 +113,7 @@ def bootstrap_interval(statistic: Statistic, *samples: np.ndarray,
                        seed: int = 0) -> Interval:
     """The percentile bootstrap interval of ``statistic`` over the samples."""
     arrays = _arrays(samples)
-    estimate = float(np.asarray(statistic(*(a[None] for a in arrays))).reshape(-1)[0])
+    estimate = on_all_samples(statistic, arrays)
     values = bootstrap_distribution(statistic, *arrays, resamples=resamples, seed=seed)
     low, high = _percentiles(values, confidence)
     return Interval(estimate, low, high, confidence, resamples)
@@ -141,8 +146,7 @@ def paired_difference(statistic: Statistic, a: Sequence[np.ndarray], b: Sequence
             np.asarray(statistic(*arrays[k:]), dtype=np.float64)
 
     both = [*a_arrays, *b_arrays]
-    score_a = float(np.asarray(statistic(*(x[None] for x in a_arrays))).reshape(-1)[0])
-    score_b = float(np.asarray(statistic(*(x[None] for x in b_arrays))).reshape(-1)[0])
+    score_a, score_b = on_all_samples(statistic, a_arrays), on_all_samples(statistic, b_arrays)
     distribution = bootstrap_distribution(diff, *both, resamples=resamples, seed=seed)
     low, high = _percentiles(distribution, confidence)
     interval = Interval(score_a - score_b, low, high, confidence, resamples)
@@ -283,10 +287,7 @@ def group_mean_paired(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = 
     gap = np.zeros((resamples, len(freq)))
     # Per cell, A's sum minus B's: kept samples give va - vb each, swapped ones vb - va.
     gap[:, differ] = (2 * kept - freq[differ]) * (va - vb)[differ]
-    per_group = np.add.reduceat(gap, starts, axis=-1)
-    present = support > 0
-    null = np.where(present, per_group / np.where(present, support, 1), 0.0).sum(axis=-1) \
-        / present.sum()
+    null = _mean_of_group_means(np.add.reduceat(gap, starts, axis=-1), support)
     extreme = int(np.sum(np.abs(null) >= abs(observed) - 1e-12))
     p_value = min(1.0, (1 + extreme) / (1 + resamples))
     return PairedDifference(score_a, score_b, Interval(observed, low, high, confidence,

@@ -284,7 +284,6 @@ def model_specs(args: argparse.Namespace) -> list[str]:
 
 def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> int:
     from itra_bench.distributed import init_distributed
-    from itra_bench.leaderboard import TITLE as LEADERBOARD_TITLE
     from itra_bench.leaderboard import write_leaderboard
     from itra_bench.runner import RunConfig, print_outcomes, run
 
@@ -324,7 +323,7 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
             print_outcomes(outcomes, spec, out)
     if len(specs) > 1 and world.is_main:
         board = write_leaderboard(args.output, suite_members=registry.suites)
-        render(board.rows(), board.columns(), "table", out, title=LEADERBOARD_TITLE)
+        board.print(out)
     if world.is_main:
         console.print(f"results in {escape(args.output)}; collate with "
                       f"`itra-bench results {escape(args.output)}`")
@@ -421,7 +420,6 @@ def _cmd_list(args: argparse.Namespace, registry: Registry, console: Console) ->
 
 def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console) -> int:
 
-    from itra_bench.leaderboard import TITLE as LEADERBOARD_TITLE
     from itra_bench.leaderboard import write_leaderboard
 
     folder = Path(args.folder)
@@ -434,8 +432,7 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     if not board.models:
         raise UserError(f"no itra-bench result files under {folder}")
     out = Path(args.out or folder)
-    render(board.rows(args.format), board.columns(args.format), args.format, Console(),
-           title=LEADERBOARD_TITLE)
+    board.print(Console(), args.format)
     console.print(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.md'}")
     from itra_bench.vision_benchmark.summary import describe, write_summary
 
@@ -453,9 +450,7 @@ def _cmd_compare(args: argparse.Namespace, registry: Registry, console: Console)
 
     result = compare_results(args.folder, *args.models, resamples=args.resamples,
                              seed=args.seed)
-    readable = args.format in ("table", "markdown")
-    render(result.rows(args.format), result.columns() if readable else result.csv_columns(),
-           args.format, Console(), title=result.title())
+    result.print(Console(), args.format)
     for who, columns in (("A", result.only_a), ("B", result.only_b)):
         if columns:
             console.print(f"only {who} has: {escape(', '.join(columns))} (not compared)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,8 +17,11 @@ from itra_bench.errors import UserError
 from itra_bench.leaderboard import column_label, model_labeller, suite_column
 from itra_bench.results import iter_records
 from itra_bench.sample_outcomes import OutcomeMismatchError, compare, read_outcomes
-from itra_bench.tables import Column, Value
+from itra_bench.tables import Column, Value, readable, render
 from itra_bench.task import variant_family
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: Family-wise error rate of the Holm marker.
 ALPHA = 0.05
@@ -69,41 +72,39 @@ class Comparison:
     resamples: int
     confidence: float
 
-    def columns(self) -> list[Column]:
-        """Columns of :meth:`rows` for :func:`itra_bench.tables.render`."""
+    def columns(self, fmt: str = "table") -> list[Column]:
+        """Columns of :meth:`rows` in ``fmt`` for :func:`itra_bench.tables.render`."""
+        interval = ([Column("ci", f"{100 * self.confidence:g}% CI", whole=True, align="right")]
+                    if readable(fmt) else [Column("ci_low"), Column("ci_high")])
         return [Column("task", whole=True), Column("main_score", "main score", whole=True),
                 Column("a", "A", whole=True, align="right"),
                 Column("b", "B", whole=True, align="right"),
-                Column("difference", "B - A", whole=True, align="right"),
-                Column("ci", f"{100 * self.confidence:g}% CI", whole=True, align="right"),
+                Column("difference", "B - A", whole=True, align="right"), *interval,
                 Column("p_value", "p", whole=True, align="right", number="{:.4f}"),
                 Column("significant", "Holm", whole=True)]
 
     def rows(self, fmt: str = "table") -> list[dict[str, Value]]:
         """One row per task, then one per suite (``avg:SUITE``); scores x 100. For ``csv``
         and ``json`` the interval is two numbers, ``ci_low`` and ``ci_high``."""
-        readable = fmt in ("table", "markdown")
+        text = readable(fmt)
+        rows = [(t.column, t.main_score, t, t.p_value, t.significant) for t in self.tasks]
+        rows += [(f"avg:{s.suite} ({s.tasks} tasks)", "mean", s, None, None)
+                 for s in self.suites]
         out: list[dict[str, Value]] = []
-        for t in self.tasks:
-            row: dict[str, Value] = {"task": t.column, "main_score": t.main_score,
-                                     "a": 100 * t.a, "b": 100 * t.b,
-                                     "difference": _signed(100 * t.difference, readable),
-                                     "p_value": t.p_value,
-                                     "significant": ("*" if t.significant else "") if readable
-                                     else t.significant}
-            out.append(row | _interval_cells(t.low, t.high, readable))
-        for s in self.suites:
-            row = {"task": f"avg:{s.suite} ({s.tasks} tasks)", "main_score": "mean",
-                   "a": 100 * s.a, "b": 100 * s.b,
-                   "difference": _signed(100 * s.difference, readable),
-                   "p_value": None, "significant": "" if readable else None}
-            out.append(row | _interval_cells(s.low, s.high, readable))
+        for label, main_score, d, p_value, significant in rows:
+            marker = ("*" if significant else "") if text else significant
+            out.append({"task": label, "main_score": main_score, "a": 100 * d.a,
+                        "b": 100 * d.b,
+                        "difference": f"{100 * d.difference:+.2f}" if text
+                        else 100 * d.difference,
+                        "p_value": p_value, "significant": marker,
+                        **({"ci": f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]"} if text
+                           else {"ci_low": 100 * d.low, "ci_high": 100 * d.high})})
         return out
 
-    def csv_columns(self) -> list[Column]:
-        """Columns for the machine formats: the interval as two numbers."""
-        cols = [c for c in self.columns() if c.key != "ci"]
-        return [*cols[:5], Column("ci_low"), Column("ci_high"), *cols[5:]]
+    def print(self, console: Console, fmt: str = "table") -> None:
+        """The comparison (:meth:`rows`) in ``fmt``, titled :meth:`title`."""
+        render(self.rows(fmt), self.columns(fmt), fmt, console, title=self.title())
 
     def title(self) -> str:
         """What the table shows, in one paragraph."""
@@ -113,16 +114,6 @@ class Comparison:
                 "bootstrap for correlations, AUC, mAP and clustering); "
                 f"* = significant after Holm's correction across the {len(self.tasks)} "
                 f"task(s) at {ALPHA}")
-
-
-def _signed(value: float, readable: bool) -> Value:
-    return f"{value:+.2f}" if readable else value
-
-
-def _interval_cells(low: float, high: float, readable: bool) -> dict[str, Value]:
-    if readable:
-        return {"ci": f"[{100 * low:+.2f}, {100 * high:+.2f}]"}
-    return {"ci_low": 100 * low, "ci_high": 100 * high}
 
 
 def _pick(label: str, models: Mapping[str, list[dict[str, Any]]], flag: str) -> str:

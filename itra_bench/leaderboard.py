@@ -7,12 +7,15 @@ import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itra_bench.atomic_io import atomic_write_text
 from itra_bench.results import iter_records
-from itra_bench.tables import Column, Value
+from itra_bench.tables import Column, Value, readable, render, to_markdown
 from itra_bench.task import variant_family
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def column_label(record: dict[str, Any]) -> str:
@@ -41,19 +44,6 @@ class Leaderboard:
     suite_avg: dict[tuple[str, str], float]
     intervals: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
-    def main_table_rows(self) -> list[list[str]]:
-        """Rows of model, suite averages and main scores, as percentages; a score with an
-        interval reads ``71.20 ± 1.05`` (half the interval's width)."""
-        rows = []
-        for m in self.models:
-            row = [m]
-            for s in self.suite_columns:
-                row.append(_pct(self.suite_avg.get((m, s))))
-            for c in self.task_columns:
-                row.append(self.score_text(m, c))
-            rows.append(row)
-        return rows
-
     def score_text(self, model: str, column: str) -> str:
         """One main score x 100, with ``± half-width`` when it has an interval."""
         value = self.main.get((model, column))
@@ -61,10 +51,6 @@ class Leaderboard:
         if value is None or ci is None:
             return _pct(value)
         return f"{_pct(value)} ± {50 * (ci[1] - ci[0]):.2f}"
-
-    def header(self) -> list[str]:
-        """Column names of the main table."""
-        return ["model", *(f"avg:{s}" for s in self.suite_columns), *self.task_columns]
 
     def to_csv(self) -> str:
         """Every metric (raw values, 0-1 scale), one row per model."""
@@ -84,17 +70,18 @@ class Leaderboard:
         return out.getvalue()
 
     def to_markdown(self) -> str:
-        """Main scores and suite averages as a Markdown table (scores x 100)."""
-        header = self.header()
-        lines = ["| " + " | ".join(header) + " |",
-                 "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in self.main_table_rows()]
+        """Main scores and suite averages as a Markdown table (scores x 100), with a note on
+        what they are."""
         return ("Main score of each task, x 100, ± half the width of its 95 % percentile "
                 "bootstrap interval over the evaluation samples (where the result records "
                 "per-sample outcomes); `avg:SUITE[/FAMILY]` columns average a "
                 "suite's tasks within one variant family (seeds averaged per task first), "
                 "only where every task of the suite has a result.\n\n") \
-            + "\n".join(lines) + "\n"
+            + to_markdown(self.rows("markdown"), self.columns("markdown"))
+
+    def print(self, console: Console, fmt: str = "table") -> None:
+        """The main table (:meth:`rows`) in ``fmt``, titled :data:`TITLE`."""
+        render(self.rows(fmt), self.columns(fmt), fmt, console, title=TITLE)
 
     def columns(self, fmt: str = "table") -> list[Column]:
         """The main table's columns for :func:`itra_bench.tables.render` in ``fmt`` (see
@@ -103,7 +90,7 @@ class Leaderboard:
                 *(Column(f"avg:{s}", whole=True, align="right") for s in self.suite_columns)]
         for c in self.task_columns:
             cols.append(Column(c, whole=True, align="right"))
-            if fmt not in ("table", "markdown"):
+            if not readable(fmt):
                 cols += [Column(f"{c}/{end}", whole=True, align="right") for end in _CI_COLUMNS]
         return cols
 
@@ -117,14 +104,14 @@ class Leaderboard:
         def pct(v: float | None) -> float | None:
             return None if v is None else 100 * v
 
-        readable = fmt in ("table", "markdown")
+        text = readable(fmt)
         out: list[dict[str, Value]] = []
         for m in self.models:
             row: dict[str, Value] = {"model": m, **{f"avg:{s}": pct(self.suite_avg.get((m, s)))
                                                     for s in self.suite_columns}}
             for c in self.task_columns:
                 ci = self.intervals.get((m, c))
-                if readable:
+                if text:
                     row[c] = self.score_text(m, c) or None
                 else:
                     row[c] = pct(self.main.get((m, c)))

@@ -46,6 +46,7 @@ import numpy as np
 from itra_bench.atomic_io import atomic_write
 from itra_bench.bootstrap import (
     CONFIDENCE,
+    MAX_CELLS,
     RESAMPLES,
     Interval,
     PairedDifference,
@@ -54,6 +55,7 @@ from itra_bench.bootstrap import (
     group_mean_interval,
     group_mean_paired,
     mean,
+    on_all_samples,
     paired_difference,
     pearson,
     spearman,
@@ -78,7 +80,7 @@ class SampleOutcomes:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown sample-outcome kind {self.kind!r}; one of {sorted(KINDS)}")
-        self.arrays = {k: np.asarray(_numpy(v)) for k, v in self.arrays.items()}
+        self.arrays = {k: as_array(v) for k, v in self.arrays.items()}
         missing = [a for a in KINDS[self.kind].required if a not in self.arrays]
         if missing:
             raise ValueError(f"{self.kind} outcomes need the arrays {', '.join(missing)}")
@@ -103,7 +105,7 @@ class SampleOutcomes:
         if found is None:
             return None
         units, stat = found
-        return float(np.asarray(stat(*(u[None] for u in units))).reshape(-1)[0])
+        return on_all_samples(stat, units)
 
 
 class Metrics(dict[str, float]):
@@ -117,10 +119,11 @@ class Metrics(dict[str, float]):
         self.samples = samples
 
 
-def _numpy(value: object) -> object:
-    """Tensors become arrays without importing torch here."""
+def as_array(value: object) -> np.ndarray:
+    """``value`` as a NumPy array; a torch tensor is detached and moved to the CPU (without
+    importing torch here)."""
     detach = getattr(value, "detach", None)
-    return detach().cpu().numpy() if detach is not None else value
+    return np.asarray(detach().cpu().numpy() if detach is not None else value)
 
 
 @dataclass(frozen=True)
@@ -160,36 +163,42 @@ def _means_values(metric: str, arrays: Mapping[str, np.ndarray]
 
 # -- classification ------------------------------------------------------------------------
 
+def _classification_metric(metric: str) -> int | None:
+    """``k`` for ``acc<k>``, 0 for ``mean_per_class_recall*``, None for other metrics."""
+    if metric.startswith("acc") and metric[3:].isdigit():
+        return int(metric[3:])
+    return 0 if metric.startswith("mean_per_class_recall") else None
+
+
 def _classification_values(metric: str, arrays: Mapping[str, np.ndarray]
                            ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    k = _classification_metric(metric)
+    if k is None:
+        return None
     rank = np.asarray(arrays["rank"])
-    if metric.startswith("acc") and metric[3:].isdigit():
-        return rank < int(metric[3:]), None
-    if metric.startswith("mean_per_class_recall"):
-        return rank == 0, np.asarray(arrays["label"])
-    return None
+    return (rank < k, None) if k else (rank == 0, np.asarray(arrays["label"]))
 
 
 def _classification_statistic(metric: str, arrays: Mapping[str, np.ndarray]
                               ) -> Statistic | None:
-    if metric.startswith("acc") and metric[3:].isdigit():
-        k = int(metric[3:])
+    k = _classification_metric(metric)
+    if k is None:
+        return None
+    if k:
         return lambda rank, label: mean(rank < k)
-    if metric.startswith("mean_per_class_recall"):
-        num_classes = int(arrays["label"].max()) + 1
+    num_classes = int(arrays["label"].max()) + 1
 
-        def per_class(rank: np.ndarray, label: np.ndarray) -> np.ndarray:
-            # Recall of each class present in the resample, averaged over those classes.
-            rows = label.shape[0]
-            offset = (np.arange(rows)[:, None] * num_classes + label).reshape(-1)
-            support = np.bincount(offset, minlength=rows * num_classes).reshape(rows, -1)
-            hits = np.bincount(offset, weights=(rank == 0).reshape(-1).astype(np.float64),
-                               minlength=rows * num_classes).reshape(rows, -1)
-            present = support > 0
-            recall = np.where(present, hits / np.maximum(support, 1), 0.0)
-            return recall.sum(axis=1) / present.sum(axis=1)
-        return per_class
-    return None
+    def per_class(rank: np.ndarray, label: np.ndarray) -> np.ndarray:
+        # Recall of each class present in the resample, averaged over those classes.
+        rows = label.shape[0]
+        offset = (np.arange(rows)[:, None] * num_classes + label).reshape(-1)
+        support = np.bincount(offset, minlength=rows * num_classes).reshape(rows, -1)
+        hits = np.bincount(offset, weights=(rank == 0).reshape(-1).astype(np.float64),
+                           minlength=rows * num_classes).reshape(rows, -1)
+        present = support > 0
+        recall = np.where(present, hits / np.maximum(support, 1), 0.0)
+        return recall.sum(axis=1) / present.sum(axis=1)
+    return per_class
 
 
 # -- retrieval -----------------------------------------------------------------------------
@@ -292,7 +301,7 @@ def _nmi_rows(cluster: np.ndarray, label: np.ndarray, clusters: int, classes: in
     normalisation, natural log) of each row, from per-row contingency tables."""
     rows, n = label.shape
     out = np.empty(rows)
-    step = max(1, 8_000_000 // (classes * clusters))
+    step = max(1, MAX_CELLS // (classes * clusters))
     for start in range(0, rows, step):
         lab, clu = label[start:start + step], cluster[start:start + step]
         r = lab.shape[0]

@@ -48,6 +48,12 @@ class Column:
         return self.header or self.key
 
 
+def readable(fmt: str) -> bool:
+    """Whether ``fmt`` is for reading (``table``, ``markdown``: an interval is one text
+    cell) rather than for scripts (``csv``, ``json``: numbers stay numbers)."""
+    return fmt in ("table", "markdown")
+
+
 def add_format_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--format table|csv|markdown|json`` (default table) to a command's parser."""
     parser.add_argument("--format", choices=FORMATS, default="table",

@@ -71,10 +71,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int:
-    from itra_bench.leaderboard import TITLE as LEADERBOARD_TITLE
     from itra_bench.leaderboard import write_leaderboard
     from itra_bench.runner import RunConfig, print_outcomes, run
-    from itra_bench.tables import render
 
     from .checkpoint_model import load_checkpoint_model
     from .demo import train_demo
@@ -89,7 +87,7 @@ def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int
     outcomes = run(config, registry, console, show_progress=not args.no_progress, model=model)
     print_outcomes(outcomes, "demo", Console())
     board = write_leaderboard(args.output, suite_members=registry.suites)
-    render(board.rows(), board.columns(), "table", Console(), title=LEADERBOARD_TITLE)
+    board.print(Console())
     console.print(f"results in {escape(args.output)}; the same weights are `--model demo`")
     return 0
 

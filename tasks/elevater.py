@@ -262,8 +262,7 @@ class ElevaterTask(Task):
         write_prediction_file(path, record)
         details["predictions"] = str(path)
         details["elevater_metric"] = self.card.metric
-        return TaskResult(metrics, self.main_score, len(test_y), details,
-                          samples=metrics.samples)
+        return TaskResult(metrics, self.main_score, len(test_y), details)
 
     def _finetune(self, model: EncoderModel, ctx: RunContext, shot: int, seed: int
                   ) -> TaskResult:

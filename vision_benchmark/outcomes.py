@@ -24,17 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from itra_bench.sample_outcomes import SampleOutcomes
+from itra_bench.sample_outcomes import SampleOutcomes, as_array
 from itra_bench.vision_benchmark.metric_names import ELEVATER_METRICS, canonical_metric
 
 #: Rows ranked at once: bounds the ``[rows, classes]`` comparison masks (ImageNet: 50,000 x
 #: 1,000) to a few tens of megabytes.
 _CHUNK_CELLS = 4_000_000
-
-
-def _numpy(value: Any) -> np.ndarray:
-    detach = getattr(value, "detach", None)
-    return np.asarray(detach().cpu().numpy() if detach is not None else value)
 
 
 def argmax_rank(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -70,8 +65,8 @@ def elevater_outcomes(metric: str, probs: Any, targets: Any) -> SampleOutcomes |
     if key not in ELEVATER_METRICS:
         raise ValueError(f"unknown ELEVATER metric {metric!r}; choose one of "
                          f"{', '.join(ELEVATER_METRICS)}")
-    scores = _numpy(probs).astype(np.float64, copy=False)
-    truth = _numpy(targets)
+    scores = as_array(probs).astype(np.float64, copy=False)
+    truth = as_array(targets)
     if truth.ndim == 2 and truth.shape[1] == 1 and scores.shape[1] != 1:
         truth = truth[:, 0]  # [N, 1] class indices, as elevater_metric accepts them
     if key == "11point_mAP":
