@@ -1,13 +1,32 @@
-"""Atomic file writes: a reader never sees a half-written result, cache entry or checkpoint."""
+"""Atomic file writes: a reader never sees a half-written result, cache entry or checkpoint;
+and the removal of the temp files that writers killed half-way left behind.
+
+A write goes to a temp file ``.NAME.XXXXXXXX.tmp`` beside its target, renamed over it once
+complete. Its writer holds an exclusive ``flock`` on the temp file from its creation (a sweep
+in the instant before is detected, and the writer takes a new file) until the rename. The
+kernel releases that lock when the writer dies, however it dies (SIGKILL, a lost node's
+processes), so a sweeper that can take the lock knows the writer is gone, whatever the file's
+age and on whichever host it ran (where the file system shares ``flock``s). Two runs may share
+an output folder or a feature cache: the lock, not the file's age (a slow write looks stale) or
+a pid in its name (meaningless on another host, and reused), keeps a live writer's temp file
+from a concurrent run's sweep.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import fnmatch
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+#: The names of atomic writes' temp files.
+TEMP_PATTERN = ".*.tmp"
 
 
 def _umask() -> int:
@@ -16,23 +35,98 @@ def _umask() -> int:
     return mask
 
 
+def _same_file(fd: int, path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _try_lock(fd: int, blocking: bool) -> bool | None:
+    """Take the exclusive ``flock`` of ``fd``: True when taken, False when another open file
+    holds it, None where the file system has no ``flock``."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        return None
+    return True
+
+
+def _locked_temp(path: Path) -> tuple[int, str]:
+    """A new temp file beside ``path``, open, and locked for as long as it stays open."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # Between mkstemp and the lock a sweeper may take the file for a dead writer's (it
+        # sweeps only what it locked, and unlinks before unlocking): once locked, the file
+        # still under its name is this writer's for good; a swept one is replaced.
+        if _try_lock(fd, blocking=True) is None or _same_file(fd, tmp):
+            # Without flock (some network file systems) sweepers cannot lock it either, and
+            # keep it: a dead writer's file then stays, a live one is never lost.
+            return fd, tmp
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` through ``write(fileobj)`` into a temp file beside it, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _locked_temp(path)
     try:
-        # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
+            # mkstemp creates the file 0600; give it the permissions a plain open() would.
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            # Renamed while still open, so locked: a sweeper never takes a finished temp file.
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str], depth: int = 0,
+                            pattern: str = TEMP_PATTERN) -> list[Path]:
+    """Delete the temp files (names matching ``pattern``) in ``folder``, and in its subfolders
+    down to ``depth`` levels, whose writer is gone; a live writer's are kept. Returns those
+    deleted. Only names are listed, nothing is read, so a large cache costs one listing of
+    each folder."""
+    removed: list[Path] = []
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError:
+        return removed  # absent or unreadable: nothing of this run's to remove
+    for entry in entries:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if depth and entry.is_dir(follow_symlinks=False):
+                removed += remove_stale_temp_files(entry.path, depth - 1, pattern)
+            elif fnmatch.fnmatchcase(entry.name, pattern) and \
+                    entry.is_file(follow_symlinks=False) and _remove_if_unlocked(entry.path):
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _remove_if_unlocked(path: str) -> bool:
+    """Unlink ``path`` if no live process holds its lock; whether it did."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # renamed by its writer meanwhile, or not this user's to open
+    try:
+        # Checked again once locked: the name may have been renamed away (and made anew)
+        # since it was opened; only the file actually locked is removed.
+        if _try_lock(fd, blocking=False) and _same_file(fd, path):
+            os.unlink(path)  # before the lock is released: see _locked_temp
+            return True
+        return False
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -13,6 +13,8 @@ import itertools
 import json
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -79,7 +81,47 @@ def init_distributed(device: str = "auto", timeout: float = DEFAULT_TIMEOUT) -> 
                                 timeout=timedelta(seconds=timeout))
     global _steps
     _steps = itertools.count(1)
+    watch_launcher(rank)
     return World(rank=rank, local_rank=local_rank, size=size, device=resolved)
+
+
+#: Seconds between two looks at whether this rank's launcher is alive.
+LAUNCHER_POLL_SECONDS = 0.5
+#: Exit status of a rank that stopped because its launcher is gone.
+LAUNCHER_GONE_EXIT = 1
+_watching = False
+
+
+def watch_launcher(rank: int) -> None:
+    """Stop this process within about a second once the process that started it (torchrun's
+    agent, srun's step daemon) is gone, saying so in one line on stderr; otherwise a ``kill
+    -9`` of the launcher leaves its ranks working unsupervised, writing results nobody asked
+    for any more."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    # A thread watching the parent pid rather than prctl(PR_SET_PDEATHSIG): that signal
+    # follows the death of the parent *thread* that forked this process (torchrun may fork
+    # from a helper thread that ends while the launcher lives), and its handler would run
+    # only once the main thread leaves a blocking collective. The thread runs meanwhile, as
+    # collectives and sleeps release the GIL.
+    launcher = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(rank, launcher),
+                     name="itra-bench launcher watch", daemon=True).start()
+
+
+def _exit_when_orphaned(rank: int, launcher: int) -> None:
+    while os.getppid() == launcher:
+        time.sleep(LAUNCHER_POLL_SECONDS)
+    with contextlib.suppress(OSError):  # stderr may have gone with the launcher
+        os.write(2, f"itra-bench: rank {rank}: the launcher (pid {launcher}) is gone; this "
+                    "rank stops; what it completed is kept (rerun the same command to "
+                    "resume).\n".encode())
+    # Without unwinding: the main thread may be blocked in a collective that never returns,
+    # and every file is written atomically (a half-written temp file is swept by the next
+    # run).
+    os._exit(LAUNCHER_GONE_EXIT)
 
 
 #: Numbers the collectives this process enters; each rank records its count in the job's

@@ -21,7 +21,11 @@ from typing import Any
 
 import torch
 
-from itra_bench.atomic_io import atomic_torch_save, atomic_write_json
+from itra_bench.atomic_io import (
+    atomic_torch_save,
+    atomic_write_json,
+    remove_stale_temp_files,
+)
 from itra_bench.errors import UserError
 
 #: Rows per chunk by default: about a minute of encoding for a ViT-B on one GPU, small enough
@@ -127,6 +131,11 @@ class FeatureCache:
         shutil.rmtree(self.chunk_folder(key).parent, ignore_errors=True)
 
     # -- writing --------------------------------------------------------------------------------
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the temp files that writes killed half-way left anywhere in the cache (the
+        deepest are in ``<ab>/<key>.chunks/rows-N/``); another live run's are kept."""
+        return remove_stale_temp_files(self.root, depth=3)
 
     def _write(self, path: Path, data: Any) -> None:
         try:

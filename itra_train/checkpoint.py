@@ -59,6 +59,8 @@ def link_or_copy(source: Path, target: Path) -> Path:
     import shutil
     import tempfile
 
+    # Unlike atomic_io's, this temp file is not locked while it lives: only the run holding
+    # the run folder's lock writes and sweeps checkpoints/, never two at a time.
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     os.unlink(tmp)

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from yacs.config import CfgNode
 
-from itra_bench.atomic_io import atomic_write_text
+from itra_bench.atomic_io import atomic_write_text, remove_stale_temp_files
 from itra_bench.errors import UserError
 
 LOGGER_NAME = "itra_train"
@@ -47,10 +47,9 @@ def _lock(folder: Path) -> IO[str]:
 
 
 def _remove_temp_files(folder: Path) -> None:
-    """Delete what atomic writes killed half-way left behind (only this run writes here)."""
+    """Delete what atomic writes killed half-way left behind."""
     for place, pattern in TEMP_GLOBS.items():
-        for path in (folder / place).glob(pattern):
-            path.unlink(missing_ok=True)
+        remove_stale_temp_files(folder / place, pattern=pattern)
 
 
 class RunFolder:
