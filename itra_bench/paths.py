@@ -1,4 +1,4 @@
-"""Checks on paths that users' files name (index lines, caption tables)."""
+"""Checks on paths that users' files name (index lines, caption tables, result files)."""
 
 from __future__ import annotations
 
@@ -12,3 +12,10 @@ def is_existing_file(path: str | os.PathLike[str]) -> bool:
         return os.path.isfile(path)
     except (OSError, ValueError):
         return False
+
+
+def is_file_name(name: object) -> bool:
+    """Whether ``name`` is one plain file name: no folder part, not absolute, not ``.`` or
+    ``..``, no NUL, so that a folder joined with it names a file inside that folder."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name
+            and os.path.basename(name) == name)

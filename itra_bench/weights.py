@@ -63,11 +63,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UserError(
-            f"weights file {path} holds more than tensors (torch.load with weights_only=True "
-            f"refused it: {refusal_reason(exc)}). Save `model.state_dict()` instead of the "
-            "whole model, or convert the file to .safetensors."
-        ) from exc
+        raise pickled_weights_error([path], exc, "Save `model.state_dict()` instead of the "
+                                    "whole model, or convert the file to .safetensors.") from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise UserError(f"weights file {path} is not a readable PyTorch file: {exc}") from exc
     return _strip_prefixes(_unnest(obj, path))
@@ -78,16 +75,39 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def pickled_weights_error(files: Sequence[Path], exc: BaseException, fix: str) -> UserError:
+    """The refusal of a weights file that ``torch.load(weights_only=True)`` would not read
+    (pickled code or other objects than tensors), naming it (or the ``files`` it is one of)
+    and saying how to ``fix`` it, without torch's advice to load it anyway."""
+    which = (f"weights file {files[0]}" if len(files) == 1 else
+             "one of the weights files " + ", ".join(map(str, files)))
+    return UserError(f"{which} holds more than tensors (torch.load with weights_only=True "
+                     f"refused it: {refusal_reason(exc)}). {fix}")
+
+
 def refusal_reason(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to load it
     with ``weights_only=False`` or to allowlist its classes (either would run the file's
     pickled code: not something to suggest for a file of unknown origin)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
-    reason = found[1] if found else _first_line(exc)
+    for advice in _TORCH_ADVICE:
+        text = re.sub(advice, "", text, flags=re.DOTALL)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
     # "... was not an allowed global by default. Please use `torch.serialization...`": keep
     # the first sentence only.
     return re.split(r"\.\s+Please use", reason)[0].rstrip(". ")
+
+
+#: What torch wraps around the unpickler's own message, by the torch versions' wordings:
+#: the advice to load with weights_only=False, the ways to get there, the pointer to the docs.
+_TORCH_ADVICE = (
+    r"This file can still be loaded, .*?WeightsUnpickler error: ",
+    r"(In PyTorch 2\.6, we changed [^\n]*?)?Re-running `torch\.load` .*?trusted source\.",
+    r"Please file an issue .*?WeightsUnpickler error: ",
+    r"Check the documentation of torch\.load[^\n]*",
+    r"Weights only load failed\.",
+)
 
 
 def _is_torchscript(path: Path) -> bool:

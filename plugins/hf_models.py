@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelOptions
 from itra_bench.weights import (
     mismatch_error,
     no_weights_error,
+    pickled_weights_error,
     random_init_config,
     seeded_init,
 )
@@ -236,6 +238,12 @@ def load_checked(spec: str, folder: Path, pooled_text: bool) -> nn.Module:
         model, info = AutoModel.from_pretrained(
             str(folder), local_files_only=True, output_loading_info=True,
             ignore_mismatched_sizes=True)
+    except pickle.UnpicklingError as exc:
+        # Only pickle-based files unpickle: the .bin weights (safetensors cannot hold code).
+        raise pickled_weights_error(
+            sorted(folder.glob("pytorch_model*.bin")) or [folder], exc,
+            "Save the model with save_pretrained(folder), which writes model.safetensors, or "
+            "convert the file to .safetensors.") from exc
     except (OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"{spec}: transformers could not load {folder}: {exc}") from exc
     missing = sorted(k for k in info["missing_keys"]

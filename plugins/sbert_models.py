@@ -9,6 +9,7 @@ definition says so (cosine scores are unchanged). The model's default prompt and
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +20,12 @@ import torch
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
 from itra_bench.model import TEXT, EncoderModel, ModelOptions
-from itra_bench.weights import no_weights_error, random_init_config, seeded_init
+from itra_bench.weights import (
+    no_weights_error,
+    pickled_weights_error,
+    random_init_config,
+    seeded_init,
+)
 
 from .hf_models import load_checked
 
@@ -27,6 +33,8 @@ SCHEME = "sbert"
 #: Files whose bytes decide the embeddings (configs, weights, tokenizer); READMEs etc. do not.
 FINGERPRINT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".pt", ".pth")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+#: Weight files that torch.load unpickles (and so may hold code).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 
 
 class SentenceTransformerEncoder(EncoderModel):
@@ -106,6 +114,13 @@ def _load(spec: str, folder: Path) -> Any:
 
     try:
         return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    except pickle.UnpicklingError as exc:
+        # A module's weights (a Dense layer's pytorch_model.bin, ...): the transformer's were
+        # read by load_checked already.
+        files = sorted(p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+        raise pickled_weights_error(
+            files or [folder], exc, "Save the model with model.save(folder), which writes "
+            "safetensors, or convert the file to .safetensors.") from exc
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"{spec}: sentence-transformers could not load {folder}: "
                         f"{type(exc).__name__}: {exc}") from exc

@@ -121,3 +121,40 @@ def test_unknown_or_ambiguous_models_are_named(cli, results):
     assert res.code == 2 and "'nope'" in res.err and "pixel:dim8" in res.err
     res = cli("compare", results, "--models", "pixel", "pixel")
     assert res.code == 2 and "same model twice" in res.err
+
+
+def _point_samples_at(results: Path, file: object, monkeypatch) -> tuple[Path, list[Path]]:
+    """Make pixel:dim8's digits-knn result name ``file`` as its samples file; returns the
+    result's path and the list of every path read from now on."""
+    path, record = _record(results, "pixel:dim8", "digits-knn")
+    record["samples"]["file"] = file
+    path.write_text(json.dumps(record))
+    read: list[Path] = []
+    real_read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self)
+                        or real_read_bytes(self))
+    return path, read
+
+
+def _never_read(path: Path, file: object, read: list[Path]) -> None:
+    if isinstance(file, str) and "\0" not in file:
+        assert (path.parent / file).resolve() not in {p.resolve() for p in read}
+
+
+@pytest.mark.parametrize("file", ["../../../../etc/passwd", "/etc/passwd", "..", ".", "",
+                                  "x/..", "a\x00b", 7])
+def test_a_samples_file_outside_the_results_folder_is_refused_and_never_read(
+        cli, results, monkeypatch, file):
+    path, read = _point_samples_at(results, file, monkeypatch)
+    res = cli("compare", results, "--models", "pixel", "pixel:dim8")
+    assert res.code == 2, res
+    assert "Traceback" not in res.err and "task digits-knn" in res.err and str(path) in res.err
+    _never_read(path, file, read)
+
+
+def test_results_and_report_never_follow_a_samples_file(cli, results, tmp_path, monkeypatch):
+    file = "../../../../etc/passwd"
+    path, read = _point_samples_at(results, file, monkeypatch)
+    assert cli("results", results).code == 0
+    assert cli("report", results, "-o", tmp_path / "report.html").code == 0
+    _never_read(path, file, read)

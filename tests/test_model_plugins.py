@@ -504,6 +504,62 @@ def test_hf_and_sbert_missing_folders(tmp_path):
         build_sbert(str(tmp_path / "nope"), ModelOptions())
 
 
+class _RunsCode:
+    """Unpickling it would create the folder ``evidence`` (pickled code in a weights file)."""
+
+    def __init__(self, evidence: Path) -> None:
+        self.evidence = evidence
+
+    def __reduce__(self):
+        return os.makedirs, (str(self.evidence),)
+
+
+def _pickled_code_weights(path: Path, evidence: Path) -> Path:
+    torch.save({"embeddings.word_embeddings.weight": _RunsCode(evidence)}, path)
+    return path
+
+
+def _refused_cleanly(res, file: Path, evidence: Path) -> None:
+    """Exit 2 naming the file and what it holds, without torch's advice to load it anyway."""
+    assert res.code == 2, res
+    text = " ".join((res.out + res.err).split())
+    assert "Traceback" not in text
+    for advice in ("weights_only=False", "set to `False`", "will likely succeed",
+                   "add_safe_globals"):
+        assert advice not in text
+    assert str(file) in text and "more than tensors" in text and "os.makedirs" in text
+    assert not evidence.exists()
+
+
+@pytest.mark.parametrize("scheme", ["hf", "sbert"])
+def test_hf_and_sbert_refuse_a_pytorch_model_bin_holding_pickled_code(cli, minilm, tmp_path,
+                                                                      scheme):
+    folder = Path(shutil.copytree(minilm, tmp_path / "model"))
+    (folder / "model.safetensors").unlink()  # so that transformers reads the .bin
+    evidence = tmp_path / "code-ran"
+    weights = _pickled_code_weights(folder / "pytorch_model.bin", evidence)
+    res = cli("run", "--model", f"{scheme}:{folder}", "--tasks", "rg65", "--output",
+              tmp_path / "out", "--no-cache", "--no-progress")
+    _refused_cleanly(res, weights, evidence)
+
+
+def test_sbert_refuses_a_module_whose_weights_hold_pickled_code(cli, minilm, tmp_path):
+    folder = Path(shutil.copytree(minilm, tmp_path / "model"))
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": len(modules), "name": str(len(modules)), "path": "9_Dense",
+                    "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "9_Dense").mkdir()
+    (folder / "9_Dense" / "config.json").write_text(json.dumps(
+        {"in_features": 384, "out_features": 4, "bias": True,
+         "activation_function": "torch.nn.modules.linear.Identity"}))
+    evidence = tmp_path / "code-ran"
+    weights = _pickled_code_weights(folder / "9_Dense" / "pytorch_model.bin", evidence)
+    res = cli("run", "--model", f"sbert:{folder}", "--tasks", "rg65", "--output",
+              tmp_path / "out", "--no-cache", "--no-progress")
+    _refused_cleanly(res, weights, evidence)
+
+
 def test_sbert_fingerprint_refusal_random_init_and_wrong_config(tiny_sbert, tmp_path):
     from itra_bench.plugins.sbert_models import build_sbert
 

@@ -39,7 +39,8 @@ def test_shipped_files_are_parsed_by_libyaml(monkeypatch):
     used = []
     monkeypatch.setattr(yaml, "safe_load", lambda text: used.append(text))
     cards.load_card(cards.CARDS_DIR / "cifar-10.yaml")
-    load_task_file(TASK_CARDS / "sts12.yaml", {PROTOCOL: lambda doc, path: SimpleNamespace()})
+    load_task_file(TASK_CARDS / "sts12.yaml",
+                   {PROTOCOL: lambda doc, path: SimpleNamespace(name="sts12")})
     assert used == []
 
 
