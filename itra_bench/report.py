@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 from itra_bench import __version__
 from itra_bench.atomic_io import atomic_write_text
 from itra_bench.errors import UserError
-from itra_bench.leaderboard import TITLE, Leaderboard, collate, column_label, suite_column
+from itra_bench.leaderboard import (
+    TITLE,
+    Leaderboard,
+    collate,
+    column_label,
+    score_with_interval,
+    suite_column,
+)
 from itra_bench.results import iter_records
 from itra_bench.task import variant_family
 
@@ -357,8 +364,12 @@ def _epochs_html(points: dict[str, list[_Point]], main_score: dict[str, str]) ->
         row = [_num(str(epoch)), f"<td>{_e(model)}</td>"]
         for c in columns:
             p = cells.get(c)
-            text = "" if p is None else f"{100 * p.value:.2f}" + (
-                f" ± {50 * (p.interval[1] - p.interval[0]):.2f}" if p.interval else "")
+            if p is None:
+                text = ""
+            elif p.interval:
+                text = score_with_interval(p.value, *p.interval)
+            else:
+                text = f"{100 * p.value:.2f}"
             row.append(_num(text))
         rows.append(row)
     header = ["epoch", "checkpoint", *(f"{_e(c)}<br><small>{_e(main_score.get(c, ''))}</small>"

@@ -38,7 +38,6 @@ import math
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +49,7 @@ from itra_bench.bootstrap import (
     RESAMPLES,
     Interval,
     PairedDifference,
+    Range,
     Statistic,
     bootstrap_interval,
     group_mean_interval,
@@ -61,6 +61,7 @@ from itra_bench.bootstrap import (
     spearman,
 )
 from itra_bench.errors import UserError
+from itra_bench.paths import is_file_name
 
 #: Relative tolerance between a reported metric and its recomputation from the outcomes.
 TOLERANCE = 1e-9
@@ -136,6 +137,12 @@ class _Kind:
     #: Whether two models' outcomes of one sample are on one scale, so that a permutation
     #: test may swap them (hits and ranks are; raw scores and cluster ids are not).
     exchangeable: bool = True
+    #: Metrics whose bootstrap distribution resampling with replacement displaces from the
+    #: score, with their range: their intervals are recentred on the score within it (see
+    #: :func:`itra_bench.bootstrap.bootstrap_interval`). A duplicated sample agrees with its
+    #: copy, which adds mutual information (NMI, AMI), and ranks a positive right beside a
+    #: positive (11-point mAP); means, recalls, correlations and AUC are not displaced.
+    recentred: Mapping[str, Range] = field(default_factory=dict)
     #: Where the metric is a mean of per-unit values (accuracy, VQA accuracy, reciprocal
     #: rank), or a mean over classes of per-class means (mean per-class recall): the values
     #: and the classes (None for a plain mean). Such metrics are resampled exactly and at
@@ -283,8 +290,7 @@ def _multilabel_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Stat
 
 def _clustering_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic | None:
     if metric == "nmi":
-        return partial(_nmi_rows, clusters=int(np.max(arrays["cluster"])) + 1,
-                       classes=int(np.max(arrays["label"])) + 1)
+        return _nmi_rows
     if metric != "ami":
         return None
 
@@ -295,11 +301,13 @@ def _clustering_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Stat
     return _per_row(ami)
 
 
-def _nmi_rows(cluster: np.ndarray, label: np.ndarray, clusters: int, classes: int
-              ) -> np.ndarray:
+def _nmi_rows(cluster: np.ndarray, label: np.ndarray) -> np.ndarray:
     """scikit-learn's ``normalized_mutual_info_score(label, cluster)`` (arithmetic mean
     normalisation, natural log) of each row, from per-row contingency tables."""
     rows, n = label.shape
+    # From the arrays given: two models compared on one set of labels may number their
+    # clusters differently.
+    clusters, classes = int(cluster.max()) + 1, int(label.max()) + 1
     out = np.empty(rows)
     step = max(1, MAX_CELLS // (classes * clusters))
     for start in range(0, rows, step):
@@ -343,9 +351,11 @@ KINDS: dict[str, _Kind] = {
     "binary_scores": _Kind(("score", "label"), ("label",), _named("score", "label"),
                            _binary_statistic, exchangeable=False),
     "multilabel": _Kind(("scores", "labels"), ("labels",), _named("scores", "labels"),
-                        _multilabel_statistic, exchangeable=False),
+                        _multilabel_statistic, exchangeable=False,
+                        recentred={"11point_mAP": (0.0, 1.0)}),
     "clustering": _Kind(("cluster", "label"), ("label",), _named("cluster", "label"),
-                        _clustering_statistic, exchangeable=False),
+                        _clustering_statistic, exchangeable=False,
+                        recentred={"nmi": (0.0, 1.0), "ami": (-math.inf, 1.0)}),
 }
 
 
@@ -365,7 +375,8 @@ def check_outcomes(outcomes: SampleOutcomes, metrics: Mapping[str, float], metri
 
 def interval(outcomes: SampleOutcomes, metric: str, *, resamples: int = RESAMPLES,
              confidence: float = CONFIDENCE, seed: int = 0) -> Interval | None:
-    """The percentile bootstrap interval of ``metric`` (None when the kind lacks it)."""
+    """The bootstrap interval of ``metric`` (None when the kind lacks it): percentile, or
+    recentred on the score for the metrics that resampling displaces (``recentred``)."""
     found = outcomes.statistic(metric)
     if found is None:
         return None
@@ -377,7 +388,7 @@ def interval(outcomes: SampleOutcomes, metric: str, *, resamples: int = RESAMPLE
             return exact
     units, stat = found
     return bootstrap_interval(stat, *units, resamples=resamples, confidence=confidence,
-                              seed=seed)
+                              seed=seed, recentre=KINDS[outcomes.kind].recentred.get(metric))
 
 
 def compare(a: SampleOutcomes, b: SampleOutcomes, metric: str, *, resamples: int = RESAMPLES,
@@ -413,7 +424,8 @@ def compare(a: SampleOutcomes, b: SampleOutcomes, metric: str, *, resamples: int
             return exact
     return paired_difference(stat, units_b, units_a, resamples=resamples,
                              confidence=confidence, seed=seed,
-                             exchangeable=KINDS[a.kind].exchangeable)
+                             exchangeable=KINDS[a.kind].exchangeable,
+                             recentre=KINDS[a.kind].recentred.get(metric))
 
 
 # -- the samples file ----------------------------------------------------------------------
@@ -444,7 +456,13 @@ def read_outcomes(result_path: Path, record: Mapping[str, object]) -> SampleOutc
         raise OutcomeMismatchError(
             f"{result_path} has no per-sample outcomes (written by an older itra-bench, or by "
             "a task that does not record them); rerun that task with --overwrite")
-    path = result_path.with_name(str(meta.get("file")))
+    name = meta.get("file")
+    if not is_file_name(name):
+        # Written by hand or altered: never follow it out of the result's folder.
+        raise OutcomeMismatchError(
+            f"{result_path} names its per-sample outcomes {name!r}, which is not the name of "
+            "a file beside it; rerun that task with --overwrite")
+    path = result_path.with_name(name)
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -161,7 +161,8 @@ def _print_table(rows: Sequence[Mapping[str, Value]], columns: Sequence[Column],
     if widths is None:
         _print_stacked(rows, columns, console, title)
         return
-    table = Table(title=title)
+    # A title is shown as written too: "score [low, high]" is no markup.
+    table = Table(title=None if title is None else Text(title, style="table.title"))
     for c, w in zip(columns, widths, strict=True):
         table.add_column(Text(c.title), justify=c.align, width=w, no_wrap=c.whole,
                          overflow="fold")

@@ -117,8 +117,9 @@ def _model_names(root: Path) -> set[str]:
 def _assert_results_page(doc: str, models: set[str]) -> None:
     for name in [*models, *TASKS]:
         assert html.escape(name) in doc, name
-    # Leaderboard cells read like the terminal's: score ± half the interval.
-    assert re.search(r"\d+\.\d\d ± \d+\.\d\d", doc)
+    # Leaderboard cells read like the terminal's: score ± half-width where the interval is
+    # symmetric, else score [low, high].
+    assert re.search(r"\d+\.\d\d( ± \d+\.\d\d| \[\d+\.\d\d, \d+\.\d\d\])</td>", doc)
     assert 'id="suite-demo"' in doc and 'id="epochs"' not in doc
     # One chart per suite, embedded.
     assert doc.count("data:image/png;base64,") == 1
