@@ -238,7 +238,8 @@ def _chunk_is_whole(data: dict[str, Any], start: int, end: int) -> bool:
 
 class _ChunkBatches:
     """Batches of source rows that never straddle a chunk: every chunk is encoded in the same
-    batches whether the run is uninterrupted or resumed, so its features are bit-identical."""
+    batches whether the run is uninterrupted or resumed, so its features are bit-identical (at
+    the same intra-op thread count, as the same command has)."""
 
     def __init__(self, chunks: list[tuple[int, int]], batch_size: int) -> None:
         self.chunks = chunks

@@ -35,3 +35,19 @@ def test_hook_table_lists_every_hook():
     section = README[README.index("## Writing a plugin"):]
     table = section[:section.index("\n\n", section.index("| hook |"))]
     assert [h for h in hooks if f"`{h}(" not in table] == []
+
+
+def test_demo_figures_are_found_and_name_one_demo():
+    """The demo's figures (held to a real run of the demo by test_train.py's slow demo test)
+    are where the parser looks, the quick start, the demo section and the `compare` table's
+    epoch 10 quote one run, and every demo cache path names the current DEMO_VERSION."""
+    from readme_figures import parse
+
+    from itra_train.demo import DEMO_VERSION
+
+    figures = parse(README)
+    assert figures.demo["digits-zeroshot"] == figures.quick_start["digits-zeroshot"][0]
+    for task, score in figures.demo.items():
+        # One decimal in the text, two in the table: the same score.
+        assert abs(float(figures.compare[task]["b"]) - float(score)) <= 0.05 + 1e-9, task
+    assert set(re.findall(r"demo-v\d+", README)) == {f"demo-{DEMO_VERSION}"}

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import readme_figures
 import torch
 from train_data import (
     TINY,
@@ -218,7 +219,8 @@ def test_itra_bench_train_is_itra_train(cli, data, tmp_path):
 
 @pytest.mark.slow
 def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
-    """`itra-bench demo` from nothing: trains (about a minute), evaluates the held-out digits."""
+    """`itra-bench demo` from nothing: trains (about a minute), evaluates the held-out digits,
+    and gives the figures README.md quotes (quick start, the demo, the `compare` example)."""
     res = cli("demo", "--output", tmp_path / "results", "--no-progress")
     assert res.code == 0, res
     records = {json.loads(p.read_text())["task"]: json.loads(p.read_text())
@@ -250,6 +252,17 @@ def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
         assert rows[task]["significant"] and rows[task]["ci_low"] > 0, rows[task]
     assert not rows["digits-retrieval"]["significant"], rows["digits-retrieval"]
     assert rows["avg:demo (5 tasks)"]["ci_low"] > 0
+
+    # README.md quotes these very runs: exactly on the machine it names (torch version, CPU,
+    # instruction set), within readme_figures.TOLERANCE points elsewhere.
+    figures = readme_figures.parse()
+    exact = figures.reference.is_this_machine()
+    wrong = readme_figures.check(figures, records, rows, exact)
+    assert not wrong, (
+        f"README.md's demo figures are not what the demo gives "
+        f"({'exactly, on its ' if exact else 'within the tolerance, off its '}reference "
+        f"machine {figures.reference}); run its commands and paste their output:\n  "
+        + "\n  ".join(wrong))
 
 
 def test_loss_needing_prototypes_or_teacher_is_refused_at_start(train, data, tmp_path):

@@ -1,0 +1,151 @@
+"""The demo's figures that README.md quotes, parsed from its text: the quick start's zero-shot
+score and interval, the demo section's scores and the machine they were made on, and the
+table of the `compare` example. Tests hold them to what the demo gives (``check``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+#: Off the README's reference machine (another CPU or torch version), how far a figure may
+#: be from the README's: it says "up to about a point" (an AVX2-only run moved by 0.74).
+TOLERANCE = 1.5
+#: The README's names of instruction sets, as torch.backends.cpu.get_cpu_capability() says.
+CAPABILITIES = {"AVX-512": "AVX512", "AVX2": "AVX2"}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where the README's figures come from, as it says: ``torch 2.14.1 on an AMD EPYC CPU
+    with AVX-512``."""
+
+    torch: str
+    cpu: str
+    isa: str
+
+    def matches(self, torch_version: str, cpu_name: str, capability: str) -> bool:
+        return (torch_version.split("+")[0] == self.torch and self.cpu in cpu_name
+                and CAPABILITIES.get(self.isa) == capability)
+
+    def is_this_machine(self) -> bool:
+        """Whether this machine has the README's torch version, CPU and instruction set."""
+        import torch
+
+        spec = importlib.util.spec_from_file_location(
+            "machine_info", ROOT / "benchmarks" / "machine_info.py")
+        machine_info = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(machine_info)
+        return self.matches(torch.__version__, machine_info.cpu_name(),
+                            torch.backends.cpu.get_cpu_capability())
+
+
+@dataclass(frozen=True)
+class Figures:
+    reference: Reference
+    #: task -> (score, low, high) as printed: the quick start's zero-shot with its interval.
+    quick_start: dict[str, tuple[str, str, str]]
+    #: task -> score as printed (the demo section).
+    demo: dict[str, str]
+    #: the compare table: task -> {"a", "b", "difference", "ci_low", "ci_high", "p_value",
+    #: "significant"} as printed ("" where empty).
+    compare: dict[str, dict[str, str]]
+
+
+def _search(pattern: str, text: str, where: str) -> re.Match:
+    # The README is wrapped anywhere: a space in the pattern matches any whitespace.
+    match = re.search(pattern.replace(" ", r"\s+"), text)
+    assert match, f"README.md, {where}: no text matching {pattern!r} (reworded? update " \
+                  f"tests/helpers/readme_figures.py)"
+    return match
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    nxt = text.find("\n### ", start + len(heading))
+    ends = [e for e in (end, nxt) if e != -1]
+    return text[start:min(ends) if ends else len(text)]
+
+
+def parse(text: str | None = None) -> Figures:
+    text = README.read_text(encoding="utf-8") if text is None else text
+    quick = _section(text, "## Quick start")
+    m = _search(r"zero-shot top-1 on the held-out digits is \*\*(?P<s>[\d.]+) %\*\* "
+                r"\(chance: 10 %\), with a 95 % bootstrap interval of (?P<lo>[\d.]+)-"
+                r"(?P<hi>[\d.]+) %", quick, "Quick start")
+    quick_start = {"digits-zeroshot": (m["s"], m["lo"], m["hi"])}
+    quick_torch = _search(r"torch (?P<v>\d+\.\d+\.\d+)", quick, "Quick start")["v"]
+
+    demo_text = _section(text, "### The demo\n")
+    m = _search(r"zero-shot top-1 \*\*(?P<zs>[\d.]+) %\*\*, linear probe (?P<lp>[\d.]+) %, "
+                r"10-NN (?P<knn>[\d.]+) %, clustering NMI (?P<nmi>[\d.]+) %\. Retrieval's "
+                r"mean recall is low \((?P<ret>[\d.]+) %\)", demo_text, "The demo")
+    demo = {"digits-zeroshot": m["zs"], "digits-linear-probe": m["lp"], "digits-knn": m["knn"],
+            "digits-clustering": m["nmi"], "digits-retrieval": m["ret"]}
+    m = _search(r"those of torch (?P<v>\d+\.\d+\.\d+) on an? (?P<cpu>[\w\s]+?) CPU with "
+                r"(?P<isa>AVX-512|AVX2)", demo_text, "The demo")
+    reference = Reference(m["v"], " ".join(m["cpu"].split()), m["isa"])
+    assert quick_torch == reference.torch, "the quick start and the demo section name " \
+        f"different torch versions ({quick_torch}, {reference.torch})"
+
+    table = _section(text, "### Is B better than A?")
+    keys = ("a", "b", "difference", "ci", "p_value", "significant")
+    compare = {}
+    for line in table.splitlines():
+        if not line.startswith("│ "):
+            continue
+        task, _, *cells = [c.strip() for c in line.strip("│").split("│")]
+        assert len(cells) == len(keys), f"README.md, Is B better than A?: columns of {line}"
+        row = dict(zip(keys, cells, strict=True))
+        low, high = row.pop("ci").strip("[]").split(",")
+        compare[task] = {**row, "ci_low": low.strip(), "ci_high": high.strip()}
+    assert len(compare) == 6, f"README.md, Is B better than A?: {len(compare)} table rows"
+    return Figures(reference, quick_start, demo, compare)
+
+
+def _agree(printed: str, value: float, exact: bool) -> bool:
+    """``value`` (x 100) printed to ``printed``'s decimals gives ``printed`` (``exact``), or
+    lies within TOLERANCE of it."""
+    if exact:
+        decimals = len(printed.split(".")[1]) if "." in printed else 0
+        return float(f"{value:.{decimals}f}") == float(printed)
+    return abs(value - float(printed)) <= TOLERANCE
+
+
+def check(figures: Figures, records: dict[str, dict], compare_rows: dict[str, dict],
+          exact: bool) -> list[str]:
+    """Every figure of the README that the demo's results disagree with, as one line each.
+
+    ``records``: result records of ``itra-bench run --model demo --tasks demo`` by task;
+    ``compare_rows``: rows of ``itra-bench compare --format json`` by task."""
+    wrong = []
+
+    def expect(where: str, printed: str, value: float | None) -> None:
+        if value is None or not _agree(printed, value, exact):
+            shown = "none" if value is None else f"{value:.4f}"
+            wrong.append(f"{where}: README {printed}, the demo {shown}")
+
+    for task, (score, low, high) in figures.quick_start.items():
+        rec, ci = records[task], records[task]["main_score_interval"]
+        expect(f"quick start {task}", score, 100 * rec["main_score_value"])
+        expect(f"quick start {task} interval low", low, 100 * ci["low"])
+        expect(f"quick start {task} interval high", high, 100 * ci["high"])
+    for task, score in figures.demo.items():
+        expect(f"the demo {task}", score, 100 * records[task]["main_score_value"])
+    for task, row in figures.compare.items():
+        got = compare_rows.get(task)
+        if got is None:
+            wrong.append(f"compare {task}: not in the demo's comparison")
+            continue
+        for key in ("a", "b", "difference", "ci_low", "ci_high"):
+            expect(f"compare {task} {key}", row[key], got[key])
+        if exact and row["p_value"]:
+            expect(f"compare {task} p", row["p_value"], got["p_value"])
+        if (row["significant"] == "*") != bool(got.get("significant")):
+            wrong.append(f"compare {task}: README Holm {row['significant']!r}, the demo "
+                         f"significant={got.get('significant')}")
+    return wrong
