@@ -348,8 +348,11 @@ def _run_jobs(specs: list[str], args: argparse.Namespace, registry: Registry,
     job run whole by one rank as a one-process run (same numbers), the outcomes gathered
     for rank 0's summary."""
     from itra_bench.distributed import World, gather_objects, require_same
-    from itra_bench.runner import print_outcomes, run
+    from itra_bench.runner import print_outcomes, run, select_tasks
 
+    # The whole list is checked as a one-process run checks it (names that clash, suites),
+    # before it is cut into jobs of one task each.
+    select_tasks(args.tasks, registry)
     tasks = job_tasks(args.tasks, registry)
     require_same({"models": specs, "tasks": tasks, "data_root": args.data_root,
                   "output": args.output, "cache_dir": args.cache_dir}, world)
@@ -449,7 +452,7 @@ def _cmd_compare(args: argparse.Namespace, registry: Registry, console: Console)
     from itra_bench.compare import compare_results
 
     result = compare_results(args.folder, *args.models, resamples=args.resamples,
-                             seed=args.seed)
+                             seed=args.seed, suite_members=registry.suites)
     result.print(Console(), args.format)
     for who, columns in (("A", result.only_a), ("B", result.only_b)):
         if columns:

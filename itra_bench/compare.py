@@ -5,7 +5,7 @@ suite the mean difference with its interval."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +14,12 @@ import numpy as np
 
 from itra_bench.bootstrap import CONFIDENCE, RESAMPLES, holm
 from itra_bench.errors import UserError
-from itra_bench.leaderboard import column_label, model_labeller, suite_column
+from itra_bench.leaderboard import (
+    column_label,
+    model_labeller,
+    suite_column,
+    suite_membership,
+)
 from itra_bench.results import iter_records
 from itra_bench.sample_outcomes import OutcomeMismatchError, compare, read_outcomes
 from itra_bench.tables import Column, Value, readable, render
@@ -136,8 +141,11 @@ def _pick(label: str, models: Mapping[str, list[dict[str, Any]]], flag: str) -> 
 
 def compare_results(root: str | Path, model_a: str, model_b: str, *,
                     resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
-                    seed: int = 0) -> Comparison:
-    """Compare two models' results under ``root`` task by task (see the module)."""
+                    seed: int = 0,
+                    suite_members: Mapping[str, Iterable[str]] | None = None) -> Comparison:
+    """Compare two models' results under ``root`` task by task (see the module).
+    ``suite_members``: the installed plugins' suites (a suite's mean difference needs every
+    member, see :func:`itra_bench.leaderboard.suite_membership`)."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"results folder not found: {root}")
@@ -179,7 +187,8 @@ def compare_results(root: str | Path, model_a: str, model_b: str, *,
             d.distribution))
     for t, rejected in zip(diffs, holm([t.p_value for t in diffs], ALPHA), strict=True):
         t.significant = rejected
-    return Comparison(a_name, b_name, diffs, _suites(diffs, confidence),
+    members = suite_membership([*models[a_name], *models[b_name]], suite_members)
+    return Comparison(a_name, b_name, diffs, _suites(diffs, members, confidence),
                       [c for c in sorted(a_by) if c not in b_by],
                       [c for c in sorted(b_by) if c not in a_by], resamples, confidence)
 
@@ -200,13 +209,17 @@ def _same_data(column: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
                         f"{b['main_score']} on {b.get('num_samples')})")
 
 
-def _suites(diffs: list[TaskDifference], confidence: float) -> list[SuiteDifference]:
-    """Per suite and variant family: the mean over tasks (seeds averaged per task first) of
-    the scores and of B - A, whose interval averages the tasks' bootstrap resamples."""
-    groups: dict[str, dict[str, list[TaskDifference]]] = {}
+def _suites(diffs: list[TaskDifference], members: Mapping[str, frozenset[str] | None],
+            confidence: float) -> list[SuiteDifference]:
+    """Per suite and variant family whose every declared member (``members``) was compared:
+    the mean over tasks (seeds averaged per task first) of the scores and of B - A, whose
+    interval averages the tasks' bootstrap resamples."""
+    by_suite: dict[tuple[str, str], dict[str, list[TaskDifference]]] = {}
     for t in diffs:
         for s in t.suites:
-            groups.setdefault(suite_column(s, t.family), {}).setdefault(t.task, []).append(t)
+            by_suite.setdefault((s, t.family), {}).setdefault(t.task, []).append(t)
+    groups = {suite_column(s, family): tasks for (s, family), tasks in by_suite.items()
+              if set(tasks) == members.get(s)}
     tail = 100 * (1 - confidence) / 2
     out = []
     for name in sorted(groups):

@@ -30,6 +30,7 @@ class LazyModel(EncoderModel):
         self.modalities = frozenset(description["modalities"])
         self.dynamic_text_length = bool(description["dynamic_text_length"])
         self.provenance = description.get("provenance") or {}
+        self.tower_providers = description.get("tower_providers") or {}
         self._description = description
         self._build = build
         self._on_build = on_build

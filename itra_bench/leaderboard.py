@@ -27,7 +27,8 @@ def column_label(record: dict[str, Any]) -> str:
 
 
 #: The title of the leaderboard wherever it is printed.
-TITLE = "itra-bench leaderboard (main scores x 100, ± half the 95 % bootstrap interval)"
+TITLE = ("itra-bench leaderboard (main scores x 100 with their 95 % bootstrap interval: "
+         "± half-width where symmetric, else [low, high])")
 
 
 @dataclass
@@ -45,12 +46,13 @@ class Leaderboard:
     intervals: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
     def score_text(self, model: str, column: str) -> str:
-        """One main score x 100, with ``± half-width`` when it has an interval."""
+        """One main score x 100, with its interval when it has one (see
+        :func:`score_with_interval`)."""
         value = self.main.get((model, column))
         ci = self.intervals.get((model, column))
         if value is None or ci is None:
             return _pct(value)
-        return f"{_pct(value)} ± {50 * (ci[1] - ci[0]):.2f}"
+        return score_with_interval(value, *ci)
 
     def to_csv(self) -> str:
         """Every metric (raw values, 0-1 scale), one row per model."""
@@ -72,9 +74,10 @@ class Leaderboard:
     def to_markdown(self) -> str:
         """Main scores and suite averages as a Markdown table (scores x 100), with a note on
         what they are."""
-        return ("Main score of each task, x 100, ± half the width of its 95 % percentile "
-                "bootstrap interval over the evaluation samples (where the result records "
-                "per-sample outcomes); `avg:SUITE[/FAMILY]` columns average a "
+        return ("Main score of each task, x 100, with its 95 % bootstrap interval over the "
+                "evaluation samples (where the result records per-sample outcomes): "
+                "`score ± half-width` where the interval is symmetric at two decimals, else "
+                "`score [low, high]`; `avg:SUITE[/FAMILY]` columns average a "
                 "suite's tasks within one variant family (seeds averaged per task first), "
                 "only where every task of the suite has a result.\n\n") \
             + to_markdown(self.rows("markdown"), self.columns("markdown"))
@@ -98,9 +101,9 @@ class Leaderboard:
         """One row per model: suite averages and main scores x 100 (None where missing).
 
         For ``table`` and ``markdown`` a score with an interval is the text
-        ``71.20 ± 1.05``; for ``csv`` and ``json`` scores stay numbers and each interval
-        is given as ``TASK/ci_low`` and ``TASK/ci_high`` (x 100), keys that
-        :meth:`columns` lists for those formats."""
+        ``71.20 ± 1.05`` or ``13.13 [10.20, 15.90]``; for ``csv`` and ``json`` scores stay
+        numbers and each interval is given as ``TASK/ci_low`` and ``TASK/ci_high`` (x 100),
+        keys that :meth:`columns` lists for those formats."""
         def pct(v: float | None) -> float | None:
             return None if v is None else 100 * v
 
@@ -126,6 +129,16 @@ _CI_COLUMNS = ("ci_low", "ci_high")
 
 def _pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.2f}"
+
+
+def score_with_interval(value: float, low: float, high: float) -> str:
+    """``value`` x 100 with its interval: ``97.04 ± 1.30`` where both ends lie equally far
+    from it at the printed precision, else ``13.13 [10.20, 15.90]`` (a ``±`` would claim a
+    symmetry that is not there)."""
+    below, above = f"{100 * (value - low):.2f}", f"{100 * (high - value):.2f}"
+    if below == above:
+        return f"{_pct(value)} ± {below}"
+    return f"{_pct(value)} [{_pct(low)}, {_pct(high)}]"
 
 
 def _raw(v: float | None) -> str:
@@ -167,6 +180,26 @@ def suite_column(suite: str, family: str) -> str:
     return f"{suite}/{family}" if family else suite
 
 
+def suite_membership(records: Iterable[Mapping[str, Any]],
+                     installed: Mapping[str, Iterable[str]] | None = None
+                     ) -> dict[str, frozenset[str] | None]:
+    """Each suite's members, as declared: by the installed plugins (``installed``) and as
+    the results record their suite's declaration (``suite_members``). A suite that results
+    name but nothing declares (a task file's own ``suites:``) maps to None: it gets no
+    average. Results older than ``suite_members`` count their own task as a member."""
+    members: dict[str, set[str]] = {s: set(m) for s, m in (installed or {}).items()}
+    named: set[str] = set()
+    for r in records:
+        recorded = r.get("suite_members")
+        for s in r.get("suites", []):
+            named.add(s)
+            if not isinstance(recorded, dict):
+                members.setdefault(s, set()).add(r["task"])
+            elif isinstance(recorded.get(s), list):
+                members.setdefault(s, set()).update(recorded[s])
+    return {s: frozenset(members[s]) if s in members else None for s in named | set(members)}
+
+
 def collate(root: str | Path, problems: list[str] | None = None,
             suite_members: Mapping[str, Iterable[str]] | None = None) -> Leaderboard:
     """Read every result under ``root``. A model name that appears with two fingerprints
@@ -175,16 +208,17 @@ def collate(root: str | Path, problems: list[str] | None = None,
     A suite average is taken per variant family (zero-shot, full linear probe, 5-shot linear
     probe, ...), never across families, and only when every task of the suite has a result
     in that family; seeds of one family are averaged per task first. A suite's tasks are
-    those its results record (``suite_members``), those of ``suite_members`` given here (the
-    installed plugins' suites) and those seen in the folder, together. Unreadable result
-    files are described in ``problems`` when a list is given.
+    those its declarations fix (:func:`suite_membership`: the results' record of them and
+    ``suite_members`` given here, the installed plugins' suites); a suite nothing declares
+    gets no average. Unreadable result files are described in ``problems`` when a list is
+    given.
     """
     records = [r for _, r in iter_records(root, problems)]
     model_label = model_labeller(records)
 
     models: list[str] = []
     tasks: list[str] = []
-    suite_tasks: dict[str, set[str]] = {}
+    suite_tasks = suite_membership(records, suite_members)
     main: dict[tuple[str, str], float] = {}
     metrics: dict[tuple[str, str], dict[str, float]] = {}
     intervals: dict[tuple[str, str], tuple[float, float]] = {}
@@ -198,9 +232,6 @@ def collate(root: str | Path, problems: list[str] | None = None,
             tasks.append(c)
         family = variant_family(r["variant"], r.get("protocol", ""), r.get("variant_family"))
         for s in r.get("suites", []):
-            suite_tasks.setdefault(s, set()).add(r["task"])
-            suite_tasks[s].update(r.get("suite_members", {}).get(s, []))
-            suite_tasks[s].update((suite_members or {}).get(s, []))
             by_family.setdefault((m, s, family), {}).setdefault(r["task"], []).append(
                 float(r["main_score_value"]))
         main[(m, c)] = float(r["main_score_value"])
@@ -210,7 +241,7 @@ def collate(root: str | Path, problems: list[str] | None = None,
         metrics[(m, c)] = {_current_name(r, k): float(v) for k, v in r["metrics"].items()}
     suite_avg = {}
     for (m, s, family), per_task in by_family.items():
-        if set(per_task) == suite_tasks[s]:
+        if set(per_task) == suite_tasks[s]:  # never for an undeclared suite (None)
             means = [sum(v) / len(v) for v in per_task.values()]
             suite_avg[(m, suite_column(s, family))] = sum(means) / len(means)
     # A suite no model completed gets no column (an empty one would read as "not run").

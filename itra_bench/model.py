@@ -34,6 +34,12 @@ class EncoderModel(nn.Module):
     #: ``{"loss": {...}}`` for a checkpoint: the plugin that provided the loss it was trained
     #: with (``PluginInfo.as_record()`` plus the loss name).
     provenance: Mapping[str, Any] = MappingProxyType({})
+    #: The plugins, besides the one providing the model's scheme, whose code builds parts of
+    #: it and so decides its features, by part: ``{"image": PluginInfo.as_record(), ...}``
+    #: for the towers of an itra-train checkpoint. The model's ``fingerprint`` must cover
+    #: them; the runner remembers a build only while each is loaded at the same version, and
+    #: results record them under ``providers["towers"]``.
+    tower_providers: Mapping[str, Mapping[str, str]] = MappingProxyType({})
     #: True when ``encode_text`` runs each batch no longer than its longest text needs and
     #: a text's features do not depend on the other texts of its batch (beyond the last
     #: bits of float arithmetic). ``encode_texts`` then forms batches from texts sorted by

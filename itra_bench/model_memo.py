@@ -6,7 +6,8 @@ A description is only recalled while everything that decided it is unchanged: th
 options, the providing plugin and the versions of the model libraries, the environment
 variables that locate caches (``HF_*``, ``TORCH_*``, ``ITRA_BENCH_*``, ``HOME``, ...), the
 source files beside the builder's, and the size and modification time of every file the spec
-names (folders: every file in them) and of every file the build hashed into its fingerprint.
+names (folders: every file in them) and of every file the build hashed into its fingerprint,
+and the plugins (at their versions) that built the model's towers.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any
 from itra_bench.atomic_io import atomic_write_json
 from itra_bench.model_api import ModelOptions
 
-#: Bumped when the description's fields change: older descriptions are then rebuilt.
-MEMO_VERSION = 1
+#: Bumped when the description's fields change: older descriptions are then rebuilt (2: the
+#: plugins that built the model's towers).
+MEMO_VERSION = 2
 #: Libraries whose version may change what a builder returns for the same files.
 LIBRARIES = ("torch", "torchvision", "open_clip_torch", "transformers", "sentence-transformers",
              "timm", "tokenizers", "safetensors", "itra-bench")
@@ -114,9 +116,11 @@ class ModelMemo:
         """Where the description for ``key`` lives."""
         return self.root / f"{key[:32]}.json"
 
-    def recall(self, key: str, watched: list[str]) -> dict[str, Any] | None:
+    def recall(self, key: str, watched: list[str],
+               plugins: dict[str, dict[str, str]]) -> dict[str, Any] | None:
         """The description stored for ``key`` if every file it depends on is as it was when
-        the model was built; otherwise None."""
+        the model was built, and every plugin that built a part of it (its
+        ``tower_providers``) is among ``plugins`` (name -> record) as it was; otherwise None."""
         try:
             doc = json.loads(self.path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -128,6 +132,11 @@ class ModelMemo:
                 set(watched) | set(doc.get("digested", []))):
             return None
         if file_stats([p for p, *_ in recorded]) != recorded:
+            return None
+        towers = doc.get("tower_providers")
+        if not isinstance(towers, dict) or any(
+                not isinstance(r, dict) or plugins.get(r.get("plugin")) != r
+                for r in towers.values()):
             return None
         return doc
 
@@ -144,6 +153,8 @@ class ModelMemo:
             "num_parameters": model.parameter_count(),
             "num_visual_parameters": model.parameter_count(visual=True),
             "provenance": dict(getattr(model, "provenance", {}) or {}),
+            "tower_providers": {part: dict(record) for part, record
+                                in getattr(model, "tower_providers", {}).items()},
             "digested": sorted(digested),
             "files": file_stats(sorted(set(watched) | digested)),
         }

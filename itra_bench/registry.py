@@ -4,19 +4,24 @@ provide into name -> item tables, refusing clashes."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import hashlib
 import importlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 import pluggy
 
 from itra_bench import hookspecs
-from itra_bench.errors import PluginClashError, UnknownNameError, UserError
+from itra_bench.errors import PluginBugError, PluginClashError, UnknownNameError, UserError
+from itra_bench.results import NAME_RULE, is_safe_name
 
 GROUP = "itra_bench"
 ENV_VAR = "ITRA_BENCH_PLUGINS"
@@ -42,6 +47,12 @@ class PluginInfo:
         """What a result records about the plugin that provided its model, task or loss."""
         return {"plugin": self.name, "distribution": self.distribution,
                 "version": self.version, "module": self.module}
+
+    @classmethod
+    def from_record(cls, record: dict[str, str]) -> PluginInfo:
+        """The plugin an :meth:`as_record` dict describes."""
+        return cls(record["plugin"], record["distribution"], record["module"],
+                   record.get("version", ""))
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,13 @@ class Registry:
             raise UnknownNameError("model", scheme, self.models)
         return self.models[scheme].item
 
+    def build_model(self, scheme: str, rest: str, options: Any) -> Any:
+        """Build ``scheme:rest`` with its plugin's builder, this registry being the
+        :func:`active_registry` meanwhile."""
+        builder = self.model_builder(scheme)
+        with activated(self):
+            return builder.build(rest, options)
+
     def loss(self, name: str) -> Any:
         """The loss spec called ``name``."""
         if name not in self.losses:
@@ -188,8 +206,14 @@ class Registry:
         return self.losses[name].item
 
     def add_task(self, task: Any, plugin: PluginInfo) -> None:
-        """Register one task (and its suites), refusing a name another plugin already uses."""
+        """Register one task (and its suites), refusing a name another plugin already uses
+        or one that cannot name the folder of the task's results."""
         tasks, aliases, suites = self.tasks, self.aliases, self.suites
+        if not is_safe_name(task.name):
+            raise PluginBugError(f"plugin bug: {plugin.describe()} provides a task named "
+                                 f"{task.name!r}, which cannot name the folder of its "
+                                 f"results: task names use {NAME_RULE}. Report it to the "
+                                 "plugin's authors.")
         if task.name in aliases:
             raise PluginClashError(f"task name {task.name!r} (plugin {plugin.name!r}) is "
                                    f"already an alias of task {aliases[task.name]!r}")
@@ -214,6 +238,30 @@ class Registry:
                 suites[suite].append(task.name)
 
 
+#: The registry whose builder is building a model now (see :meth:`Registry.build_model`).
+_ACTIVE: ContextVar[Registry | None] = ContextVar("itra_bench_active_registry", default=None)
+
+
+def active_registry() -> Registry | None:
+    """The registry of the command building a model now (None outside a build).
+
+    A builder that builds parts of its model with other plugins' builders (an itra-train
+    checkpoint rebuilding its towers) takes them from here: the plugins of the command,
+    installed entry points and ``--plugin`` modules alike, and no others.
+    """
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def activated(registry: Registry) -> Iterator[Registry]:
+    """Make ``registry`` the :func:`active_registry` inside the block."""
+    token = _ACTIVE.set(registry)
+    try:
+        yield registry
+    finally:
+        _ACTIVE.reset(token)
+
+
 def _put(table: dict[str, Provided[Any]], kind: str, name: str, item: Any,
          plugin: PluginInfo) -> None:
     if not name:
@@ -228,6 +276,20 @@ def _put(table: dict[str, Provided[Any]], kind: str, name: str, item: Any,
             f"block one with `--disable-plugin NAME`."
         )
     table[name] = Provided(name, item, plugin)
+
+
+def source_version(module: ModuleType) -> str:
+    """A version for a module that no distribution versions (``--plugin``): a digest of its
+    source (every ``.py`` file of a package), so that editing it changes the fingerprints
+    of the models it builds."""
+    folder = getattr(module, "__path__", None)
+    files = sorted(Path(folder[0]).rglob("*.py")) if folder else \
+        [Path(module.__file__)] if getattr(module, "__file__", None) else []
+    digest = hashlib.sha256()
+    for path in files:
+        with contextlib.suppress(OSError):
+            digest.update(f"{path.name}\0".encode() + path.read_bytes())
+    return f"source-{digest.hexdigest()[:12]}" if files else ""
 
 
 def _module_name(obj: object) -> str:
@@ -317,7 +379,8 @@ def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
         if pm.is_registered(module):
             continue
         pm.register(module, name=mod_name)
-        infos[mod_name] = PluginInfo(mod_name, "(not installed: --plugin)", mod_name)
+        infos[mod_name] = PluginInfo(mod_name, "(not installed: --plugin)", mod_name,
+                                     source_version(module))
 
     check_hook_names(pm, infos)
     registry = Registry(pm=pm, plugins=infos)

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from itra_bench.atomic_io import atomic_write_json
+from itra_bench.atomic_io import atomic_write_json, remove_stale_temp_files
 from itra_bench.errors import UserError
 
 SCHEMA = "itra-bench/result/v1"
@@ -21,15 +21,44 @@ _VERSIONED = ("itra-bench", "torch", "torchvision", "open_clip_torch", "timm", "
               "sentence-transformers", "scikit-learn", "numpy")
 
 
+#: The longest task or variant name (the length :meth:`ResultStore.path` keeps).
+NAME_LIMIT = 120
+#: What a task or variant name may be, in messages (see :func:`is_safe_name`).
+NAME_RULE = (f"ASCII letters, digits, '.', '_' and '-', beginning and ending with a letter or "
+             f"digit, at most {NAME_LIMIT} characters")
+_SAFE_NAME = re.compile(rf"[A-Za-z0-9](?:[A-Za-z0-9._-]{{0,{NAME_LIMIT - 2}}}[A-Za-z0-9])?")
+
+
+def is_safe_name(name: object) -> bool:
+    """Whether ``name`` may name a task or a variant (:data:`NAME_RULE`).
+
+    Such a name is one path component under ``--output`` that stays what it is: never ``.``
+    or ``..``, no separator, not hidden, not taken for a flag, and unchanged by :func:`slug`,
+    so two different names never share a result file (names that differ only in case
+    excepted: see :func:`result_folder`).
+    """
+    return isinstance(name, str) and _SAFE_NAME.fullmatch(name) is not None
+
+
 def slug(text: str, limit: int = 60) -> str:
-    """A filesystem-safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:limit] or "_"
+    """A filesystem-safe version of ``text``: one path component, never ``.`` or ``..``."""
+    out = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:limit] or "_"
+    # Dots alone would name this folder or its parent.
+    return out if out.strip(".") else out.replace(".", "_")
+
+
+def result_folder(task: str) -> str:
+    """The folder of a task's results inside a model's folder: the task's name (the ``/`` of
+    the ``wds/NAME`` tasks that ``--tasks wds:PATH`` names becomes ``_``). On file systems
+    that ignore case, tasks whose folders differ only in case share one."""
+    return slug(task, NAME_LIMIT)
 
 
 def model_dir_name(model_name: str, fingerprint: str) -> str:
     """Folder of one model's results: readable name plus a fingerprint prefix (so two
     checkpoints with the same file name never share a folder)."""
-    return f"{slug(Path(model_name).name if '/' in model_name else model_name)}-{fingerprint[:8]}"
+    name = Path(model_name).name if "/" in model_name else model_name
+    return slug(f"{slug(name)}-{fingerprint[:8]}", 80)
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,14 +92,20 @@ class ResultStore:
 
     def path(self, model_name: str, fingerprint: str, task: str, variant: str) -> Path:
         """Where the result of one (model, task, variant) lives."""
-        return self.root / model_dir_name(model_name, fingerprint) / slug(task, 120) / (
-            slug(variant, 120) + ".json")
+        return self.root / model_dir_name(model_name, fingerprint) / result_folder(task) / (
+            slug(variant, NAME_LIMIT) + ".json")
 
     def write(self, path: Path, record: dict[str, Any]) -> Path:
         """Atomically store ``record`` (stamped with the schema, versions and git commit)."""
         record = {"schema": SCHEMA, **record, "versions": package_versions(),
                   "git_commit": git_commit()}
         return atomic_write_json(path, record)
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the temp files that writes killed half-way left in the store (results, and
+        the tasks' files beside them, down to a subfolder of a task's folder); another live
+        run's are kept."""
+        return remove_stale_temp_files(self.root, depth=3)
 
     def read(self, path: Path) -> dict[str, Any]:
         """Load one stored record; an unreadable or incomplete one raises

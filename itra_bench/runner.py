@@ -37,7 +37,13 @@ from itra_bench.model import EncoderModel, ModelOptions
 from itra_bench.model_memo import ModelMemo, memo_key, watched_paths
 from itra_bench.progress import ProgressReporter
 from itra_bench.registry import PluginInfo, Registry
-from itra_bench.results import InvalidResultError, ResultStore
+from itra_bench.results import (
+    NAME_RULE,
+    InvalidResultError,
+    ResultStore,
+    is_safe_name,
+    result_folder,
+)
 from itra_bench.sample_outcomes import check_outcomes, interval, samples_path, write_outcomes
 from itra_bench.tables import Column, render
 from itra_bench.task import Task, TaskResult, variant_family
@@ -145,7 +151,7 @@ def build_model(config: RunConfig, registry: Registry, memo: ModelMemo | None = 
 
     def build() -> tuple[EncoderModel, set[str]]:
         with recording_digests() as digested:
-            model = provided.item.build(rest, options)
+            model = registry.build_model(scheme, rest, options)
         require_fingerprint(model, config.model, provided.plugin)
         model.name = config.model
         model.fingerprint = effective_fingerprint(model, provided.plugin, config.pooler)
@@ -164,7 +170,8 @@ def build_model(config: RunConfig, registry: Registry, memo: ModelMemo | None = 
         memo.remember(key, model, watched, digested)
         return model
 
-    known = memo.recall(key, watched)
+    known = memo.recall(key, watched, {name: info.as_record()
+                                       for name, info in registry.plugins.items()})
     if known is None:
         return build_and_remember()
 
@@ -177,11 +184,60 @@ def build_model(config: RunConfig, registry: Registry, memo: ModelMemo | None = 
     return model
 
 
+@dataclass
+class TaskSelection:
+    """The tasks a ``--tasks`` list names, and the members of each suite they belong to as
+    its declaration fixes them (an installed plugin's, or a suite file's in the list)."""
+
+    tasks: list[Task]
+    #: Suite -> its member task names, for every declared suite of a selected task.
+    suites: dict[str, list[str]]
+    #: Suites that selected task files name but nothing declares (no average is taken).
+    undeclared: dict[str, list[str]] = field(default_factory=dict)
+
+    def suites_of(self, task: Task) -> list[str]:
+        """The suites ``task`` belongs to: those it names, and declared ones listing it."""
+        return [*task.suites, *(s for s, members in self.suites.items()
+                                if task.name in members and s not in task.suites)]
+
+
 def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
     """Expand task names, suite names and YAML task files into tasks (first mention wins)."""
-    from itra_bench.yaml_tasks import load_task_file
+    return select_tasks(names, registry).tasks
+
+
+def select_tasks(names: list[str], registry: Registry) -> TaskSelection:
+    """Expand task names, suite names, task files and suite files into tasks (first mention
+    wins), with the declared members of their suites. A task may not name a suite that is
+    declared elsewhere without it: its average would then depend on what was run."""
+    from itra_bench.yaml_tasks import is_suite_file, load_suite_file, load_task_file
 
     out: dict[str, Task] = {}
+    #: task name -> the file that declared it (for messages)
+    files: dict[str, str] = {}
+    declared = {s: list(members) for s, members in registry.suites.items()}
+    declared_by = {s: f"plugin {info.name!r}" for s, info in registry.suite_providers.items()}
+
+    def add(task: Task, source: str | None = None) -> Task:
+        if source is not None:
+            files.setdefault(task.name, source)
+        return out.setdefault(task.name, task)
+
+    def task_file(path: str | Path) -> Task:
+        task = load_task_file(path, {p: f.item for p, f in
+                                     registry.task_file_protocols.items()})
+        if task.name in registry.tasks:
+            raise UserError(f"{path}: task name {task.name!r} is already provided by "
+                            f"plugin {registry.tasks[task.name].plugin.name!r}; "
+                            "choose another `name`.")
+        return add(task, str(path))
+
+    def installed(name: str, where: str) -> Task:
+        if name not in registry.tasks and name not in registry.aliases:
+            raise UnknownNameError("task", name, [*registry.tasks, *registry.aliases],
+                                   hint=f"({where})")
+        return add(registry.tasks[registry.aliases.get(name, name)].item)
+
     for raw in names:
         for name in (n.strip() for n in raw.split(",")):
             if not name:
@@ -192,24 +248,28 @@ def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
 
                 task = wds_task_from_path(name)
                 task.task_file_protocol = "wds"
-                out.setdefault(task.name, task)
+                add(task)
+            elif name.endswith((".yaml", ".yml")) and is_suite_file(name):
+                suite = load_suite_file(name)
+                if suite.name in declared or suite.name in registry.tasks:
+                    raise UserError(f"{name}: suite {suite.name!r} is already declared by "
+                                    f"{declared_by.get(suite.name, 'another suite file')}"
+                                    "; choose another `suite` name.")
+                declared[suite.name] = [
+                    (task_file(m) if isinstance(m, Path) else
+                     installed(m, f"listed in the suite file {name}")).name
+                    for m in suite.members]
+                declared_by[suite.name] = f"the suite file {name}"
             elif name.endswith((".yaml", ".yml")):
-                task = load_task_file(name, {p: f.item for p, f in
-                                             registry.task_file_protocols.items()})
-                if task.name in registry.tasks:
-                    raise UserError(f"{name}: task name {task.name!r} is already provided by "
-                                    f"plugin {registry.tasks[task.name].plugin.name!r}; "
-                                    "choose another `name`.")
-                out.setdefault(task.name, task)
+                task_file(name)
             elif name in registry.tasks or name in registry.aliases:
-                task = registry.tasks[registry.aliases.get(name, name)].item
-                out.setdefault(task.name, task)
+                installed(name, "--tasks")
             elif name in registry.suites:
                 for member in registry.suites[name]:
                     if member not in registry.tasks:
                         raise UserError(f"suite {name!r} names task {member!r}, which no "
                                         "installed plugin provides")
-                    out.setdefault(member, registry.tasks[member].item)
+                    add(registry.tasks[member].item)
             else:
                 raise UnknownNameError("task", name,
                                        [*registry.tasks, *registry.aliases, *registry.suites],
@@ -218,7 +278,62 @@ def resolve_tasks(names: list[str], registry: Registry) -> list[Task]:
                                             "and wds:PATH, a clip-benchmark webdataset folder.")
     if not out:
         raise UserError("--tasks is empty: name at least one task, suite or task .yaml file")
-    return list(out.values())
+    tasks = list(out.values())
+    _refuse_shared_folders(tasks)
+    undeclared: dict[str, list[str]] = {}
+    for task in tasks:
+        for suite in task.suites:
+            if suite not in declared:
+                undeclared.setdefault(suite, []).append(task.name)
+            elif task.name not in declared[suite]:
+                raise UserError(
+                    f"{files.get(task.name, f'task {task.name!r}')}: the task names suite "
+                    f"{suite!r}, which {declared_by[suite]} declares without it; a suite's "
+                    "members are fixed where it is declared. Remove it from `suites`, or "
+                    "list your tasks in a suite file of your own (`suite: NAME`, `tasks: "
+                    "[...]`) and pass that.")
+    suites = {s: declared[s] for task in tasks for s in declared
+              if task.name in declared[s] or s in task.suites}
+    return TaskSelection(tasks, suites, undeclared)
+
+
+def _refuse_shared_folders(tasks: list[Task]) -> None:
+    """Refuse two tasks whose results would share a folder, where one would overwrite the
+    other: names that differ only in case do on file systems that ignore case (macOS,
+    Windows), and so do a ``wds:`` folder's task and a task named alike."""
+    seen: dict[str, str] = {}
+    for task in tasks:
+        other = seen.setdefault(result_folder(task.name).lower(), task.name)
+        if other != task.name:
+            a, b = result_folder(other), result_folder(task.name)
+            why = (f"both are stored in the folder {a!r}" if a == b else
+                   "names that differ only in case are one folder on file systems that "
+                   "ignore case, as on macOS and Windows")
+            raise UserError(f"tasks {other!r} and {task.name!r} would overwrite each other's "
+                            f"results ({why}): rename one of them")
+
+
+def check_variants(tasks: list[Task], options: Mapping[str, Any], registry: Registry) -> None:
+    """Refuse, as the bug of the task's plugin, a variant name that cannot name a result file
+    and two variants of one task that would share one (names equal up to case)."""
+    for task in tasks:
+        seen: dict[str, str] = {}
+        for variant in task.variants(options):
+            name = variant.name
+            if not is_safe_name(name):
+                problem = (f"a variant named {name!r}, which cannot name a result file: "
+                           f"variant names use {NAME_RULE}")
+            elif name.lower() in seen:
+                other = seen[name.lower()]
+                problem = (f"the variant {name!r} twice" if other == name else
+                           f"variants {other!r} and {name!r}, one result file where case is "
+                           "ignored (macOS, Windows)")
+            else:
+                seen[name.lower()] = name
+                continue
+            raise PluginBugError(f"plugin bug: task {task.name!r} of "
+                                 f"{task_provider(task, registry).describe()} lists {problem}. "
+                                 "Report it to the plugin's authors.")
 
 
 def missing_data(tasks: list[Task], data_root: Path, options: Mapping[str, Any]
@@ -378,7 +493,14 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
         console = Console(stderr=True, quiet=True)
         show_progress = False
     require_same({k: v for k, v in asdict(config).items() if k != "device"}, world)
-    tasks = resolve_tasks(config.tasks, registry)
+    selection = select_tasks(config.tasks, registry)
+    tasks = selection.tasks
+    check_variants(tasks, config.task_options, registry)
+    for suite, members in selection.undeclared.items():
+        console.print(f"[yellow]note[/]: no installed plugin and no suite file in --tasks "
+                      f"declares the suite {escape(suite)!r} that {escape(', '.join(members))} "
+                      "name(s), so it gets no average; list its tasks in a suite file "
+                      "(`suite: NAME`, `tasks: [...]`) and pass that to average them")
     data_root = Path(config.data_root).expanduser()
     device = world.device if world.size > 1 else resolve_device(config.device)
     if config.precision == "amp_fp16" and device.type == "cpu":
@@ -387,13 +509,16 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
     cache = None
     if world.is_main:
         probe_writable(output, "--output")
+        # What a killed run's writes left half-way; another live run's are kept.
+        ResultStore(output).remove_stale_temp_files()
         if config.cache_dir:
             cache = FeatureCache(config.cache_dir, chunk_rows=config.cache_chunk_rows)
             probe_writable(cache.root, "--cache-dir")
+            cache.remove_stale_temp_files()
     # Other ranks' tasks write their files (prediction files, run files) where nobody reads.
     scratch = None if world.is_main else Path(tempfile.mkdtemp(prefix="itra-rank-"))
     try:
-        return _run_tasks(config, registry, console, show_progress, model, world, tasks,
+        return _run_tasks(config, registry, console, show_progress, model, world, selection,
                           data_root, device, output, cache, scratch)
     finally:
         if scratch is not None:
@@ -401,11 +526,12 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
 
 
 def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_progress: bool,
-               model: EncoderModel | None, world: World, tasks: list[Task], data_root: Path,
-               device: torch.device, output: Path, cache: FeatureCache | None,
-               scratch: Path | None) -> list[Outcome]:
+               model: EncoderModel | None, world: World, selection: TaskSelection,
+               data_root: Path, device: torch.device, output: Path,
+               cache: FeatureCache | None, scratch: Path | None) -> list[Outcome]:
     """The body of :func:`run`, once its folders and the job are settled."""
     seed_everything(config.seed)
+    tasks = selection.tasks
     if model is None:
         # Other ranks have no cache, and so no memo: they build (only a one-process run, or
         # rank 0, may find all its features cached).
@@ -463,6 +589,12 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
             stored = record.get("data", {}) if record is not None else {}
             if record is None:
                 pass
+            elif (record["task"], record["variant"]) != (task.name, variant):
+                raise UserError(
+                    f"{path} holds the result of task {record['task']!r} ({record['variant']}), "
+                    f"not of {task.name!r} ({variant}): their names lead to one file (names "
+                    "that differ only in case do where the file system ignores case). Rename "
+                    "one of the tasks, or write to another --output.")
             elif stored.get("identity") != data_identity:
                 console.print(f"[yellow]{task.name} ({variant}): the data changed since "
                               f"{escape(str(path))} was computed; recomputing[/]")
@@ -493,10 +625,11 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
             "task": task.name, "variant": variant, "variant_options": v.options,
             "variant_family": variant_family(variant, task.protocol, v.family),
             "protocol": task.protocol,
-            "suites": list(task.suites),
-            # Every member of each suite, so that an average is never taken over a part.
-            "suite_members": {s: sorted(set(registry.suites.get(s, [])) | {task.name})
-                              for s in task.suites},
+            "suites": selection.suites_of(task),
+            # Every member of each suite as declared, so that an average is never taken over
+            # a part (a suite nothing declares has none: it gets no average).
+            "suite_members": {s: sorted(selection.suites[s])
+                              for s in selection.suites_of(task) if s in selection.suites},
             "main_score": result.main_score,
             "main_score_value": result.metrics[result.main_score],
             "main_score_interval": None if ci is None else {**ci.as_record(),
@@ -507,6 +640,8 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
             "details": result.details,
             "providers": {"model": model_provider.as_record() if model_provider else None,
                           "task": provider.as_record(),
+                          **({"towers": dict(model.tower_providers)}
+                             if model.tower_providers else {}),
                           **getattr(model, "provenance", {})},
             "config": {**asdict(config), "device": str(device)},
             # how many processes computed it (a sharded run's numbers equal one process's)

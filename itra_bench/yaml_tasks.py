@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from itra_bench.generic_tasks import (
     RetrievalTask,
 )
 from itra_bench.protocols.templates import fill_template
+from itra_bench.results import NAME_RULE, is_safe_name
 from itra_bench.task import Task
 
 PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, "retrieval")
@@ -101,12 +103,94 @@ def check_fields(doc: Mapping[str, Any], schema: Schema, path: Path, what: str
     return values
 
 
+def _require_task_name(name: object, path: Path) -> None:
+    """Refuse a task file whose task name cannot name the folder of the task's results (one
+    that would leave it, such as ``..``, or share it with another task)."""
+    if not is_safe_name(name):
+        raise UserError(f"{path}: key 'name' is {name!r}, which cannot name a task (it names "
+                        f"the folder of the task's results): use {NAME_RULE}")
+
+
 def _is_shipped(path: Path) -> bool:
     """Whether ``path`` is one of the task files or cards shipped with itra-bench."""
     from itra_bench.tasks import CARDS_DIR
     from itra_bench.vision_benchmark import cards
 
     return path.parent in (CARDS_DIR, cards.CARDS_DIR)
+
+
+def read_mapping(path: Path, what: str, keys: str) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (a ``what``: task file, suite file), with one clear error
+    for a missing file, bad YAML or a document that is not a mapping (of ``keys``)."""
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    text = read_text(path, fix=f"save the {what} as UTF-8")
+    try:
+        doc = load_yaml(text, shipped=_is_shipped(path))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from exc
+    except RecursionError:
+        raise UserError(f"{path}: not a {what} (its YAML is nested too deeply)") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        # PyYAML's constructors let Python's own errors through for values such as
+        # 2001-02-30, `!!int x` or a 5,000-digit integer.
+        raise UserError(f"{path}: not valid YAML (a value cannot be read: {exc})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: expected a mapping of keys ({keys}), "
+                        f"got {type(doc).__name__}")
+    return doc
+
+
+def is_suite_file(path: str | Path) -> bool:
+    """Whether a ``.yaml`` named in ``--tasks`` declares a suite (a top-level ``suite:``
+    key) rather than one task. Unreadable files count as task files (whose loader names
+    the problem)."""
+    try:
+        doc = read_mapping(Path(path), "task file", "name, protocol, ...")
+    except UserError:
+        return False
+    return "suite" in doc
+
+
+@dataclass(frozen=True)
+class SuiteFile:
+    """A suite declared in a YAML file: its name and members, fixed there.
+
+    Example::
+
+        suite: my-suite
+        description: our pets, three ways
+        tasks: [pets-zeroshot.yaml, pets-knn.yaml, digits-knn]
+
+    Each entry of ``tasks`` is a task file (a path relative to the suite file) or the name of
+    an installed task. The suite's average is shown only where every member has a result.
+    """
+
+    name: str
+    description: str
+    #: Task files, as paths; names of installed tasks, as given.
+    members: tuple[str | Path, ...]
+    path: Path
+
+
+_SUITE = {"suite": (str, True, None), "tasks": (list, True, None),
+          "description": (str, False, "")}
+
+
+def load_suite_file(path: str | Path) -> SuiteFile:
+    """Read a suite file (see :class:`SuiteFile`), with one clear error per wrong key."""
+    path = Path(path)
+    values = check_fields(read_mapping(path, "suite file", "suite, tasks, description"),
+                          _SUITE, path, "a suite file")
+    if not is_safe_name(values["suite"]):
+        raise UserError(f"{path}: key 'suite' is {values['suite']!r}, which cannot name a "
+                        f"suite: use {NAME_RULE}")
+    if not values["tasks"]:
+        raise UserError(f"{path}: key 'tasks' is empty; list the suite's task files or task "
+                        "names")
+    members = tuple(path.parent / t if t.endswith((".yaml", ".yml")) else t
+                    for t in values["tasks"])
+    return SuiteFile(values["suite"], values["description"], members, path)
 
 
 def load_task_file(path: str | Path,
@@ -120,22 +204,7 @@ def load_task_file(path: str | Path,
 
     protocols = protocols or {}
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"task file not found: {path}")
-    text = read_text(path, fix="save the task file as UTF-8")
-    try:
-        doc = load_yaml(text, shipped=_is_shipped(path))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc})") from exc
-    except RecursionError:
-        raise UserError(f"{path}: not a task file (its YAML is nested too deeply)") from None
-    except (ValueError, TypeError, AttributeError) as exc:
-        # PyYAML's constructors let Python's own errors through for values such as
-        # 2001-02-30, `!!int x` or a 5,000-digit integer.
-        raise UserError(f"{path}: not valid YAML (a value cannot be read: {exc})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: expected a mapping of keys (name, protocol, ...), "
-                        f"got {type(doc).__name__}")
+    doc = read_mapping(path, "task file", "name, protocol, ...")
     protocol = doc.get("protocol")
     known = ", ".join([*PROTOCOLS, *sorted(protocols)])
     if protocol is not None and not isinstance(protocol, str):
@@ -145,12 +214,14 @@ def load_task_file(path: str | Path,
     if protocol in protocols and protocol not in PROTOCOLS:
         task = protocols[protocol](doc, path)
         task.task_file_protocol = protocol  # whose plugin built it (a result's provenance)
+        _require_task_name(task.name, path)
         return task
     if protocol not in PROTOCOLS:
         hint = "missing key 'protocol'" if protocol is None else f"protocol {protocol!r}"
         raise UserError(f"{path}: {hint}; set `protocol:` to one of {known}")
     schema = {**_COMMON, **(_RETRIEVAL if protocol == "retrieval" else _CLASSIFICATION)}
     values = check_fields(doc, schema, path, f"protocol {protocol}")
+    _require_task_name(values["name"], path)
     for t in values.get("templates") or []:
         if "{}" not in t and "{c}" not in t:
             raise UserError(f"{path}: template {t!r} has no '{{}}' slot for the class name")

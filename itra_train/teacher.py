@@ -28,7 +28,7 @@ def build_teacher(cfg: CfgNode, registry: Registry) -> EncoderModel:
                         "checkpoint or a model spec such as openclip:ARCH@WEIGHTS")
     scheme, rest = parse_model_spec(spec, registry)
     options = ModelOptions(cache_dir=cfg.weights_cache or None, seed=cfg.seed)
-    teacher = registry.model_builder(scheme).build(rest, options)
+    teacher = registry.build_model(scheme, rest, options)
     teacher.name = cfg.teacher
     for side in (cfg.distill_image, cfg.distill_text):
         if side and side not in teacher.modalities:

@@ -63,11 +63,12 @@ def check_builders(cfg: CfgNode, registry: Registry) -> None:
                         "not installed loads with --plugin MODULE)")
 
 
-def tower_plugin_modules(cfg: CfgNode, registry: Registry) -> list[str]:
-    """The modules of the plugins providing the towers' schemes, which a checkpoint records
-    so that it rebuilds without ``--plugin``."""
-    schemes = {cfg.image_model_builder, cfg.text_model_builder}
-    return sorted({registry.models[s].plugin.module for s in schemes if s in registry.models})
+def tower_providers(cfg: CfgNode, registry: Registry) -> dict[str, dict[str, str]]:
+    """The plugins that provide the towers' schemes, by tower (``PluginInfo.as_record()``):
+    what a checkpoint's fingerprint covers, and what its error names when one is missing."""
+    return {part: registry.models[scheme].plugin.as_record()
+            for part, scheme in ((IMAGE, cfg.image_model_builder),
+                                 (TEXT, cfg.text_model_builder)) if scheme in registry.models}
 
 
 def _tower(registry: Registry, scheme: str, model: str, tag: str, pretrained: bool,
@@ -77,7 +78,7 @@ def _tower(registry: Registry, scheme: str, model: str, tag: str, pretrained: bo
     options = ModelOptions(random_init=not load, seed=cfg.seed,
                            pooler=cfg.text_pooler or None,
                            cache_dir=cfg.weights_cache or None)
-    return registry.model_builder(scheme).build(rest, options)
+    return registry.build_model(scheme, rest, options)
 
 
 def tower_width(tower: EncoderModel, modality: str) -> int:

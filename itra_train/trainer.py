@@ -37,7 +37,7 @@ from .towers import (
     check_builders,
     count_parameters,
     freeze_side,
-    tower_plugin_modules,
+    tower_providers,
 )
 
 
@@ -353,9 +353,9 @@ class Trainer:
             "schedule": {"kind": "cosine", "warmup": self.cfg.warmup,
                          "total_steps": self.total_steps},
             "rng": checkpoint.rng_state(), "history": self.state.history,
-            # Rebuilding the towers needs their plugins; modules loaded with --plugin are
-            # imported again from here.
-            "plugins": tower_plugin_modules(self.cfg, self.registry),
+            # Rebuilding the towers needs their plugins: named here for the message when one
+            # is missing (never imported from here).
+            "plugins": tower_providers(self.cfg, self.registry),
         }
         epoch = self.state.epoch
         latest = checkpoint.latest_path(self.folder)

@@ -450,7 +450,7 @@ def test_snli_ve_transfer_end_to_end(cli, tmp_path):
     task.write_text("name: ve-transfer\nprotocol: snli_ve_transfer\n"
                     "train: snli_ve/snli_ve_train.jsonl\ndev: snli_ve/snli_ve_dev.jsonl\n"
                     "test: snli_ve/snli_ve_test.jsonl\nimages: flickr30k_images\n"
-                    "hidden_dim: 16\nepochs: 3\nbatch_size: 8\nsuites: [snli-ve]\n")
+                    "hidden_dim: 16\nepochs: 3\nbatch_size: 8\nsuites: [my-ve]\n")
     res = cli(*run_args(tmp_path, root, "--tasks", task, "--seed", "4"))
     assert res.code == 0, res
     rec = records(tmp_path / "out")["ve-transfer"]

@@ -46,8 +46,13 @@ def test_plugin_model_builder_trains_as_image_tower_and_its_checkpoint_evaluates
     assert saved["model"]["image_head.weight"].shape[1] == 48
     assert epoch_records(tmp_path / "run")[0]["step"] == 2
 
-    # The checkpoint names the plugin module that built its tower: no --plugin needed.
+    # The checkpoint names the plugin module that built its tower, for the message only: a
+    # checkpoint never causes an import, so the module that is not installed comes with
+    # --plugin, as it did for training.
     res = cli("run", "--model", ckpt, "--tasks", "digits-zeroshot", "--output",
+              tmp_path / "results", "--workers", "0", "--no-progress")
+    assert res.code == 2 and f"--plugin {PLUGIN[1]}" in res.err.replace("\n", ""), res
+    res = cli("run", "--model", ckpt, *PLUGIN, "--tasks", "digits-zeroshot", "--output",
               tmp_path / "results", "--workers", "0", "--no-progress")
     assert res.code == 0, res
     record = json.loads(next((tmp_path / "results").rglob("*.json")).read_text())
