@@ -142,16 +142,18 @@ def _pick(label: str, models: Mapping[str, list[dict[str, Any]]], flag: str) -> 
 def compare_results(root: str | Path, model_a: str, model_b: str, *,
                     resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
                     seed: int = 0,
-                    suite_members: Mapping[str, Iterable[str]] | None = None) -> Comparison:
+                    suite_members: Mapping[str, Iterable[str]] | None = None,
+                    problems: list[str] | None = None) -> Comparison:
     """Compare two models' results under ``root`` task by task (see the module).
     ``suite_members``: the installed plugins' suites (a suite's mean difference needs every
-    member, see :func:`itra_bench.leaderboard.suite_membership`)."""
+    member, see :func:`itra_bench.leaderboard.suite_membership`). Unreadable result files
+    are described in ``problems`` when a list is given."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"results folder not found: {root}")
     if resamples < 1:
         raise UserError("--resamples must be at least 1")
-    found = list(iter_records(root))
+    found = list(iter_records(root, problems))
     label = model_labeller([r for _, r in found])
     models: dict[str, list[dict[str, Any]]] = {}
     paths: dict[int, Path] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class UserError(Exception):
@@ -16,16 +16,42 @@ class UserError(Exception):
     exit_code = 2
 
 
-class UnknownNameError(UserError):
-    """A model, task, suite or loss name that no plugin provides."""
+#: The plural of each kind of name a message counts.
+PLURALS = {"model": "models", "loss": "losses", "task": "tasks", "suite": "suites",
+           "plugin": "plugins", "alias": "aliases", "dataset": "datasets"}
+#: The kinds ``itra-bench list KIND`` shows, by the word it takes.
+LIST_KINDS = ("models", "losses", "tasks", "suites", "plugins")
 
-    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = "") -> None:
-        known = sorted(set(known))
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+
+def plural(kind: str) -> str:
+    """The plural of ``kind`` (a kind of name: model, loss, task, ...)."""
+    return PLURALS.get(kind, kind + "s")
+
+
+class UnknownNameError(UserError):
+    """A model, task, suite or loss name that no plugin provides.
+
+    ``known`` is the accepted names of ``kind``, ``also`` those of other kinds accepted in
+    its place (``{"suite": ..., "alias": ...}``); the message counts each kind, as
+    ``itra-bench list`` shows them.
+    """
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = "",
+                 also: Mapping[str, Iterable[str]] | None = None) -> None:
+        groups = {kind: set(known), **{k: set(v) for k, v in (also or {}).items()}}
+        names = sorted(set().union(*groups.values()))
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         msg = f"unknown {kind} {name!r}."
         if close:
             msg += " Did you mean " + ", ".join(repr(c) for c in close) + "?"
-        msg += f" Run `itra-bench list {kind}s` to see all {len(known)} available."
+        counts = [f"{len(v)} {plural(k) if len(v) != 1 else k}" for k, v in groups.items()]
+        counted = counts[0] if len(counts) == 1 else \
+            ", ".join(counts[:-1]) + " and " + counts[-1]
+        if plural(kind) in LIST_KINDS:
+            msg += f" Run `itra-bench list {plural(kind)}` to see them ({counted})."
+        else:
+            msg += f" There are {counted}; the {plural(kind)}: " + ", ".join(
+                sorted(groups[kind])) + "."
         if hint:
             msg += " " + hint
         super().__init__(msg)

@@ -111,9 +111,7 @@ class ResultStore:
         """Load one stored record; an unreadable or incomplete one raises
         :class:`InvalidResultError` naming the file."""
         record = _load(Path(path))
-        missing = [k for k in _REQUIRED if k not in record]
-        if missing:
-            raise InvalidResultError(f"result file {path} lacks {', '.join(missing)}")
+        check_record(path, record)
         return record
 
 
@@ -121,7 +119,87 @@ class InvalidResultError(UserError):
     """A result file that cannot be read as a result document."""
 
 
-_REQUIRED = ("schema", "model", "task", "variant", "main_score", "main_score_value", "metrics")
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int)
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_texts(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_mapping(value: object) -> bool:
+    return isinstance(value, dict)
+
+
+#: The fields the readers of results use: (dotted name, what it must be, its test, whether
+#: a result must have it). A field inside another is checked where that one is a mapping.
+_SCHEMA: tuple[tuple[str, str, Any, bool], ...] = (
+    ("model", "a mapping", _is_mapping, True),
+    ("model.name", "a string", _is_text, True),
+    ("model.fingerprint", "a string", _is_text, True),
+    ("task", "a string", _is_text, True),
+    ("variant", "a string", _is_text, True),
+    ("protocol", "a string", _is_text, False),
+    ("variant_family", "a string or null", lambda v: v is None or _is_text(v), False),
+    ("main_score", "a string", _is_text, True),
+    ("main_score_value", "a number", _is_number, True),
+    ("metrics", "a mapping of metric names to numbers",
+     lambda v: _is_mapping(v) and all(map(_is_number, v.values())), True),
+    ("main_score_interval", "a mapping or null", lambda v: v is None or _is_mapping(v), False),
+    ("main_score_interval.low", "a number", _is_number, True),
+    ("main_score_interval.high", "a number", _is_number, True),
+    ("suites", "a list of suite names", _is_texts, False),
+    ("suite_members", "a mapping of suite names to lists of task names",
+     lambda v: v is None or _is_mapping(v) and all(map(_is_texts, v.values())), False),
+    ("samples", "a mapping or null", lambda v: v is None or _is_mapping(v), False),
+    ("data", "a mapping", _is_mapping, False),
+    ("details", "a mapping", _is_mapping, False),
+)
+#: The fields that the readers of one protocol's results use besides (as :data:`_SCHEMA`).
+_PROTOCOL_SCHEMA: dict[str, tuple[tuple[str, str, Any, bool], ...]] = {
+    # the ELEVATER summary's rows: mode, knowledge source, shots and seed
+    "elevater": (("details.mode", "a string", _is_text, False),
+                 ("details.knowledge", "a string", _is_text, False),
+                 ("details.n_shot", "an integer", _is_int, False),
+                 ("details.seed", "an integer", _is_int, False)),
+}
+
+
+def _kind_of(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def check_record(path: str | Path, record: dict[str, Any]) -> None:
+    """Refuse a result document (read from ``path``) whose fields are not what every reader
+    of results expects: :class:`InvalidResultError` names the file and the field."""
+    fix = "rerun that task with --overwrite, or delete the file"
+    protocol = record.get("protocol")
+    extra = _PROTOCOL_SCHEMA.get(protocol, ()) if isinstance(protocol, str) else ()
+    for name, what, valid, required in (*_SCHEMA, *extra):
+        *parents, last = name.split(".")
+        holder: Any = record
+        for key in parents:
+            holder = holder.get(key)
+            if not isinstance(holder, dict):
+                break
+        if not isinstance(holder, dict):
+            continue  # its parent is absent, null or already refused
+        if last not in holder:
+            if required:
+                raise InvalidResultError(f"result file {path} lacks the field `{name}`; {fix}")
+            continue
+        if not valid(holder[last]):
+            raise InvalidResultError(f"result file {path}: the field `{name}` must be {what}, "
+                                     f"not {_kind_of(holder[last])}; {fix}")
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -143,8 +221,8 @@ def _load(path: Path) -> dict[str, Any]:
 def iter_records(root: str | Path, problems: list[str] | None = None
                  ) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every result document under ``root``. Other JSON documents (prediction files, ...) are
-    ignored; files that are not JSON, empty, or results lacking fields are described in
-    ``problems`` when a list is given."""
+    ignored; files that are not JSON, empty, or results whose fields do not match the schema
+    (:func:`check_record`) are described in ``problems`` when a list is given."""
     for path in sorted(Path(root).rglob("*.json")):
         try:
             record = _load(path)
@@ -153,10 +231,11 @@ def iter_records(root: str | Path, problems: list[str] | None = None
             if problems is not None and not _other_document(path):
                 problems.append(str(exc))
             continue
-        missing = [k for k in _REQUIRED if k not in record]
-        if missing:
+        try:
+            check_record(path, record)
+        except InvalidResultError as exc:
             if problems is not None:
-                problems.append(f"result file {path} lacks {', '.join(missing)}")
+                problems.append(str(exc))
             continue
         yield path, record
 

@@ -34,8 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import math
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -474,10 +477,45 @@ def read_outcomes(result_path: Path, record: Mapping[str, object]) -> SampleOutc
                                    "recorded (the file was changed or replaced); rerun that "
                                    "task with --overwrite")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            names = [str(n) for n in npz["names"]]
-            arrays = {n: npz[f"a{i}"] for i, n in enumerate(names)}
-            kind = str(npz["kind"])
-        return SampleOutcomes(kind, arrays)
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise OutcomeMismatchError(f"{path} is not a samples file ({exc})") from exc
+        npz = _read_npz(data)
+        names = [str(n) for n in npz["names"]]
+        arrays = {n: npz[f"a{i}"] for i, n in enumerate(names)}
+        return SampleOutcomes(str(npz["kind"]), arrays)
+    except (KeyError, ValueError, TypeError, OSError, EOFError, OverflowError, RuntimeError,
+            NotImplementedError, zlib.error, lzma.LZMAError, struct.error,
+            zipfile.BadZipFile) as exc:
+        # What zipfile, zlib and numpy raise on a damaged archive or array (RuntimeError:
+        # an encrypted member; NotImplementedError: an unknown compression method).
+        raise OutcomeMismatchError(f"{path} is not a samples file ({type(exc).__name__}: "
+                                   f"{exc}); rerun that task with --overwrite") from exc
+
+
+#: The most that deflate expands data (about 1032:1); a member claiming more is damaged.
+_MAX_EXPANSION = 1100
+
+
+def _read_npz(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` archive ``data`` (no pickled objects), allocating no more
+    than the archive can hold: each size a header claims is checked before it is read."""
+    out = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for info in archive.infolist():
+            if info.file_size > _MAX_EXPANSION * max(info.compress_size, 1):
+                raise ValueError(f"{info.filename} claims {info.file_size} bytes")
+            with archive.open(info) as member:
+                raw = member.read(info.file_size + 1)
+            if len(raw) != info.file_size:
+                raise ValueError(f"{info.filename} holds {len(raw)} bytes, not "
+                                 f"{info.file_size}")
+            array = io.BytesIO(raw)
+            version = np.lib.format.read_magic(array)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)(array)
+            size = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or size != len(raw) - array.tell():
+                raise ValueError(f"{info.filename}: a {dtype} array of shape {shape} in "
+                                 f"{len(raw) - array.tell()} bytes")
+            array.seek(0)
+            out[info.filename.removesuffix(".npy")] = np.lib.format.read_array(
+                array, allow_pickle=False)
+    return out

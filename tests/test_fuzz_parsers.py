@@ -1,6 +1,8 @@
 """Property-based tests of the parsers a user feeds files to: caption CSVs (evaluation and
 training), task YAML and the shipped cards, COCO / Karpathy captions JSON, STS / SICK /
-word-similarity files, MS MARCO TSVs, VQA v2 JSON and SNLI-VE JSONL.
+word-similarity files, MS MARCO TSVs, VQA v2 JSON, SNLI-VE JSONL, the result JSON that
+`results`, `report` and `compare` read, the per-sample outcomes (``.samples.npz``) beside it,
+and CIFAR's batch pickles.
 
 Each parser gets raw random bytes and mutations of a valid file (truncation, byte flips,
 inserted and deleted bytes, other encodings, byte-order marks, deleted columns, deleted keys
@@ -12,6 +14,7 @@ bug. The default run takes a few seconds per parser; ``-m slow`` runs many more 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +26,11 @@ import yaml
 from fuzzing import BOMS, ENCODINGS, QUICK, THOROUGH
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from result_files import write_result, write_two_models
 
 from itra_bench.errors import UserError
+from itra_bench.results import ResultStore
+from itra_bench.sample_outcomes import samples_path
 
 # Bytes that parsers treat specially somewhere: quotes, separators, line ends, NUL, invalid
 # UTF-8, a BOM, numbers that float() accepts but are not finite, YAML/JSON syntax.
@@ -397,6 +403,107 @@ def _snli_ve(folder: Path) -> Callable[[], Any]:
     return [lambda: read_snli_ve(folder / "snli_ve_test.jsonl")]
 
 
+# Results: a result JSON as `results`, `report` and `compare` read it, the per-sample outcomes
+# beside it (hash-consistent: the JSON records the mutated file's SHA-256, as if the file had
+# been written so), and CIFAR's batch pickles.
+
+RESULTS = "results"
+B_T2 = ResultStore(RESULTS).path("b", "b" * 16, "t2", "default")
+
+
+def _result_samples() -> list[bytes]:
+    """Valid result documents: a zero-shot result, an ELEVATER one, one without outcomes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ResultStore(tmp)
+        plain = write_result(store, "b", "t2", 0.75, fingerprint="b" * 16)
+        elevater = write_result(store, "b", "t3", 0.6, fingerprint="b" * 16,
+                                protocol="elevater", variant="zeroshot", suites=["elevater"],
+                                main_score_interval=None,
+                                details={"mode": "zeroshot", "n_shot": 5, "seed": 1,
+                                         "knowledge": "none"})
+        bare = write_result(store, "b", "t4", 0.7, fingerprint="b" * 16, samples=None,
+                            suite_members=None, variant_family="")
+        return [p.read_bytes() for p in (plain, elevater, bare)]
+
+
+def _readers_of_results(folder: Path) -> list[Callable[[], Any]]:
+    from itra_bench.compare import compare_results
+    from itra_bench.leaderboard import collate, write_leaderboard
+    from itra_bench.report import _columns
+    from itra_bench.vision_benchmark.summary import summarize
+
+    root = folder / RESULTS
+    write_two_models(root)
+    # What `report` reads beyond `results` (its charts take a tenth of a second to draw).
+    return [lambda: ResultStore(root).read(root / B_T2.relative_to(RESULTS)),
+            lambda: write_leaderboard(root, folder / "board", []),
+            lambda: summarize(root),
+            lambda: _columns(root, collate(root)),
+            lambda: compare_results(root, "a", "b", resamples=5, problems=[])]
+
+
+def _samples(folder: Path) -> list[Callable[[], Any]]:
+    from itra_bench.compare import compare_results
+    from itra_bench.sample_outcomes import read_outcomes
+
+    root = folder / RESULTS
+    write_two_models(root)
+    result = folder / B_T2
+
+    def rehash() -> dict[str, Any]:
+        record = json.loads(result.read_text())
+        record["samples"]["sha256"] = hashlib.sha256(
+            samples_path(result).read_bytes()).hexdigest()
+        result.write_text(json.dumps(record))
+        return record
+
+    return [lambda: read_outcomes(result, rehash()),
+            lambda: rehash() and compare_results(root, "a", "b", resamples=5)]
+
+
+def _samples_files() -> list[bytes]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_result(ResultStore(tmp), "b", "t2", 0.75, fingerprint="b" * 16)
+        return [samples_path(path).read_bytes()]
+
+
+CIFAR = "cifar-10-batches-py"
+
+
+def _cifar_pickles(meta: bool) -> list[bytes]:
+    """Valid CIFAR-10 test batches (or meta files): str and bytes keys, protocols 2 and 4."""
+    import pickle
+
+    import numpy as np
+
+    rows = np.arange(4 * 3072, dtype=np.int64).astype(np.uint8).reshape(4, 3072)
+    docs = [{"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": 4}] \
+        if meta else [{"batch_label": "test", "labels": [0, 3, 9, 1], "data": rows,
+                       "filenames": [f"img_{i}.png" for i in range(4)]}]
+    out = []
+    for doc in docs:
+        for keys in (str, str.encode):
+            for protocol in (2, 4):
+                out.append(pickle.dumps({keys(k): v for k, v in doc.items()},
+                                        protocol=protocol))
+    return out
+
+
+def _cifar(folder: Path) -> list[Callable[[], Any]]:
+    from itra_bench.datasets.torchvision_formats import CifarSplit
+
+    (folder / CIFAR).mkdir(exist_ok=True)
+    for name, valid in (("batches.meta", _cifar_pickles(True)[0]),
+                        ("test_batch", _cifar_pickles(False)[0])):
+        if not (folder / CIFAR / name).exists():
+            (folder / CIFAR / name).write_bytes(valid)
+    return [lambda: CifarSplit(folder, "cifar10", "test")]
+
+
 TARGETS = [
     Target("captions-eval", "captions.tsv", [CAPTIONS, CAPTIONS_COMMA], _captions_eval, b"\t"),
     Target("captions-train", "captions.tsv", [CAPTIONS, CAPTIONS_COMMA], _captions_train,
@@ -418,6 +525,12 @@ TARGETS = [
            files=("questions.json", "annotations.json")),
     Target("vqa-annotations", "annotations.json", [VQA_ANNOTATIONS], _vqa, None, "json"),
     Target("snli-ve", "snli_ve_test.jsonl", [SNLI_VE], _snli_ve, None, "jsonl"),
+    Target("result-json", str(B_T2), _result_samples(), _readers_of_results, None, "json",
+           files=(B_T2.name, RESULTS)),
+    Target("samples-npz", str(samples_path(B_T2)), _samples_files(), _samples),
+    Target("cifar-batch", f"{CIFAR}/test_batch", _cifar_pickles(False), _cifar),
+    Target("cifar-meta", f"{CIFAR}/batches.meta", _cifar_pickles(True), _cifar,
+           files=("batches.meta", "test_batch")),
 ]
 BY_NAME = {t.name: t for t in TARGETS}
 

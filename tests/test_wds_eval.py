@@ -356,3 +356,16 @@ def test_wds_shorthand_on_the_command_line(cli, tmp_path):
     rec = records(tmp_path / "out")["wds/toy"]
     assert rec["main_score"] == "acc1" and rec["num_samples"] == 15
     assert rec["providers"]["task"]["plugin"] == "wds_tasks"
+
+
+def test_skip_corrupt_with_no_image_decodable_says_so(cli, tmp_path):
+    root = make_classification(tmp_path / "data", n=2, splits=("test",))
+    for shard in sorted((root / "test").glob("*.tar")):
+        _rewrite_shard(shard, [{"__key__": m.name.split(".")[0], "png": b"not a png",
+                                "cls": 0} for m in _members(shard) if m.name.endswith(".png")])
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--output",
+              tmp_path / "out", "--cache-dir", tmp_path / "cache", "--workers", "0",
+              "--no-progress", "--tasks", f"wds:{root}", "--skip-corrupt")
+    assert res.code == 2, res
+    assert "Traceback" not in res.err and "dimension" not in res.err, res.err
+    assert "none of the 6 images" in res.err and str(root / "test") in res.err, res.err

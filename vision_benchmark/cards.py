@@ -234,5 +234,6 @@ def find_card(name: str) -> DatasetCard:
         for key in (card.name, *card.aliases):
             by_name[key] = card
     if name not in by_name:
-        raise UnknownNameError("dataset", name, by_name)
+        cards = {card.name for card in by_name.values()}
+        raise UnknownNameError("dataset", name, cards, also={"alias": set(by_name) - cards})
     return by_name[name]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,15 +194,53 @@ def check_no_nul(text: str, where: str) -> str:
     return text
 
 
-def _fast_loader() -> Any:
-    """libyaml's safe loader, or None where PyYAML was built without it."""
+@functools.cache
+def _unique_keys(base: type) -> type:
+    """``base`` (a PyYAML safe loader) refusing a mapping that gives one key twice: the
+    loader of every YAML file the project reads (see :func:`load_yaml`)."""
     import yaml
 
-    return getattr(yaml, "CSafeLoader", None)
+    class UniqueKeyLoader(base):  # type: ignore[misc, valid-type]
+        """A safe loader whose mappings refuse a repeated key (naming the key and both
+        lines) instead of keeping the last value."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, Any] = {}
+                for key_node, _ in node.value:
+                    # A merge key (`<<: *anchor`) brings keys that the mapping may override.
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.setdefault(key, key_node)
+                    except TypeError:
+                        continue  # an unhashable key: the base constructor says so
+                    if first is not key_node:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"found the key {key!r} a second time on line "
+                            f"{key_node.start_mark.line + 1} (first on line "
+                            f"{first.start_mark.line + 1}); keep only one of them",
+                            key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    UniqueKeyLoader.__name__ = UniqueKeyLoader.__qualname__ = f"Unique{base.__name__}"
+    return UniqueKeyLoader
+
+
+def _fast_loader() -> type | None:
+    """libyaml's safe loader refusing a repeated key, or None where PyYAML was built
+    without libyaml."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", None)
+    return None if base is None else _unique_keys(base)
 
 
 def load_yaml(text: str, shipped: bool = False) -> Any:
-    """``yaml.safe_load(text)``, raising what it raises.
+    """``yaml.safe_load(text)`` refusing a repeated key, raising what it raises (a repeated
+    key raises :class:`yaml.constructor.ConstructorError` naming the key and its lines).
 
     ``shipped``: the text is one of itra-bench's own task files or cards, which libyaml
     parses ten times faster into the same documents (tests/test_shipped_yaml.py compares
@@ -214,7 +253,7 @@ def load_yaml(text: str, shipped: bool = False) -> Any:
     loader = _fast_loader() if shipped else None
     if loader is not None:
         try:
-            return yaml.load(text, Loader=loader)
+            return yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
         except Exception:
             pass  # parsed again below, for the pure-Python parser's own message
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=_unique_keys(yaml.SafeLoader))  # noqa: S506 (safe)

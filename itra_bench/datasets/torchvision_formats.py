@@ -15,6 +15,7 @@ downloaded, and a damaged file fails with an error naming it.
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 import re
 from collections.abc import Sequence
@@ -112,6 +113,19 @@ def _files_digest(paths: Sequence[Path]) -> str:
     return files_identity(p.resolve() for p in paths)
 
 
+def _empty_array(subtype: type, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct``, for the empty placeholder that an array's pickled state
+    fills in (its data then comes from the file); any other shape is refused, as it would
+    allocate what the file never holds."""
+    import numpy as np
+
+    if not (isinstance(subtype, type) and issubclass(subtype, np.ndarray)
+            and isinstance(shape, tuple) and 0 in shape
+            and all(isinstance(n, int) and 0 <= n for n in shape)):
+        raise pickle.UnpicklingError(f"an array placeholder of shape {shape!r}")
+    return np.ndarray.__new__(subtype, shape, dtype)
+
+
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays, refusing every other class.
 
@@ -129,6 +143,8 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if name == "_reconstruct":
+            return _empty_array
         import numpy as np
 
         if module.startswith("numpy.core.") and np.lib.NumpyVersion(np.__version__) >= "2.0.0":
@@ -137,17 +153,42 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+#: Opcodes that store into the memo at the index they name.
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _check_claims(data: bytes) -> None:
+    """Refuse a pickle whose opcodes claim more than ``data`` holds (a length, a memo slot),
+    which the unpickler would allocate before finding the file short: ValueError."""
+    import pickletools
+
+    for count, (op, arg, _) in enumerate(pickletools.genops(io.BytesIO(data))):
+        # A pickler numbers its memo entries in order, so an entry never exceeds the count
+        # of opcodes before it (genops has already checked every counted length).
+        if op.name in _MEMO_PUTS and not (isinstance(arg, int) and 0 <= arg <= count):
+            raise ValueError(f"memo index {arg} at opcode {count}")
+
+
 def load_cifar_pickle(path: Path) -> dict[str, Any]:
     """One CIFAR pickle as a dict with ``str`` keys (files hold ``str`` or ``bytes`` keys)."""
     try:
-        with open(path, "rb") as f:
-            # latin1 as torchvision: the original files were pickled by Python 2.
-            obj = _ArraysOnlyUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror or exc})") from exc
+    try:
+        _check_claims(data)
+        # latin1 as torchvision: the original files were pickled by Python 2. From memory,
+        # so that a read never asks for more than the file holds.
+        obj = _ArraysOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            OverflowError, KeyError, IndexError, LookupError, RecursionError) as exc:
         raise UserError(f"{path} is not a readable CIFAR pickle ({exc}); download it again"
                         ) from exc
     if not isinstance(obj, dict):
         raise UserError(f"{path} holds a {type(obj).__name__}, not the dict a CIFAR pickle has")
+    if not all(isinstance(k, str | bytes) for k in obj):
+        raise UserError(f"{path} holds a dict with keys other than strings, not a CIFAR "
+                        "pickle; download it again")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -156,6 +197,15 @@ def _field(entry: dict[str, Any], key: str, path: Path) -> Any:
         raise UserError(f"{path} has no {key!r} entry (found {sorted(entry)}); it is not a "
                         "CIFAR file of this variant")
     return entry[key]
+
+
+def _length(value: Any) -> int | None:
+    """The length of a list, tuple or one-dimensional array; None for anything else."""
+    import numpy as np
+
+    if isinstance(value, list | tuple) or isinstance(value, np.ndarray) and value.ndim == 1:
+        return len(value)
+    return None
 
 
 def _text(value: Any) -> str:
@@ -182,21 +232,37 @@ class CifarSplit(ImageSource):
         for p in [*files, meta]:
             if not p.is_file():
                 raise _missing(p, spec["title"], cifar_layout(variant), spec["torchvision"])
-        self.classes: list[str] = [
-            _text(n) for n in _field(load_cifar_pickle(meta), spec["names_key"], meta)]
         import numpy as np
+
+        names = _field(load_cifar_pickle(meta), spec["names_key"], meta)
+        # Each name takes a byte of the file at least: a longer list is an array that claims
+        # elements it does not hold.
+        if _length(names) is None or len(names) > meta.stat().st_size:
+            raise UserError(f"{meta}: {spec['names_key']!r} must be a list of class names; "
+                            "download the file again")
+        self.classes: list[str] = [_text(n) for n in names]
 
         chunks: list[np.ndarray] = []
         self.targets: list[int] = []
         self._rows: list[tuple[Path, int]] = []
         for p in files:
             entry = load_cifar_pickle(p)
-            data = np.asarray(_field(entry, "data", p))
-            labels = [int(v) for v in _field(entry, spec["labels_key"], p)]
-            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 \
-                    or len(data) != len(labels):
+            data, labels = _field(entry, "data", p), _field(entry, spec["labels_key"], p)
+            # The shapes first: iterating labels that only claim their length could take
+            # hours.
+            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+                    or data.shape[1] != 3 * 32 * 32 or len(data) != _length(labels):
+                found = (f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray)
+                         else type(data).__name__)
+                count = _length(labels)
                 raise UserError(f"{p}: expected 'data' uint8 [N, 3072] and N labels, found "
-                                f"{data.dtype} {list(data.shape)} and {len(labels)} labels")
+                                f"{found} and {'no list of' if count is None else count} "
+                                "labels; download it again")
+            try:
+                labels = [int(v) for v in labels]
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise UserError(f"{p}: the labels must be integers ({exc}); download it "
+                                "again") from exc
             bad = [v for v in labels if not 0 <= v < len(self.classes)]
             if bad:
                 raise UserError(f"{p}: label {bad[0]} is outside the {len(self.classes)} "

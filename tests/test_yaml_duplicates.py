@@ -1,0 +1,71 @@
+"""A key given twice in a YAML file the project reads is refused (naming the file, the line
+and the key) instead of the last value silently winning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from itra_bench.datasets.text_files import load_yaml
+from itra_bench.errors import UserError
+
+TASK = ("name: my-caps\nprotocol: retrieval\nname: other-caps\nfile: captions.tsv\n")
+
+
+def _says_duplicate(message: str, path: Path, line: int, key: str) -> None:
+    assert str(path) in message, message
+    assert f"line {line}" in message, message
+    assert repr(key) in message, message
+
+
+def test_a_task_file_naming_itself_twice_is_refused(cli, tmp_path):
+    path = tmp_path / "task.yaml"
+    path.write_text(TASK)
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", path,
+              "--output", tmp_path / "out")
+    assert res.code == 2, res
+    assert "Traceback" not in res.err
+    _says_duplicate(res.err, path, 3, "name")
+
+
+def test_a_suite_file_with_a_repeated_key_is_refused(tmp_path):
+    from itra_bench.yaml_tasks import load_suite_file
+
+    path = tmp_path / "suite.yaml"
+    path.write_text("suite: mine\ntasks: [a]\nsuite: yours\n")
+    with pytest.raises(UserError) as info:
+        load_suite_file(path)
+    _says_duplicate(str(info.value), path, 3, "suite")
+
+
+def test_a_dataset_card_with_a_repeated_nested_key_is_refused(tmp_path):
+    from itra_bench.vision_benchmark.cards import load_card
+
+    path = tmp_path / "card.yaml"
+    path.write_text("name: pets\nsplits:\n  test: a\n  test: b\n")
+    with pytest.raises(UserError) as info:
+        load_card(path)
+    _says_duplicate(str(info.value), path, 4, "test")
+
+
+def test_a_training_config_with_a_repeated_key_is_refused(tmp_path):
+    from itra_train.config import defaults, merge_file
+
+    path = tmp_path / "train.yaml"
+    path.write_text("epochs: 1\nlr: 0.1\nepochs: 5\n")
+    with pytest.raises(UserError) as info:
+        merge_file(defaults(), str(path))
+    _says_duplicate(str(info.value), path, 3, "epochs")
+
+
+@pytest.mark.parametrize("shipped", [False, True])
+def test_both_parsers_refuse_a_repeated_key(shipped):
+    with pytest.raises(yaml.YAMLError, match="'b'"):
+        load_yaml("a: 1\nb: 2\nb: 3\n", shipped=shipped)
+
+
+def test_merge_keys_may_still_be_overridden():
+    doc = load_yaml("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  y: 3\n")
+    assert doc["use"] == {"x": 1, "y": 3}
