@@ -21,9 +21,11 @@ import fnmatch
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from itra_bench.errors import UserError
 
 #: The names of atomic writes' temp files.
 TEMP_PATTERN = ".*.tmp"
@@ -129,6 +131,20 @@ def _remove_if_unlocked(path: str) -> bool:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def writing_into(folder: str | os.PathLike[str], flag: str,
+                 how: str | None = None) -> Iterator[None]:
+    """Report an ``OSError`` raised inside the block (a read-only folder, a full disk, a path
+    under a file) as one user error naming ``flag`` (what chose the folder) and ``folder``;
+    ``how`` says how to choose another (default: with ``flag``)."""
+    try:
+        yield
+    except OSError as exc:
+        how = how or f"Choose a writable folder with {flag}"
+        raise UserError(f"{flag} {folder}: cannot write there ({exc.strerror or exc}). {how}, "
+                        "or free space on its disk; what was written before is kept.") from exc
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Atomically write a UTF-8 text file."""
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
@@ -139,8 +155,45 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+class _WriteRecorder:
+    """A binary file's ``write`` and ``flush``, remembering the ``OSError`` a write raised."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.failure: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        """Write ``data`` to the file."""
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+    def flush(self) -> None:
+        """Flush the file."""
+        try:
+            self.file.flush()
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """Atomically ``torch.save`` an object."""
+    """Atomically ``torch.save`` an object. A failed write (a full disk, a file size limit)
+    raises ``OSError``, as every other atomic write does."""
     import torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    def save(f: IO[bytes]) -> None:
+        recorder = _WriteRecorder(f)
+        try:
+            torch.save(obj, recorder)
+        except RuntimeError as exc:
+            # torch's zip writer reports its file's failed write as a RuntimeError
+            # ("[enforce fail at inline_container.cc] unexpected pos"); only that one is the
+            # disk's fault, any other (an object it cannot save) stays what it is.
+            if recorder.failure is None:
+                raise
+            raise recorder.failure from exc
+
+    return atomic_write(path, save)

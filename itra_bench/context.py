@@ -14,7 +14,7 @@ from rich.console import Console
 if TYPE_CHECKING:
     import torch
 
-    from itra_bench.feature_cache import FeatureCache
+    from itra_bench.feature_cache import FeatureCache, FeatureMemory
     from itra_bench.progress import ProgressReporter
 
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
@@ -70,6 +70,8 @@ class RunContext:
     data_root: Path = field(default_factory=Path.cwd)
     output_dir: Path = field(default_factory=Path.cwd)
     cache: FeatureCache | None = None
+    #: Features already computed in this run (every process has its own), looked up first.
+    memory: FeatureMemory | None = None
     skip_corrupt: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     progress: ProgressReporter = field(default_factory=_no_progress)
@@ -87,6 +89,18 @@ class RunContext:
 
         dtype = torch.bfloat16 if self.precision == "amp_bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a ``--precision`` that ``device`` cannot run (one rule for ``itra-bench run``
+    and ``itra-train``)."""
+    from itra_bench.errors import UserError
+
+    # float16 autocast (and training's gradient scaler) is a CUDA feature: on CPU it is
+    # unsupported or far slower than the bfloat16 CPUs do have.
+    if precision == "amp_fp16" and device.type == "cpu":
+        raise UserError("--precision amp_fp16 needs a CUDA device; use amp_bf16 or fp32 on "
+                        "CPU")
 
 
 #: What ``--device`` accepts, as messages show it.

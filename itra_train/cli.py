@@ -26,7 +26,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "itra-train") -> int:
     if debug:
         argv.remove("--debug")
     try:
-        cfg, plugins = load_config(argv, prog)
+        try:
+            cfg, plugins = load_config(argv, prog)
+        except SystemExit as exc:  # --help, or a usage error argparse already printed
+            return exc.code if isinstance(exc.code, int) else 2
         world = init_distributed(cfg.device)
         registry = load_registry(plugins, [])
         folder = Trainer(cfg, registry, world).fit()
