@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from itra_bench.errors import UserError
+from itra_bench.errors import PluginBugError, UserError
 from itra_bench.lazy_import import LazyFactory
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from itra_bench.registry import PluginInfo
 
 #: LossSpec.direction values.
 BIDIRECTIONAL = "bidirectional"
@@ -126,6 +128,20 @@ def check_options(spec: LossSpec, options: dict[str, Any]) -> None:
     _refuse_trainer_keywords(options)
     if not _forwards(spec.factory):
         _check_options(spec, options, _parameters(spec.factory)[0])
+
+
+def check_factory(spec: LossSpec, plugin: PluginInfo) -> None:
+    """Refuse, as the bug of ``plugin``, a factory that cannot take the keywords the trainer
+    always passes (see :class:`LossSpec`, *Construction*)."""
+    named, takes_kwargs = _parameters(spec.factory)
+    missing = [k for k in TRAINER_KEYWORDS if k not in named]
+    if missing and not takes_kwargs:
+        raise PluginBugError(
+            f"plugin bug: the factory of loss {spec.name!r} of {plugin.describe()}, module "
+            f"{plugin.module}, does not accept {', '.join(missing)}: itra-train calls every "
+            f"loss factory with the keywords {', '.join(k + '=' for k in TRAINER_KEYWORDS)}, "
+            "so it must name them or take **kwargs (see itra_bench.losses.LossSpec). Report "
+            "it to the plugin's authors.")
 
 
 def build_loss(spec: LossSpec, student_dim: int, teacher_dim: int, prototypes: int,

@@ -9,7 +9,7 @@ import difflib
 import hashlib
 import importlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -141,45 +141,60 @@ class Registry:
         return [(impl.function, self.plugins[impl.plugin_name])
                 for impl in caller.get_hookimpls()]
 
-    def _load_named(self, kind: str, hook: str, label: str, name: Callable[[Any], str]) -> None:
-        """Fill the table ``kind`` with what the ``hook`` implementations return, keyed by
-        ``name(item)``; a name two plugins provide is a clash (``label`` names the kind)."""
+    def _load_named(self, kind: str, hook: str, label: str, name: Callable[[Any], str],
+                    item_type: type) -> None:
+        """Fill the table ``kind`` with the ``item_type`` objects the ``hook``
+        implementations return, keyed by ``name(item)``; a name two plugins provide is a
+        clash (``label`` names the kind)."""
         table = self._tables[kind] = {}
         for impl, info in self._impls(hook):
-            for item in impl() or ():
+            for item in _listed(impl, info, hook, item_type):
                 _put(table, label, name(item), item, info)
 
     def _load_models(self) -> None:
-        self._load_named("models", "itra_bench_model_builders", "model", lambda b: b.scheme)
+        from itra_bench.model_api import ModelBuilder
+
+        self._load_named("models", "itra_bench_model_builders", "model", lambda b: b.scheme,
+                         ModelBuilder)
 
     def _load_losses(self) -> None:
-        self._load_named("losses", "itra_bench_losses", "loss", lambda spec: spec.name)
+        from itra_bench.losses import LossSpec
+
+        self._load_named("losses", "itra_bench_losses", "loss", lambda spec: spec.name,
+                         LossSpec)
 
     def _load_commands(self) -> None:
-        self._load_named("commands", "itra_bench_commands", "command", lambda c: c.name)
+        from itra_bench.commands import Command
+
+        self._load_named("commands", "itra_bench_commands", "command", lambda c: c.name,
+                         Command)
 
     def _load_task_file_protocols(self) -> None:
         table = self._tables["task_file_protocols"] = {}
-        for hook, info in self._impls("itra_bench_task_file_protocols"):
-            for protocol, factory in (hook() or {}).items():
+        hook = "itra_bench_task_file_protocols"
+        for impl, info in self._impls(hook):
+            for protocol, factory in _mapped(impl, info, hook, "protocol -> factory").items():
                 _put(table, "task file protocol", protocol, factory, info)
 
     def _load_tasks(self) -> None:
         # The tables are in place before the hooks run: add_task fills them.
         self._tables["tasks"] = {"tasks": {}, "aliases": {}, "suites": {},
                                  "suite_providers": {}}
+        from itra_bench.task import Task
+
         for hook, info in self._impls("itra_bench_tasks"):
-            for task in hook() or ():
+            for task in _listed(hook, info, "itra_bench_tasks", Task):
                 self.add_task(task, info)
         protocols = {name: p.item for name, p in self.task_file_protocols.items()}
         for hook, info in self._impls("itra_bench_task_files"):
             from itra_bench.yaml_tasks import load_task_file
 
-            for path in hook() or ():
+            for path in _listed(hook, info, "itra_bench_task_files", (str, os.PathLike)):
                 self.add_task(load_task_file(path, protocols), info)
         suites, providers = self.suites, self.suite_providers
         for hook, info in self._impls("itra_bench_suites"):
-            for suite, names in (hook() or {}).items():
+            for suite, names in _mapped(hook, info, "itra_bench_suites",
+                                        "suite -> task names").items():
                 suites.setdefault(suite, [])
                 providers.setdefault(suite, info)
                 for name in names:
@@ -194,10 +209,25 @@ class Registry:
 
     def build_model(self, scheme: str, rest: str, options: Any) -> Any:
         """Build ``scheme:rest`` with its plugin's builder, this registry being the
-        :func:`active_registry` meanwhile."""
+        :func:`active_registry` meanwhile. A builder's UserError (a deliberate refusal)
+        passes; any other exception is its plugin's bug."""
         builder = self.model_builder(scheme)
         with activated(self):
-            return builder.build(rest, options)
+            try:
+                return builder.build(rest, options)
+            except (UserError, MemoryError):
+                raise
+            except Exception as exc:
+                # Out of (GPU) memory is the machine's limit, not the plugin's bug.
+                if type(exc).__name__ == "OutOfMemoryError":
+                    raise
+                plugin = self.models[scheme].plugin
+                raise PluginBugError(
+                    f"plugin bug: the model builder {scheme!r} of {plugin.describe()}, module "
+                    f"{plugin.module}, raised {type(exc).__name__}: {exc} (building "
+                    f"{scheme}:{rest}). A builder must return an EncoderModel, or raise "
+                    "itra_bench.errors.UserError saying what the user must change; report it "
+                    "to the plugin's authors (rerun with --debug for the traceback).") from exc
 
     def loss(self, name: str) -> Any:
         """The loss spec called ``name``."""
@@ -260,6 +290,48 @@ def activated(registry: Registry) -> Iterator[Registry]:
         yield registry
     finally:
         _ACTIVE.reset(token)
+
+
+def _hook_bug(info: PluginInfo, hook: str, problem: str, wanted: str) -> PluginBugError:
+    """The error for a ``hook`` implementation of ``info`` that returned the wrong thing."""
+    return PluginBugError(f"plugin bug: {info.describe()}, module {info.module}: its hook "
+                          f"{hook}() {problem}; it must return {wanted}. Report it to the "
+                          "plugin's authors.")
+
+
+def _listed(impl: Callable[[], Any], info: PluginInfo, hook: str,
+            item_type: type | tuple[type, ...]) -> list[Any]:
+    """What the ``hook`` implementation ``impl`` of plugin ``info`` returns (None: nothing),
+    refused as the plugin's bug unless it is a list (or other iterable) of ``item_type``."""
+    types = item_type if isinstance(item_type, tuple) else (item_type,)
+    wanted = "a list of " + " or ".join(t.__name__ for t in types)
+    returned = impl()
+    if returned is None:
+        return []
+    # One item in place of a list (the commonest slip) is not iterable, or iterates over
+    # something else (a str over its characters, a dict over its keys).
+    if isinstance(returned, (str, bytes, Mapping, *types)) or \
+            not isinstance(returned, Iterable):
+        raise _hook_bug(info, hook, f"returned a {type(returned).__name__}", wanted)
+    items = list(returned)
+    for item in items:
+        if not isinstance(item, types):
+            raise _hook_bug(info, hook, f"returned a list holding a {type(item).__name__} "
+                                        f"({item!r:.80})", wanted)
+    return items
+
+
+def _mapped(impl: Callable[[], Any], info: PluginInfo, hook: str, what: str
+            ) -> Mapping[Any, Any]:
+    """What the ``hook`` implementation ``impl`` of plugin ``info`` returns (None: nothing),
+    refused as the plugin's bug unless it is a mapping (``what`` says of what)."""
+    returned = impl()
+    if returned is None:
+        return {}
+    if not isinstance(returned, Mapping):
+        raise _hook_bug(info, hook, f"returned a {type(returned).__name__}",
+                        f"a dict {{{what}}}")
+    return returned
 
 
 def _put(table: dict[str, Provided[Any]], kind: str, name: str, item: Any,

@@ -9,11 +9,33 @@ from rich.console import Console
 from yacs.config import CfgNode
 
 from itra_bench.distributed import World
+from itra_bench.errors import MissingDataError, UserError
 from itra_bench.registry import Registry
-from itra_bench.runner import RunConfig, run
+from itra_bench.runner import RunConfig, check_files, missing_data, run, select_tasks
 from itra_bench.weights import state_dict_digest
 
 from .towers import ItraModel
+
+
+def check_eval_tasks(cfg: CfgNode, registry: Registry) -> None:
+    """Refuse ``--eval-tasks`` that name no task, or whose data is missing or differs from
+    what the task expects, before training starts (the first evaluation follows an epoch)."""
+    if not cfg.eval_tasks:
+        return
+    data_root = Path(cfg.eval_data_root).expanduser()
+    try:
+        tasks = select_tasks(list(cfg.eval_tasks), registry).tasks
+        missing = missing_data(tasks, data_root, {})
+        if missing:
+            raise MissingDataError(
+                f"data not found under --eval-data-root {data_root}: " + "; ".join(
+                    f"task {name!r} misses {', '.join(map(str, paths))}"
+                    for name, paths in missing.items()))
+        check_files(tasks, data_root, {})
+    except UserError as exc:
+        named = UserError(f"--eval-tasks: {exc}")
+        named.exit_code = exc.exit_code
+        raise named from exc
 
 
 def evaluate_in_process(model: ItraModel, cfg: CfgNode, registry: Registry, folder: Path,
