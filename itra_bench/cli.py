@@ -11,12 +11,20 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from itra_bench import __version__
+from itra_bench.atomic_io import writing_into
+from itra_bench.cli_types import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed_int,
+)
 from itra_bench.commands import Command
 from itra_bench.context import DEFAULT_TIMEOUT, PRECISIONS, default_workers, precision_name
-from itra_bench.errors import PluginClashError, UserError
+from itra_bench.errors import LIST_KINDS, PluginClashError, UserError
+from itra_bench.paths import expand_path
 from itra_bench.registry import ENV_VAR, Registry, load_registry
 from itra_bench.tables import Column, Value, add_format_argument, render
 
@@ -25,8 +33,6 @@ from itra_bench.tables import Column, Value, add_format_argument, render
 if TYPE_CHECKING:
     from itra_bench.distributed import World
     from itra_bench.runner import RunConfig
-
-LIST_KINDS = ("models", "losses", "tasks", "suites", "plugins")
 
 
 def _plugin_flags() -> argparse.ArgumentParser:
@@ -38,6 +44,25 @@ def _plugin_flags() -> argparse.ArgumentParser:
                    help="do not load the installed plugin NAME (entry-point name)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return p
+
+
+#: The options of :func:`_plugin_flags` that take a value.
+_PLUGIN_VALUE_FLAGS = ("--plugin", "--disable-plugin")
+
+
+def _leading_plugin_flags(argv: Sequence[str]) -> int:
+    """How many of the first arguments of ``argv`` are plugin flags (given before the
+    subcommand)."""
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--debug" or argv[i].startswith(tuple(f + "=" for f in
+                                                             _PLUGIN_VALUE_FLAGS)):
+            i += 1
+        elif argv[i] in _PLUGIN_VALUE_FLAGS:
+            i += 2
+        else:
+            break
+    return min(i, len(argv))
 
 
 def _task_option(text: str) -> tuple[str, str]:
@@ -84,13 +109,14 @@ def task_options(args: argparse.Namespace) -> dict[str, object]:
         raise UserError("--no-tuning needs both --lr and --l2")
     if any(s == 0 or s < -1 for s in args.shots):
         raise UserError(f"--shots takes positive counts or -1 (full set), got {args.shots}")
+    for seed in args.seeds:
+        if (problem := seed_int.problem(seed)) is not None:
+            raise UserError(f"--seeds: each seed {problem}")
     options: dict[str, object] = {"mode": args.mode, "shots": args.shots, "seeds": args.seeds,
                                   "tuning": not args.no_tuning, "knowledge": args.knowledge}
     if args.no_tuning:
         options.update(lr=args.lr, l2=args.l2)
     if args.max_passages is not None:
-        if args.max_passages < 1:
-            raise UserError("--max-passages must be at least 1")
         options["max_passages"] = args.max_passages
     options.update(dict(args.task_option))
     return options
@@ -109,14 +135,14 @@ def _protocol_flags() -> argparse.ArgumentParser:
                           help="few-shot sampling seeds (default 0)")
     elevater.add_argument("--no-tuning", action="store_true",
                           help="skip the hyper-parameter search; needs --lr and --l2")
-    elevater.add_argument("--lr", type=float, help="learning rate when --no-tuning")
-    elevater.add_argument("--l2", type=float, help="L2 strength when --no-tuning")
+    elevater.add_argument("--lr", type=positive_float, help="learning rate when --no-tuning")
+    elevater.add_argument("--l2", type=non_negative_float, help="L2 strength when --no-tuning")
     elevater.add_argument("--knowledge", choices=("none", "wordnet"), default="none",
                           help="zeroshot: append each class's WordNet definition to its "
                                "prompts, as ELEVATER's K-LITE does (needs nltk and its "
                                "wordnet corpus installed locally)")
     text = p.add_argument_group("text tasks")
-    text.add_argument("--max-passages", type=int, metavar="N",
+    text.add_argument("--max-passages", type=positive_int, metavar="N",
                       help="MS MARCO: evaluate on N passages that always include every "
                            "judged one (quick runs)")
     elevater.add_argument("--task-option", type=_task_option, action="append", default=[],
@@ -141,15 +167,16 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
                      help="demo | openclip:ARCH[@WEIGHTS] | hf:PATH | sbert:PATH | "
                           "timm:NAME[@WEIGHTS] | torchvision:NAME[@WEIGHTS] | "
                           "torchhub:REPO:NAME; repeat it to evaluate several models")
-    run.add_argument("--models-file", metavar="FILE",
+    run.add_argument("--models-file", metavar="FILE", type=expand_path,
                      help="more model specs, one a line (blank lines and # comments ignored)")
     run.add_argument("--tasks", required=True, nargs="+", metavar="TASK",
                      help="task names, suite names or task .yaml files (space or comma "
                           "separated)")
-    run.add_argument("--pretrained", metavar="PATH", help="local weights file for the model")
+    run.add_argument("--pretrained", metavar="PATH", type=expand_path,
+                     help="local weights file for the model")
     run.add_argument("--random-init", action="store_true",
                      help="evaluate a model with random weights on purpose")
-    run.add_argument("--weights-cache", metavar="DIR",
+    run.add_argument("--weights-cache", metavar="DIR", type=expand_path,
                      help="where pretrained tags are looked up (default: the libraries' own "
                           "caches, e.g. ~/.cache/huggingface and torch.hub.get_dir())")
     run.add_argument("--text-pooler", "--pooler", dest="pooler", choices=("cls", "mean"),
@@ -159,23 +186,25 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
     run.add_argument("--precision", default="fp32", type=precision_arg,
                      metavar="{" + ",".join(PRECISIONS) + "}",
                      help="autocast of the forward passes (amp: old name of amp_fp16)")
-    run.add_argument("--batch-size", type=int, default=64)
-    run.add_argument("--workers", type=int, default=default_workers(),
+    run.add_argument("--batch-size", type=positive_int, default=64)
+    run.add_argument("--workers", type=non_negative_int, default=default_workers(),
                      help="DataLoader worker processes (default: CPU cores - 1, at most 8; "
                           "here %(default)s)")
-    run.add_argument("--seed", type=int, default=0,
+    run.add_argument("--seed", type=seed_int, default=0,
                      help="seeds the run and the bootstrap resampling (default 0)")
-    run.add_argument("--resamples", type=int, default=1000, metavar="N",
+    run.add_argument("--resamples", type=non_negative_int, default=1000, metavar="N",
                      help="bootstrap resamples of each main score's 95%% interval (default "
                           "%(default)s; 0: no intervals)")
-    run.add_argument("--data-root", default=".", help="folder that dataset paths are under")
-    run.add_argument("--output", default="itra-results", help="results folder")
-    run.add_argument("--cache-dir", default="~/.cache/itra_bench/features",
+    run.add_argument("--data-root", default=".", type=expand_path,
+                     help="folder that dataset paths are under")
+    run.add_argument("--output", default="itra-results", type=expand_path, help="results folder")
+    run.add_argument("--cache-dir", default="~/.cache/itra_bench/features", type=expand_path,
                      help="feature cache folder")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    run.add_argument("--cache-chunk-rows", type=int, metavar="N",
+    run.add_argument("--cache-chunk-rows", type=positive_int, metavar="N",
                      help="images per resumable chunk of the feature cache (default 8192)")
-    run.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    run.add_argument("--dist-timeout", type=positive_float, default=DEFAULT_TIMEOUT,
+                     metavar="SECONDS",
                      help="under torchrun or srun: how long a rank waits for the others before "
                           "the job ends (default %(default)s)")
     run.add_argument("--distribute", choices=("shards", "jobs"), default="shards",
@@ -195,7 +224,9 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
     check = sub.add_parser("check-data", parents=[common, protocol],
                            help="show which tasks have their data, and the files looked for")
     check.add_argument("--tasks", required=True, nargs="+", metavar="TASK")
-    check.add_argument("--data-root", default=".", help="folder that dataset paths are under")
+    check.add_argument("--data-root", default=".", type=expand_path,
+                       help="folder that dataset paths are under")
+    add_format_argument(check)
 
     lst = sub.add_parser("list", parents=[common], help="show installed models, tasks, ...")
     lst.add_argument("kind", type=_list_kind, metavar="{" + ",".join(LIST_KINDS) + "}")
@@ -203,8 +234,9 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
 
     res = sub.add_parser("results", parents=[common],
                          help="collate a results folder into a leaderboard")
-    res.add_argument("folder", help="results folder written by `itra-bench run`")
-    res.add_argument("--out", help="where to write leaderboard.csv/.md (default: FOLDER)")
+    res.add_argument("folder", type=expand_path, help="results folder written by `itra-bench run`")
+    res.add_argument("--out", type=expand_path,
+                     help="where to write leaderboard.csv/.md (default: FOLDER)")
     add_format_argument(res)
 
     cmp = sub.add_parser("compare", parents=[common],
@@ -214,20 +246,22 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
                                      "paired p-value and a marker (*) where the "
                                      "difference survives Holm's correction across the tasks; "
                                      "per suite the mean difference with its interval.")
-    cmp.add_argument("folder", help="results folder written by `itra-bench run`")
+    cmp.add_argument("folder", type=expand_path, help="results folder written by `itra-bench run`")
     cmp.add_argument("--models", nargs=2, required=True, metavar=("A", "B"),
                      help="the two models, as `itra-bench results` names them (a unique file "
                           "name such as epoch_2.pt or a fingerprint prefix also works)")
-    cmp.add_argument("--resamples", type=int, default=1000, metavar="N",
+    cmp.add_argument("--resamples", type=positive_int, default=1000, metavar="N",
                      help="bootstrap and permutation resamples (default %(default)s)")
-    cmp.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    cmp.add_argument("--seed", type=seed_int, default=0, help="seed of the resampling (default 0)")
     add_format_argument(cmp)
 
     sub_p = sub.add_parser("submit", parents=[common],
                            help="combine ELEVATER prediction files into an EvalAI zip")
-    sub_p.add_argument("folder", help="one model's results folder (or any folder of "
-                                      "*.predictions.json files)")
-    sub_p.add_argument("-o", "--output", default="submission.zip", help="zip to write")
+    sub_p.add_argument("folder", type=expand_path,
+                       help="one model's results folder (or any folder of "
+                            "*.predictions.json files)")
+    sub_p.add_argument("-o", "--output", default="submission.zip", type=expand_path,
+                       help="zip to write")
     sub_p.add_argument("--variant", metavar="PREFIX",
                        help="only prediction files whose variant starts with PREFIX, e.g. "
                             "zeroshot or linear_probe-5shot")
@@ -238,10 +272,10 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
                                      "embedded) with the leaderboard, per-suite bar charts "
                                      "with interval error bars, the ELEVATER summary, and for "
                                      "an itra-train run folder each task's score over epochs.")
-    rep.add_argument("folder", help="results folder written by `itra-bench run`, or an "
-                                    "itra-train run folder <logs>/<name> evaluated by "
-                                    "`itra-bench watch`")
-    rep.add_argument("-o", "--output", default="report.html",
+    rep.add_argument("folder", type=expand_path,
+                     help="results folder written by `itra-bench run`, or an itra-train run "
+                          "folder <logs>/<name> evaluated by `itra-bench watch`")
+    rep.add_argument("-o", "--output", default="report.html", type=expand_path,
                      help="HTML file to write (default %(default)s)")
     for command in commands.values():
         groups = {"plugin": common, "protocol": protocol}
@@ -287,15 +321,7 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, console: Console) -> 
     from itra_bench.leaderboard import write_leaderboard
     from itra_bench.runner import RunConfig, print_outcomes, run
 
-    for flag in ("batch_size",):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.workers < 0:
-        raise UserError("--workers must be 0 or more")
-    if args.resamples < 0:
-        raise UserError("--resamples must be 0 or more (0: no intervals)")
-    if args.cache_chunk_rows is not None and args.cache_chunk_rows < 1:
-        raise UserError("--cache-chunk-rows must be at least 1")
+    # Numeric flags were checked by their argparse types (itra_bench.cli_types).
     specs = model_specs(args)
     world = init_distributed(args.device, timeout=args.dist_timeout)
     out = Console(quiet=not world.is_main)
@@ -429,17 +455,20 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     if not folder.is_dir():
         raise UserError(f"results folder not found: {folder}")
     problems: list[str] = []
-    board = write_leaderboard(folder, args.out, problems, registry.suites)
-    for problem in problems:
-        console.print(f"[yellow]warning: unreadable result left out: {escape(problem)}[/]")
+    out = Path(args.out or folder)
+    # Written into --out, or into the results folder itself.
+    flag, how = ("--out", None) if args.out else ("results folder", "Write elsewhere with --out")
+    with writing_into(out, flag, how):
+        board = write_leaderboard(folder, args.out, problems, registry.suites)
+    _warn_left_out(problems, console)
     if not board.models:
         raise UserError(f"no itra-bench result files under {folder}")
-    out = Path(args.out or folder)
     board.print(Console(), args.format)
     console.print(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.md'}")
     from itra_bench.vision_benchmark.summary import describe, write_summary
 
-    blocks = write_summary(folder, args.out)
+    with writing_into(out, flag, how):
+        blocks = write_summary(folder, args.out)
     # Only the table format adds the ELEVATER summary: scripts read one document.
     if blocks and args.format == "table":
         for table in describe(blocks):
@@ -448,11 +477,19 @@ def _cmd_results(args: argparse.Namespace, registry: Registry, console: Console)
     return 0
 
 
+def _warn_left_out(problems: list[str], console: Console) -> None:
+    """Warn of each result file a command left out (unreadable, or not a valid result)."""
+    for problem in problems:
+        console.print(f"[yellow]warning: unreadable result left out: {escape(problem)}[/]")
+
+
 def _cmd_compare(args: argparse.Namespace, registry: Registry, console: Console) -> int:
     from itra_bench.compare import compare_results
 
+    problems: list[str] = []
     result = compare_results(args.folder, *args.models, resamples=args.resamples,
-                             seed=args.seed, suite_members=registry.suites)
+                             seed=args.seed, suite_members=registry.suites, problems=problems)
+    _warn_left_out(problems, console)
     result.print(Console(), args.format)
     for who, columns in (("A", result.only_a), ("B", result.only_b)):
         if columns:
@@ -494,31 +531,33 @@ def _cmd_check_data(args: argparse.Namespace, registry: Registry, console: Conso
 
     from itra_bench.runner import resolve_tasks
 
-    data_root = Path(args.data_root).expanduser()
+    data_root = Path(args.data_root)
     options = task_options(args)
-    table = Table(title=f"data under {data_root} (--mode {args.mode})")
     tasks = resolve_tasks(args.tasks, registry)
-    # Task names and statuses are never cut; paths and layouts fold.
-    table.add_column("task", no_wrap=True, min_width=max(len(t.name) for t in tasks))
-    table.add_column("status", no_wrap=True, min_width=len("mismatch"))
-    for c in ("files looked for (missing marked x)", "layout"):
-        table.add_column(c, overflow="fold")
+    # One row per file: names and paths are never cut, the layout and problems wrap.
+    columns = [Column("task", whole=True), Column("status", whole=True),
+               Column("found", whole=True), Column("file", whole=True), Column("notes")]
+    rows: list[dict[str, Value]] = []
     bad_tasks = 0
     for task in tasks:
         paths = task.required_paths(data_root, options)
         missing = [p for p in paths if not p.exists()]
         problems = [] if missing else task.check_files(data_root, options)
         bad_tasks += bool(missing or problems)
-        files = "\n".join(("x " if p in missing else "  ") + str(p) for p in paths) or \
-            "(embedded data)"
-        files += "".join(f"\n! {line}" for line in problems)
-        status = "[red]missing[/]" if missing else "[red]mismatch[/]" if problems else \
-            "[green]ready[/]"
-        table.add_row(task.name, status, escape(files), escape(task.layout))
-    Console().print(table)
+        status = "missing" if missing else "mismatch" if problems else "ready"
+        files = [{"found": "no" if p in missing else "yes", "file": str(p)} for p in paths] \
+            or [{"file": "(embedded data)"}]
+        notes = [f"layout: {task.layout}", *(f"! {line}" for line in problems)]
+        for n in range(max(len(files), len(notes))):
+            row: dict[str, Value] = {"task": task.name, "status": status}
+            row.update(files[n] if n < len(files) else {})
+            row["notes"] = notes[n] if n < len(notes) else None
+            rows.append(row)
+    render(rows, columns, args.format, Console(),
+           title=f"data under {data_root} (--mode {args.mode})")
     if bad_tasks:
-        console.print(f"{bad_tasks} task(s) are not ready: files marked x were not found, "
-                      "lines marked ! disagree with what the task expects")
+        console.print(f"{bad_tasks} task(s) are not ready: files found `no` are missing, "
+                      "notes marked ! disagree with what the task expects")
         return 1
     return 0
 
@@ -529,8 +568,7 @@ def _cmd_report(args: argparse.Namespace, registry: Registry, console: Console) 
 
     problems: list[str] = []
     path = write_report(args.folder, args.output, problems, registry.suites)
-    for problem in problems:
-        console.print(f"[yellow]warning: unreadable result left out: {escape(problem)}[/]")
+    _warn_left_out(problems, console)
     console.print(f"wrote {escape(str(path))}")
     return 0
 
@@ -573,11 +611,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # command that runs collects all the rest first, so a clash still stops it at once.
         registry = load_registry(early.plugin, early.disable_plugin, lazy=True)
         commands = plugin_commands(registry)
-        if argv[:1] and argv[0] in commands and commands[argv[0]].main is not None:
+        # Plugin flags may come before the subcommand too (`itra-bench --plugin M run`):
+        # `early` has read them already.
+        lead = _leading_plugin_flags(argv)
+        name = argv[lead] if lead < len(argv) else ""
+        if name in commands and commands[name].main is not None:
             registry.load_all()
-            return commands[argv[0]].main(argv[1:])
+            # A command owning its command line loads its plugins itself: pass them on.
+            return commands[name].main(argv[:lead] + argv[lead + 1:])
         try:
-            args = build_parser(commands).parse_args(argv)
+            args = build_parser(commands).parse_args(argv[lead:])
         except SystemExit as exc:  # --help, --version, or a usage error already printed
             return exc.code if isinstance(exc.code, int) else 2
         registry.load_all()

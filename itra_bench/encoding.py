@@ -102,13 +102,12 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
                     transform=transform_id, precision=ctx.precision,
                     skip_corrupt=ctx.skip_corrupt)
     world = ctx.world or World()
-    # Under a distributed job only rank 0 has the cache: it decides, the others follow.
-    hit = ctx.cache.get(key) if ctx.cache is not None else None
-    hit = broadcast_from_main(hit, world, f"look up {split or 'images'} in the feature cache")
+    hit = _look_up(ctx, key, split or "images")
     if hit is not None:
         if ctx.cache is not None:
             ctx.cache.drop_chunks(key)  # left over when a run stopped between entry and cleanup
-        return EncodedImages(hit["features"], hit["indices"], _skipped_from(hit, source))
+        return _some_decoded(EncodedImages(hit["features"], hit["indices"],
+                                           _skipped_from(hit, source)), split)
 
     chunk_rows = ctx.cache.chunk_rows if ctx.cache is not None else DEFAULT_CHUNK_ROWS
     chunk_rows = broadcast_from_main(chunk_rows, world, "agree on the cache's chunk size")
@@ -127,12 +126,46 @@ def encode_images(model: EncoderModel, source: ImageSource, ctx: RunContext,
     features, indices = done.rows()
     failed = torch.cat([done[start]["failed"] for start in sorted(done)] or
                        [torch.empty(0, dtype=torch.long)])
+    entry = {"features": features, "indices": indices, "failed": failed}
+    if ctx.memory is not None:
+        ctx.memory.put(key, entry)
     if ctx.cache is not None:
-        ctx.cache.put(key, {"features": features, "indices": indices, "failed": failed},
-                      meta={"model": model.name, "dataset": source.identity, "split": split,
-                            "num_images": total, "num_failed": len(failed)})
+        ctx.cache.put(key, entry, meta={"model": model.name, "dataset": source.identity,
+                                        "split": split, "num_images": total,
+                                        "num_failed": len(failed)})
         ctx.cache.drop_chunks(key)
-    return EncodedImages(features, indices, [source.describe(int(i)) for i in failed])
+    return _some_decoded(EncodedImages(features, indices,
+                                       [source.describe(int(i)) for i in failed]), split)
+
+
+def _some_decoded(encoded: EncodedImages, split: str) -> EncodedImages:
+    """``encoded``, refused when --skip-corrupt left out every image: no task can score
+    features of no image, and its own error would not say why there are none."""
+    if encoded.skipped and not len(encoded.indices):
+        raise UserError(
+            f"{split or 'images'}: none of the {len(encoded.skipped)} images could be decoded "
+            f"(--skip-corrupt skipped them all; the first is {encoded.skipped[0]}). Check that "
+            "these are the image files meant (run without --skip-corrupt to see why the first "
+            "fails).")
+    return encoded
+
+
+def _look_up(ctx: RunContext, key: str, what: str) -> dict[str, torch.Tensor] | None:
+    """The tensors stored for ``key``: this run's in memory, else the feature cache's (kept in
+    memory from then on); None when neither has them."""
+    # Every rank of a job remembers the same entries at the same points (each ends up with
+    # the whole features, and the budget drops the same ones), so they all find an entry in
+    # memory, or all miss it, without asking each other.
+    if ctx.memory is not None:
+        hit = ctx.memory.get(key)
+        if hit is not None:
+            return hit
+    # Under a distributed job only rank 0 has the cache: it decides, the others follow.
+    hit = ctx.cache.get(key) if ctx.cache is not None else None
+    hit = broadcast_from_main(hit, ctx.world or World(), f"look up {what} in the feature cache")
+    if hit is not None and ctx.memory is not None:
+        ctx.memory.put(key, hit)
+    return hit
 
 
 def _resumable_chunks(ctx: RunContext, key: str, source: ImageSource,
@@ -359,8 +392,7 @@ def encode_texts(model: EncoderModel, texts: list[str], ctx: RunContext,
         parts["batches"] = "by-length"
     key = cache_key(**parts)
     world = ctx.world or World()
-    hit = ctx.cache.get(key) if ctx.cache is not None else None
-    hit = broadcast_from_main(hit, world, f"look up {description} in the feature cache")
+    hit = _look_up(ctx, key, description)
     if hit is not None:
         return hit["features"]
     todo = texts if order is None else [texts[i] for i in order]
@@ -385,6 +417,8 @@ def encode_texts(model: EncoderModel, texts: list[str], ctx: RunContext,
             restored = torch.empty_like(features)
         restored[torch.tensor(order)] = features
         features = restored
+    if ctx.memory is not None:
+        ctx.memory.put(key, {"features": features})
     if ctx.cache is not None:
         ctx.cache.put(key, {"features": features},
                       meta={"model": model.name, "num_texts": len(texts), "what": description})

@@ -8,6 +8,9 @@ range of source rows (``[k * chunk_rows, (k + 1) * chunk_rows)``), so a run kill
 resumes from the chunks already written. Chunks live beside the entry, in ``<key>.chunks/``; the
 entry itself is written only once every row is encoded, so a partial split is never served as a
 complete one.
+
+Within one run, entries are also kept in memory (:class:`FeatureMemory`, same keys), so that the
+run's tasks share them without a disk cache too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +31,15 @@ from itra_bench.atomic_io import (
     remove_stale_temp_files,
 )
 from itra_bench.errors import UserError
+from itra_bench.paths import expand_path
 
 #: Rows per chunk by default: about a minute of encoding for a ViT-B on one GPU, small enough
 #: that a killed run loses little, large enough that a split of millions stays a few hundred files.
 DEFAULT_CHUNK_ROWS = 8192
+
+#: Bytes of features a run keeps in memory at most (:class:`FeatureMemory`): the splits of a
+#: suite's datasets at a ViT-B's 512 dimensions, without crowding a small machine.
+DEFAULT_MEMORY_BYTES = 4 * 2**30
 
 _CHUNK_NAME = re.compile(r"(\d{12})-(\d{12})\.pt")
 
@@ -38,6 +47,47 @@ _CHUNK_NAME = re.compile(r"(\d{12})-(\d{12})\.pt")
 def cache_key(**parts: Any) -> str:
     """A hex key for a set of named identity parts (order-independent)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class FeatureMemory:
+    """Features kept in memory for the duration of one run, keyed like the disk cache's
+    entries, so that the tasks of a run share them even when nothing is written to disk (the
+    demo, ``--no-cache``, ``itra-bench watch``). Each process has its own.
+
+    At most ``max_bytes`` are held: beyond it the least recently used entries are dropped
+    (and, without a disk cache, encoded again when asked for)."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+
+    def get(self, key: str) -> dict[str, torch.Tensor] | None:
+        """A private copy of the tensors of ``key`` (as the disk cache's ``get`` returns a
+        fresh load: a task may change its features in place), or None."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return {k: v.clone() for k, v in entry.items()}
+
+    def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Keep a copy of ``tensors`` for ``key`` (none if they alone exceed the budget)."""
+        size = _nbytes(tensors)
+        self._entries.pop(key, None)
+        if size > self.max_bytes:
+            return
+        while self._entries and _nbytes_all(self._entries.values()) + size > self.max_bytes:
+            self._entries.popitem(last=False)
+        with torch.inference_mode(False):
+            self._entries[key] = {k: v.detach().cpu().clone() for k, v in tensors.items()}
+
+
+def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(v.numel() * v.element_size() for v in tensors.values())
+
+
+def _nbytes_all(entries: Any) -> int:
+    return sum(_nbytes(e) for e in entries)
 
 
 class FeatureCache:
@@ -48,7 +98,7 @@ class FeatureCache:
     """
 
     def __init__(self, root: str | Path, chunk_rows: int | None = None) -> None:
-        self.root = Path(root).expanduser()
+        self.root = Path(expand_path(str(root)))
         self.chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
         if self.chunk_rows < 1:
             raise UserError(f"feature cache chunk size {chunk_rows}: give a positive number of "

@@ -228,7 +228,7 @@ class ClassificationTask(Task):
                 encoded.append(val_enc)
             metrics = linear_probe(train_enc.features, train_y, test_enc.features, test_y,
                                    num_classes, val_x=val_x, val_y=val_y, seed=ctx.seed,
-                                   device=ctx.device)
+                                   device=ctx.device, progress=ctx.progress)
             details = {}
         return TaskResult(metrics, self.main_score, len(test_y), {**details, **_details(*encoded)})
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from itra_bench.paths import expand_path
+
 if TYPE_CHECKING:
     from itra_bench.model import EncoderModel
 
@@ -20,6 +22,7 @@ class ModelOptions:
     """Options from the command line that a model builder may honour.
 
     pretrained: a local weights file given with ``--pretrained`` (overrides the one in the spec).
+        Like ``cache_dir``, it arrives with ``~`` and ``$VAR`` expanded.
     random_init: ``--random-init``; without it a builder must refuse a model with no weights.
     pooler: ``cls`` or ``mean`` for transformer text encoders (None: the model's own default).
     cache_dir: where builders look for locally cached pretrained weights.
@@ -32,6 +35,13 @@ class ModelOptions:
     cache_dir: str | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Expanded once here, so that every builder (plugins' too) gets a usable path.
+        for name in ("pretrained", "cache_dir"):
+            value = getattr(self, name)
+            if value:
+                object.__setattr__(self, name, expand_path(value))
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,10 @@ class ModelBuilder:
     build: Callable[[str, ModelOptions], EncoderModel]
     description: str = ""
     example: str = ""
+    #: True when ``build`` loads the local weights file that ``--pretrained`` names
+    #: (``options.pretrained``); the runner refuses ``--pretrained`` for any other builder,
+    #: rather than evaluate weights the user did not ask for.
+    takes_pretrained: bool = False
     #: True when what ``build`` returns (its fingerprint above all) is decided by the spec,
     #: the options, the files and folders the spec names, the files hashed with
     #: ``itra_bench.fingerprint`` during the build (weights found in a cache, say) and the

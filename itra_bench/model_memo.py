@@ -24,6 +24,7 @@ from typing import Any
 
 from itra_bench.atomic_io import atomic_write_json
 from itra_bench.model_api import ModelOptions
+from itra_bench.paths import expand_path
 
 #: Bumped when the description's fields change: older descriptions are then rebuilt (2: the
 #: plugins that built the model's towers).
@@ -71,7 +72,7 @@ def watched_paths(spec: str, options: ModelOptions, builder: Any) -> list[str] |
     for text in candidates:
         if not text:
             continue
-        path = Path(text).expanduser()
+        path = Path(expand_path(text))
         if path.is_file():
             files.add(os.path.abspath(path))
         elif path.is_dir():
@@ -110,7 +111,7 @@ class ModelMemo:
     """Model descriptions by :func:`memo_key`, one JSON file each under ``root``."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
+        self.root = Path(expand_path(str(root)))
 
     def path(self, key: str) -> Path:
         """Where the description for ``key`` lives."""

@@ -1,8 +1,17 @@
-"""Checks on paths that users' files name (index lines, caption tables, result files)."""
+"""Checks on paths that users' files name (index lines, caption tables, result files), and
+the expansion of paths users type."""
 
 from __future__ import annotations
 
 import os
+
+
+def expand_path(text: str) -> str:
+    """``text`` with a leading ``~`` (or ``~user``) and ``$VAR`` / ``${VAR}`` expanded, as a
+    shell would: for every path a user types (model specs' path parts, ``--pretrained``,
+    path flags and settings); other text comes back unchanged."""
+    # Quoted, or after `=` or `@`, the shell leaves `~` alone: the program must expand it.
+    return os.path.expanduser(os.path.expandvars(text)) if text else text
 
 
 def is_existing_file(path: str | os.PathLike[str]) -> bool:

@@ -21,8 +21,9 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
+from itra_bench.atomic_io import writing_into
 from itra_bench.bootstrap import RESAMPLES, Interval
-from itra_bench.context import RunContext, default_workers, resolve_device
+from itra_bench.context import RunContext, check_precision, default_workers, resolve_device
 from itra_bench.distributed import (
     RankFailedError,
     World,
@@ -30,11 +31,12 @@ from itra_bench.distributed import (
     require_same,
 )
 from itra_bench.errors import MissingDataError, PluginBugError, UnknownNameError, UserError
-from itra_bench.feature_cache import FeatureCache
+from itra_bench.feature_cache import FeatureCache, FeatureMemory
 from itra_bench.fingerprint import recording_digests
 from itra_bench.lazy_model import LazyModel
 from itra_bench.model import EncoderModel, ModelOptions
 from itra_bench.model_memo import ModelMemo, memo_key, watched_paths
+from itra_bench.paths import expand_path
 from itra_bench.progress import ProgressReporter
 from itra_bench.registry import PluginInfo, Registry
 from itra_bench.results import (
@@ -100,12 +102,32 @@ def parse_model_spec(spec: str, registry: Registry) -> tuple[str, str]:
         return scheme, rest
     if not sep and spec in registry.models:
         return spec, ""
-    if Path(spec).is_file() and "checkpoint" in registry.models:
+    if Path(expand_path(spec)).is_file() and "checkpoint" in registry.models:
         return "checkpoint", spec
     raise UnknownNameError(
         "model", scheme if sep else spec, registry.models,
         hint="A model spec is SCHEME:NAME (e.g. openclip:ViT-B-32@/path/weights.pt) or a "
              "bare scheme such as `demo`.")
+
+
+def check_pretrained(config: RunConfig, registry: Registry) -> None:
+    """Refuse ``--pretrained`` naming no file, or given for a model whose builder does not
+    load it (its weights would be ignored without a word)."""
+    if not config.pretrained:
+        return
+    path = Path(expand_path(config.pretrained))
+    if not path.is_file():
+        raise UserError(f"--pretrained {path}: no such file; give the path of a local weights "
+                        "file")
+    scheme, _ = parse_model_spec(config.model, registry)
+    provided = registry.models[scheme]
+    if not getattr(provided.item, "takes_pretrained", False):
+        takers = sorted(name for name, p in registry.models.items()
+                        if getattr(p.item, "takes_pretrained", False))
+        raise UserError(f"--pretrained {path}: model scheme {scheme!r} "
+                        f"({provided.plugin.describe()}) does not load a weights file, so it "
+                        "would be ignored. Drop --pretrained, or use a scheme that loads one: "
+                        f"{', '.join(takers) or 'none is installed'}.")
 
 
 def effective_fingerprint(model: EncoderModel, provider: PluginInfo | None,
@@ -234,8 +256,8 @@ def select_tasks(names: list[str], registry: Registry) -> TaskSelection:
 
     def installed(name: str, where: str) -> Task:
         if name not in registry.tasks and name not in registry.aliases:
-            raise UnknownNameError("task", name, [*registry.tasks, *registry.aliases],
-                                   hint=f"({where})")
+            raise UnknownNameError("task", name, registry.tasks, hint=f"({where})",
+                                   also={"alias": registry.aliases})
         return add(registry.tasks[registry.aliases.get(name, name)].item)
 
     for raw in names:
@@ -271,8 +293,9 @@ def select_tasks(names: list[str], registry: Registry) -> TaskSelection:
                                         "installed plugin provides")
                     add(registry.tasks[member].item)
             else:
-                raise UnknownNameError("task", name,
-                                       [*registry.tasks, *registry.aliases, *registry.suites],
+                raise UnknownNameError("task", name, registry.tasks,
+                                       also={"suite": registry.suites,
+                                             "alias": registry.aliases},
                                        hint="Suites are accepted too (`itra-bench list "
                                             "suites`), and so are a path to a task .yaml file "
                                             "and wds:PATH, a clip-benchmark webdataset folder.")
@@ -370,13 +393,10 @@ def check_files(tasks: list[Task], data_root: Path, options: Mapping[str, Any]) 
 
 def probe_writable(folder: Path, flag: str) -> None:
     """Fail before any compute when ``folder`` cannot be created or written to."""
-    try:
+    with writing_into(folder, flag):
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".itra-probe-"):
             pass
-    except OSError as exc:
-        raise UserError(f"{flag} {folder}: cannot write there ({exc.strerror or exc}). "
-                        f"Choose a writable folder with {flag}.") from exc
 
 
 def task_provider(task: Task, registry: Registry) -> PluginInfo:
@@ -496,16 +516,17 @@ def run(config: RunConfig, registry: Registry, console: Console | None = None,
     selection = select_tasks(config.tasks, registry)
     tasks = selection.tasks
     check_variants(tasks, config.task_options, registry)
+    if model is None:
+        check_pretrained(config, registry)
     for suite, members in selection.undeclared.items():
         console.print(f"[yellow]note[/]: no installed plugin and no suite file in --tasks "
                       f"declares the suite {escape(suite)!r} that {escape(', '.join(members))} "
                       "name(s), so it gets no average; list its tasks in a suite file "
                       "(`suite: NAME`, `tasks: [...]`) and pass that to average them")
-    data_root = Path(config.data_root).expanduser()
+    data_root = Path(expand_path(config.data_root))
     device = world.device if world.size > 1 else resolve_device(config.device)
-    if config.precision == "amp_fp16" and device.type == "cpu":
-        raise UserError("--precision amp_fp16 needs a CUDA device; use amp_bf16 or fp32 on CPU")
-    output = Path(config.output).expanduser()
+    check_precision(config.precision, device)
+    output = Path(expand_path(config.output))
     cache = None
     if world.is_main:
         probe_writable(output, "--output")
@@ -569,6 +590,9 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
     model = model.to(device).eval()
     store = ResultStore(output)
     progress = ProgressReporter(console, enabled=show_progress)
+    # The run's tasks share features in memory, with or without the disk cache; they go
+    # with this call.
+    memory = FeatureMemory()
     model_provider = getattr(model, "provider", None)
     jobs = [(task, v) for task in runnable for v in task.variants(config.task_options)]
     for task, v in jobs:
@@ -579,7 +603,7 @@ def _run_tasks(config: RunConfig, registry: Registry, console: Console, show_pro
                          batch_size=config.batch_size, workers=config.workers,
                          seed=config.seed, data_root=data_root,
                          output_dir=path.parent if scratch is None else scratch,
-                         cache=cache, skip_corrupt=config.skip_corrupt,
+                         cache=cache, memory=memory, skip_corrupt=config.skip_corrupt,
                          options=options, progress=progress, console=console, world=world)
         data_identity = task.data_identity(data_root, options)
         definition = task_definition(task)

@@ -5,6 +5,7 @@ Example (classification on an ImageFolder tree)::
     name: my-pets
     protocol: zeroshot          # zeroshot | linear_probe | knn | clustering | retrieval
     root: pets                  # ROOT/<split>/<class>/<image>, relative to --data-root
+    paths_relative_to: data-root  # or task-file: root is beside this file (data it ships)
     split: test
     templates: ["a photo of a {}, a type of pet."]
 
@@ -47,7 +48,10 @@ _COMMON: dict[str, tuple[type | tuple[type, ...], bool, Any]] = {
     "protocol": (str, True, None),
     "description": (str, False, ""),
     "suites": (list, False, []),
+    "paths_relative_to": (str, False, "data-root"),
 }
+#: Values of ``paths_relative_to``: what a relative ``root`` or ``file`` is under.
+PATHS_RELATIVE_TO = ("data-root", "task-file")
 _CLASSIFICATION = {
     "root": (str, True, None),
     "split": (str, False, "test"),
@@ -238,6 +242,14 @@ def load_task_file(path: str | Path,
                                     or values["separator"] in "\"\r\n"):
         raise UserError(f"{path}: key 'separator' must be one character (not a quote or a "
                         f"line break), got {values['separator']!r}")
+    if values["paths_relative_to"] not in PATHS_RELATIVE_TO:
+        raise UserError(f"{path}: key 'paths_relative_to' must be one of "
+                        f"{', '.join(PATHS_RELATIVE_TO)} (what a relative `root` or `file` is "
+                        f"under), got {values['paths_relative_to']!r}")
+    if values["paths_relative_to"] == "task-file":
+        # An absolute path is taken as it is, whatever --data-root is.
+        key = "file" if protocol == "retrieval" else "root"
+        values[key] = str((path.parent / values[key]).resolve())
     if protocol == "knn":
         from itra_bench.protocols.knn import WEIGHTINGS as KNN_WEIGHTINGS  # imports torch
 

@@ -13,6 +13,7 @@ from typing import Any
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
 from itra_bench.model import IMAGE, TEXT, ModelOptions
+from itra_bench.paths import expand_path
 from itra_bench.registry import Registry, active_registry, load_registry
 
 from . import checkpoint
@@ -83,4 +84,4 @@ def build_checkpoint(rest: str, options: ModelOptions) -> ItraModel:
     """Build ``checkpoint:PATH`` (a bare existing path is routed here by the runner)."""
     if not rest:
         raise UserError("checkpoint: give a path, e.g. --model logs/run/checkpoints/epoch_2.pt")
-    return load_checkpoint_model(rest)
+    return load_checkpoint_model(expand_path(rest))

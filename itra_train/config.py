@@ -15,8 +15,18 @@ from typing import Any
 
 from yacs.config import CfgNode
 
+from itra_bench.cli_types import (
+    Number,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    seed_int,
+    unit_float,
+)
 from itra_bench.context import PRECISION_ALIASES, PRECISIONS
+from itra_bench.datasets.text_files import load_yaml
 from itra_bench.errors import UserError
+from itra_bench.paths import expand_path
 
 #: Old spellings still accepted, per setting: replaced by today's name when settings are read
 #: (flags, YAML files and the settings a checkpoint recorded).
@@ -119,6 +129,21 @@ RESUMABLE = frozenset({
     "weights_cache", "train_data", "cache_teacher", "cache_dir", "skip_corrupt",
 })
 DATASET_TYPES = ("auto", "csv", "webdataset")
+#: The allowed range of every numeric setting: the flag's argparse type, and the check of a
+#: value from a YAML file.
+NUMBERS: dict[str, Number] = {
+    **dict.fromkeys(("epochs", "batch_size", "accum_freq", "save_frequency",
+                     "log_every_n_steps", "eval_every", "eval_batch_size", "head_hidden",
+                     "head_layers", "adapter_rank", "adapter_alpha", "adapter_tokens"),
+                    positive_int),
+    **dict.fromkeys(("workers", "warmup", "embed_dim", "prototypes", "train_num_samples"),
+                    non_negative_int),
+    **dict.fromkeys(("lr", "wd", "eps", "grad_clip_norm", "align_weight"), non_negative_float),
+    "beta1": unit_float, "beta2": unit_float, "seed": seed_int,
+}
+#: Settings naming files or folders. Model names and tags are expanded by their builders,
+#: which know which part of a spec is a path.
+PATH_SETTINGS = ("train_data", "logs", "resume", "cache_dir", "weights_cache", "eval_data_root")
 
 _HELP = {
     "image_model_builder": "image tower: a model scheme of itra-bench (`itra-bench list "
@@ -216,6 +241,19 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+def _with_default(text: str, value: Any) -> str:
+    """A flag's help followed by its default (what a run gets without the flag)."""
+    if "(default" in text:  # the help already says it in words
+        return text
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif value in ("", []):
+        shown = "none"
+    else:
+        shown = str(value).replace("%", "%%")  # help strings are %-formatted by argparse
+    return f"{text} (default: {shown})".strip()
+
+
 def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
     """The command line of ``itra-train``: one flag per setting, plus ``--config``."""
     parser = argparse.ArgumentParser(
@@ -225,7 +263,7 @@ def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="load an extra plugin module (losses, model builders)")
     for key, value in defaults().items():
-        kwargs: dict[str, Any] = {"help": _HELP.get(key, ""), "dest": key}
+        kwargs: dict[str, Any] = {"help": _with_default(_HELP.get(key, ""), value), "dest": key}
         if isinstance(value, bool):
             parser.add_argument(_flag(key), action=argparse.BooleanOptionalAction, **kwargs)
         elif isinstance(value, list):
@@ -236,7 +274,8 @@ def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
             # after parsing, with a close-match suggestion.
             choices = {"image_head": HEADS, "text_head": HEADS, "dataset_type": DATASET_TYPES,
                        "distill_image": DISTILL, "distill_text": DISTILL}.get(key)
-            parser.add_argument(_flag(key), type=type(value), choices=choices, **kwargs)
+            parser.add_argument(_flag(key), type=NUMBERS.get(key, type(value)),
+                                choices=choices, **kwargs)
     return parser
 
 
@@ -252,18 +291,28 @@ def load_config(argv: Sequence[str] | None = None, prog: str = "itra-train"
     for key, value in args.items():
         cfg[key] = value
     normalise(cfg)
+    expand_paths(cfg)
     validate(cfg)
     cfg.freeze()
     return cfg, plugins
 
 
+def expand_paths(cfg: CfgNode) -> None:
+    """Expand ``~`` and ``$VAR`` in the settings that name files or folders (each
+    ``::``-separated part of ``--train-data``), in place; from flags or a YAML file alike."""
+    for key in PATH_SETTINGS:
+        cfg[key] = "::".join(expand_path(part) for part in cfg[key].split("::"))
+
+
 def merge_file(cfg: CfgNode, path: str) -> None:
     """Merge a YAML settings file into ``cfg``, naming the file and key on bad input."""
-    file = Path(path)
+    file = Path(expand_path(path))
     if not file.is_file():
         raise UserError(f"--config {path}: no such file")
     try:
-        cfg.merge_from_file(str(file))
+        # Read here rather than by yacs: the project's loader refuses a repeated key, and
+        # yacs would run a `.py` settings file as code.
+        cfg.merge_from_other_cfg(CfgNode(load_yaml(file.read_text(encoding="utf-8-sig"))))
     except KeyError as exc:
         known = ", ".join(sorted(cfg))
         raise UserError(f"{path}: {exc.args[0]}; known settings: {known}") from exc
@@ -275,17 +324,11 @@ def merge_file(cfg: CfgNode, path: str) -> None:
 
 def validate(cfg: CfgNode) -> None:
     """Reject impossible settings with a message naming the flag."""
-    positive = ("epochs", "batch_size", "accum_freq", "save_frequency", "log_every_n_steps",
-                "eval_every", "eval_batch_size")
-    for key in positive:
-        if cfg[key] < 1:
-            raise UserError(f"{_flag(key)} must be at least 1, got {cfg[key]}")
-    for key in ("workers", "warmup", "embed_dim", "prototypes", "train_num_samples"):
-        if cfg[key] < 0:
-            raise UserError(f"{_flag(key)} must be 0 or more, got {cfg[key]}")
-    for key in ("lr", "wd", "grad_clip_norm", "align_weight"):
-        if cfg[key] < 0:
-            raise UserError(f"{_flag(key)} must not be negative, got {cfg[key]}")
+    # Flags were checked as they were parsed; a YAML file's values are checked here.
+    for key, rule in NUMBERS.items():
+        problem = rule.problem(cfg[key])
+        if problem is not None:
+            raise UserError(f"{_flag(key)} {problem}")
     for key, allowed in (("precision", PRECISIONS), ("image_head", HEADS),
                          ("text_head", HEADS)):
         if cfg[key] not in allowed:
@@ -299,9 +342,6 @@ def validate(cfg: CfgNode) -> None:
                             "(`itra-bench list models`)")
     if cfg.text_pooler not in ("", "cls", "mean"):
         raise UserError(f"--text-pooler must be cls or mean, got {cfg.text_pooler!r}")
-    for key in ("head_hidden", "head_layers", "adapter_rank", "adapter_tokens"):
-        if cfg[key] < 1:
-            raise UserError(f"{_flag(key)} must be at least 1, got {cfg[key]}")
     for key in ("distill_image", "distill_text"):
         if cfg[key] not in DISTILL:
             raise UserError(f"{_flag(key)} must be image or text, got {cfg[key]!r}")
@@ -370,7 +410,7 @@ def _key_values(cfg: CfgNode, key: str, dotted: bool = False) -> dict[str, Any]:
         if not sep or not all(p.isidentifier() for p in parts):
             raise UserError(f"{_flag(key)}: expected KEY=VALUE, got {item!r}")
         try:
-            out[name] = yaml.safe_load(value)
+            out[name] = load_yaml(value)
         except yaml.YAMLError as exc:
             raise UserError(f"{_flag(key)}: {item!r}: the value is not YAML ({exc})") from exc
     return out

@@ -12,11 +12,15 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from . import checkpoint
 from .demo_data import write_digits_csv
+
+if TYPE_CHECKING:
+    from yacs.config import CfgNode
 
 #: Bump when the recipe changes, so cached demo weights are retrained (v2: text towers
 #: train at their real length, which changes the weights in their last bits; v3: trained
@@ -76,6 +80,30 @@ def _lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _finished_epochs(run: Path, cfg: CfgNode) -> int:
+    """The epochs an unfinished demo run in ``run`` completed with the recipe ``cfg``, with
+    every checkpoint the demo keeps for them: the run can be resumed there. 0 when there is
+    nothing to resume (no run, another recipe, a finished or damaged run)."""
+    from itra_bench.errors import UserError
+
+    from .config import differences
+
+    latest = checkpoint.latest_path(run)
+    if not latest.is_file():
+        return 0
+    try:
+        saved = checkpoint.load(latest)
+    except UserError:
+        return 0  # unreadable: trained again from the start
+    epoch = saved.get("epoch")
+    if not isinstance(epoch, int) or not 0 < epoch < DEMO_EPOCHS \
+            or differences(saved["config"], cfg):
+        return 0
+    kept = [checkpoint.epoch_path(run, e) for e in range(DEMO_SAVE_EVERY, epoch + 1,
+                                                         DEMO_SAVE_EVERY)]
+    return epoch if all(p.is_file() for p in kept) else 0
+
+
 def train_demo(folder: Path | None = None, workers: int = 1, retrain: bool = False,
                console: Console | None = None) -> Path:
     """The demo checkpoint: trained now unless already there; returns its path."""
@@ -94,15 +122,25 @@ def train_demo(folder: Path | None = None, workers: int = 1, retrain: bool = Fal
         if all(p.exists() for p in demo_checkpoints(folder)) and not retrain:
             return final
         run = final.parent.parent
-        if run.exists():
-            import shutil
-
-            shutil.rmtree(run)  # an unfinished or outdated demo run: start it cleanly
-        console.print(f"[bold]training the demo model[/] (digits, ~1 minute on one CPU core) "
-                      f"in {run}")
         csv = write_digits_csv(folder / "data")
-        cfg, _ = load_config([*DEMO_SETTINGS, "--train-data", str(csv), "--logs",
-                              str(folder / "logs"), "--name", "demo", "--workers", str(workers)])
+        settings = [*DEMO_SETTINGS, "--train-data", str(csv), "--logs", str(folder / "logs"),
+                    "--name", "demo", "--workers", str(workers)]
+        cfg, _ = load_config(settings)
+        done = 0 if retrain else _finished_epochs(run, cfg)
+        if done:
+            # An interrupted first use: the trainer's resume gives the very weights of an
+            # uninterrupted training, and the finished epochs are not trained again.
+            console.print(f"[bold]resuming the demo training[/] after epoch {done} of "
+                          f"{DEMO_EPOCHS} (an earlier training was interrupted) in {run}")
+            cfg, _ = load_config([*settings, "--resume", "latest"])
+        else:
+            if run.exists():
+                import shutil
+
+                # Outdated, damaged or stopped in its first epoch: start it cleanly.
+                shutil.rmtree(run)
+            console.print(f"[bold]training the demo model[/] (digits, ~1 minute on one CPU "
+                          f"core) in {run}")
         with torch_threads(DEMO_THREADS):
             Trainer(cfg, load_registry([], []), World()).fit()
     return final

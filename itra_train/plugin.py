@@ -13,10 +13,12 @@ from rich.markup import escape
 
 from itra_bench import hookimpl
 from itra_bench.cli import precision_arg
+from itra_bench.cli_types import non_negative_int, positive_float, positive_int, seed_int
 from itra_bench.commands import Command
 from itra_bench.context import DEFAULT_TIMEOUT, PRECISIONS, default_workers
 from itra_bench.errors import UserError
 from itra_bench.model_api import ModelBuilder, ModelOptions
+from itra_bench.paths import expand_path
 from itra_bench.registry import Registry
 
 if TYPE_CHECKING:
@@ -66,7 +68,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="itra-demo-results", help="results folder")
     parser.add_argument("--retrain", action="store_true",
                         help="train again even if the cached demo checkpoint exists")
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=non_negative_int, default=default_workers())
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -93,23 +95,28 @@ def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int
 
 
 def _watch_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_folder", metavar="LOGDIR",
+    parser.add_argument("run_folder", metavar="LOGDIR", type=expand_path,
                         help="an itra-train run folder (<logs>/<name>)")
     parser.add_argument("--tasks", required=True, nargs="+", metavar="TASK")
     parser.add_argument("--once", action="store_true",
                         help="evaluate the checkpoints present now, then stop")
-    parser.add_argument("--interval", type=float, default=60.0,
+    parser.add_argument("--interval", type=positive_float, default=60.0,
                         help="seconds between looks for new checkpoints (default 60)")
-    parser.add_argument("--data-root", default=".", help="folder that dataset paths are under")
-    parser.add_argument("--output", help="results folder (default: LOGDIR/watch-results)")
+    parser.add_argument("--idle", type=positive_float, metavar="SECONDS",
+                        help="stop after this many seconds without a new checkpoint (default: "
+                             "wait until the run is finished, i.e. it wrote finished.json)")
+    parser.add_argument("--data-root", default=".", type=expand_path,
+                        help="folder that dataset paths are under")
+    parser.add_argument("--output", type=expand_path,
+                        help="results folder (default: LOGDIR/watch-results)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", type=precision_arg,
                         metavar="{" + ",".join(PRECISIONS) + "}")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=default_workers())
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--workers", type=non_negative_int, default=default_workers())
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--skip-missing", action="store_true")
-    parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT,
+    parser.add_argument("--dist-timeout", type=positive_float, default=DEFAULT_TIMEOUT,
                         metavar="SECONDS", help="under torchrun or srun: how long a rank waits "
                                                 "for the others (default %(default)s)")
 
@@ -130,7 +137,7 @@ def _watch(args: argparse.Namespace, registry: Registry, console: Console) -> in
 
     world = init_distributed(args.device, timeout=args.dist_timeout)
     rows = watch(folder, base, registry, console, once=args.once, interval=args.interval,
-                 world=world)
+                 idle=args.idle, world=world)
     if not world.is_main:
         return 0
     console.print(f"{len(rows)} checkpoint(s) evaluated: {escape(str(folder / CSV_NAME))}, "

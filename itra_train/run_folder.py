@@ -1,5 +1,6 @@
 """The run folder as ITRA users know it: ``<logs>/<name>/`` with ``checkpoints/``,
-``out.log``, ``params.txt``, ``results.jsonl`` and ``tensorboard/``. Only rank 0 writes, and
+``out.log``, ``params.txt``, ``results.jsonl``, ``tensorboard/`` and, once every epoch is
+trained, ``finished.json``. Only rank 0 writes, and
 only one run at a time: rank 0 holds ``run.lock`` while the run lives."""
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import IO, Any
 
 from yacs.config import CfgNode
 
-from itra_bench.atomic_io import atomic_write_text, remove_stale_temp_files
+from itra_bench.atomic_io import atomic_write_text, remove_stale_temp_files, writing_into
 from itra_bench.errors import UserError
 
 LOGGER_NAME = "itra_train"
 LOCK_NAME = "run.lock"
+#: Written (atomically) when a run has trained all its epochs; removed when it continues.
+FINISHED_NAME = "finished.json"
 #: Temp files of this run's atomic writes (:mod:`itra_bench.atomic_io`: ``.NAME.XXXX.tmp``),
 #: by folder; other tools' files beside them (``itra-bench watch``'s) are left alone.
 TEMP_GLOBS = {".": ".results.jsonl.*.tmp", "checkpoints": ".*.tmp"}
@@ -39,10 +43,14 @@ def _lock(folder: Path) -> IO[str]:
         raise UserError(f"run folder {folder} is in use by another itra-train run (pid "
                         f"{holder}); wait for it to finish, or choose another --name or "
                         "--logs") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+    except BaseException:
+        handle.close()  # releases the lock: the run does not start
+        raise
     return handle
 
 
@@ -52,16 +60,38 @@ def _remove_temp_files(folder: Path) -> None:
         remove_stale_temp_files(folder / place, pattern=pattern)
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path (``folder`` included) that does not exist
+    yet: what creating ``folder`` creates. None when ``folder`` exists."""
+    missing = None
+    for path in (folder, *folder.absolute().parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
 class RunFolder:
     """Writers for one run's folder; on ranks other than 0 every write is a no-op."""
 
     def __init__(self, folder: Path, is_main: bool) -> None:
         self.folder = folder
         self.is_main = is_main
+        #: What this run created (the run folder or a parent), removed by :meth:`discard`.
+        self.created = _first_missing(folder) if is_main else None
         self._tb: Any = None
-        self._lock: IO[str] | None = _lock(folder) if is_main else None
+        self._lock: IO[str] | None = None
+        file = None
         if is_main:
-            _remove_temp_files(folder)
+            with self.writing():
+                self._lock = _lock(folder)
+                try:
+                    _remove_temp_files(folder)
+                    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+                    file = logging.FileHandler(folder / "out.log", encoding="utf-8")
+                except BaseException:
+                    self._lock.close()  # the folder is not this run's after all
+                    raise
         self.log = logging.getLogger(LOGGER_NAME)
         self.log.setLevel(logging.INFO if is_main else logging.WARNING)
         self.log.propagate = False
@@ -72,22 +102,28 @@ class RunFolder:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(fmt)
         self.log.addHandler(stream)
-        if is_main:
-            (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-            file = logging.FileHandler(folder / "out.log", encoding="utf-8")
+        if file is not None:
             file.setFormatter(fmt)
             self.log.addHandler(file)
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose failed writes (read-only, a full disk) are one user error naming
+        ``--logs``."""
+        return writing_into(self.folder.parent, "--logs")
 
     def write_params(self, cfg: CfgNode) -> None:
         """``params.txt``: one ``key: value`` line per setting, as ITRA writes it."""
         if self.is_main:
             lines = [f"{key}: {cfg[key]!r}" for key in sorted(cfg)]
-            (self.folder / "params.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            with self.writing():
+                (self.folder / "params.txt").write_text("\n".join(lines) + "\n",
+                                                        encoding="utf-8")
 
     def append_result(self, record: dict[str, Any]) -> None:
         """One JSON line in ``results.jsonl``."""
         if self.is_main:
-            with open(self.folder / "results.jsonl", "a", encoding="utf-8") as handle:
+            with self.writing(), open(self.folder / "results.jsonl", "a",
+                                      encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
     def restore_results(self, history: list[dict[str, Any]]) -> int:
@@ -111,6 +147,16 @@ class RunFolder:
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
         return len(lost)
 
+    def mark_finished(self, record: dict[str, Any]) -> None:
+        """``finished.json``: the run trained all its epochs (``record`` says how many)."""
+        if self.is_main:
+            atomic_write_text(self.folder / FINISHED_NAME, json.dumps(record) + "\n")
+
+    def clear_finished(self) -> None:
+        """Remove ``finished.json``: a resumed run trains more epochs."""
+        if self.is_main:
+            (self.folder / FINISHED_NAME).unlink(missing_ok=True)
+
     def scalars(self, values: dict[str, float], step: int) -> None:
         """TensorBoard scalars under ``tensorboard/``."""
         if not self.is_main:
@@ -122,6 +168,23 @@ class RunFolder:
         for tag, value in values.items():
             self._tb.add_scalar(tag, value, step)
         self._tb.flush()
+
+    def discard(self) -> None:
+        """Close, and remove the folders this run created: a start that failed leaves
+        nothing behind. A folder that existed before (a resumed run's) is kept."""
+        self.close()
+        if self.created is None:
+            return
+        shutil.rmtree(self.folder, ignore_errors=True)
+        # Parents it created go only while empty: another run may have started in them since.
+        for parent in self.folder.absolute().parents:
+            if not parent.is_relative_to(self.created.absolute()):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        self.created = None
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer and the log file; release the lock."""

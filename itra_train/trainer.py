@@ -19,8 +19,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from yacs.config import CfgNode
 
-from itra_bench.errors import CorruptImageError, UserError
-from itra_bench.losses import STUDENT_TO_TEACHER, build_loss, check_options
+from itra_bench.context import check_precision
+from itra_bench.errors import CorruptImageError, PluginBugError, UserError
+from itra_bench.losses import STUDENT_TO_TEACHER, LossSpec, build_loss, check_factory, check_options
 from itra_bench.registry import Registry
 from itra_bench.runner import seed_everything
 
@@ -28,6 +29,7 @@ from . import checkpoint
 from .config import as_dict, dataset_type, differences, loss_options
 from .data import Batch, CsvImageText, DecodeFailure, collate
 from .distributed import World, gather_batch
+from .evaluation import check_eval_tasks, evaluate_in_process
 from .run_folder import RunFolder
 from .schedule import adamw, cosine_lr
 from .teacher import build_teacher
@@ -75,6 +77,15 @@ class WeightedInfoNCE(nn.Module):
         return self.weight * self.infonce(student, teacher, logit_scale)
 
 
+def _kind_of(value: Any) -> str:
+    """What a loss returned, for messages: a tensor's shape, a dict's entries."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {list(value.shape)}"
+    if isinstance(value, dict):
+        return "a dict of " + ", ".join(f"{k!r}: {_kind_of(v)}" for k, v in value.items())
+    return f"a {type(value).__name__}"
+
+
 def objective_pairs(cfg: CfgNode) -> list[tuple[str, str, str]]:
     """``(name, student side, teacher side)`` of each loss term.
 
@@ -103,9 +114,12 @@ class Trainer:
         # What plugins define (model schemes, the loss and its options) is checked before
         # the run folder is created or locked.
         check_builders(cfg, registry)
+        check_precision(cfg.precision, world.device)
         self.spec = registry.loss(cfg.loss)
         self.options = loss_options(cfg)
         check_options(self.spec, self.options)
+        check_factory(self.spec, registry.losses[cfg.loss].plugin)
+        check_eval_tasks(cfg, registry)
         resume = self._resume_path()
         self.out = RunFolder(self.folder, world.is_main)
         try:
@@ -115,7 +129,8 @@ class Trainer:
                                 "latest, or choose another --name")
             self._build(resume)
         except BaseException:
-            self.out.close()  # releases the run folder's lock
+            # Releases the run folder's lock; a folder this start created goes with it.
+            self.out.discard()
             raise
 
     def _build(self, resume: Path | None) -> None:
@@ -248,13 +263,21 @@ class Trainer:
 
     def _objective(self, name: str, student: str, teacher: str, options: dict[str, Any]
                    ) -> nn.Module:
-        if name == "align" and self.teacher is not None:
-            # The --align-weight term beside distillation: InfoNCE between the student's towers.
-            infonce = build_loss(self.registry.loss("infonce"), self.model.joint_dim,
+        if self._is_align(name):
+            infonce = build_loss(self._term_spec(name), self.model.joint_dim,
                                  self.model.joint_dim, self.cfg.prototypes, {})
             return WeightedInfoNCE(self.cfg.align_weight, infonce)
         return build_loss(self.spec, self._width(student), self._width(teacher),
                           self.cfg.prototypes, options)
+
+    def _is_align(self, name: str) -> bool:
+        """Whether the term ``name`` is the --align-weight term beside distillation: InfoNCE
+        between the student's towers."""
+        return name == "align" and self.teacher is not None
+
+    def _term_spec(self, name: str) -> LossSpec:
+        """The loss that computes the term ``name``."""
+        return self.registry.loss("infonce") if self._is_align(name) else self.spec
 
     def _width(self, side: str) -> int:
         """Feature width of a side: ``image``/``text`` (the model's joint space) or
@@ -359,12 +382,13 @@ class Trainer:
         }
         epoch = self.state.epoch
         latest = checkpoint.latest_path(self.folder)
-        if epoch % self.cfg.save_frequency == 0 or epoch == self.cfg.epochs:
-            numbered = checkpoint.save(checkpoint.epoch_path(self.folder, epoch), **state)
-            # The same bytes: linked, not written twice.
-            checkpoint.link_or_copy(numbered, latest)
-        else:
-            checkpoint.save(latest, **state)
+        with self.out.writing():
+            if epoch % self.cfg.save_frequency == 0 or epoch == self.cfg.epochs:
+                numbered = checkpoint.save(checkpoint.epoch_path(self.folder, epoch), **state)
+                # The same bytes: linked, not written twice.
+                checkpoint.link_or_copy(numbered, latest)
+            else:
+                checkpoint.save(latest, **state)
 
     # -- one optimizer step ----------------------------------------------------------------
 
@@ -411,9 +435,9 @@ class Trainer:
             extra = {"student_prototypes": every.get(f"{student}_prototypes"),
                      "teacher_prototypes": every.get(f"{teacher}_prototypes")} \
                 if prototypes else {}
-            value = self.loss_fns[name](
-                every[f"{student}_features"], every[f"{teacher}_features"],
-                out["logit_scale"].float(), **extra)
+            value = self._call_term(name, every[f"{student}_features"],
+                                    every[f"{teacher}_features"], out["logit_scale"].float(),
+                                    **extra)
             prefix = "" if len(self.pairs) == 1 else f"{name}/"
             if isinstance(value, dict):
                 terms.update({f"{prefix}{k}": float(v.detach()) for k, v in value.items()})
@@ -422,6 +446,33 @@ class Trainer:
                 terms[name] = float(value.detach())
             total = total + value
         return total, terms  # type: ignore[return-value]
+
+    def _call_term(self, name: str, *args: torch.Tensor, **kwargs: torch.Tensor | None
+                   ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The loss term ``name`` on a batch; a loss that raises, or returns anything but a
+        scalar tensor or a dict of scalar tensors, is its plugin's bug."""
+        try:
+            value = self.loss_fns[name](*args, **kwargs)
+        except (UserError, MemoryError, torch.cuda.OutOfMemoryError):
+            # A deliberate refusal, or the machine's limit: not the plugin's bug.
+            raise
+        except Exception as exc:
+            raise self._loss_bug(name, f"raised {type(exc).__name__}: {exc}") from exc
+        parts = value.values() if isinstance(value, dict) else [value]
+        if not all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in parts):
+            raise self._loss_bug(name, f"returned {_kind_of(value)}")
+        return value
+
+    def _loss_bug(self, name: str, problem: str) -> PluginBugError:
+        """The error for the loss of the term ``name`` that broke its contract."""
+        spec = self._term_spec(name)
+        plugin = self.registry.losses[spec.name].plugin
+        return PluginBugError(
+            f"plugin bug: loss {spec.name!r} of {plugin.describe()}, module {plugin.module}, "
+            f"{problem}. A loss called as loss(student [B, Ds], teacher [B, Dt], "
+            "logit_scale) must return a scalar tensor or a dict of scalar tensors (see "
+            "itra_bench.losses.LossSpec); report it to the plugin's authors (rerun with "
+            "--debug for the traceback).")
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss.detach()).item():
@@ -587,8 +638,6 @@ class Trainer:
         """Run ``--eval-tasks`` on the current weights, sharded across the ranks."""
         if not self.cfg.eval_tasks or epoch % self.cfg.eval_every != 0:
             return {}
-        from .evaluation import evaluate_in_process
-
         rng = checkpoint.rng_state()
         scores = evaluate_in_process(self.model, self.cfg, self.registry, self.folder,
                                      epoch, self.world.device, self.world)
@@ -606,6 +655,9 @@ class Trainer:
         self.log.info(f"run folder {self.folder}; {len(self.data)} samples, "
                       f"{self.steps_per_epoch} steps per epoch, {self.world.size} process(es) "
                       f"on {self.world.device}")
+        self._warn_long_warmup()
+        if self.state.epoch < cfg.epochs:
+            self.out.clear_finished()  # a resumed run with more epochs is running again
         try:
             for epoch in range(self.state.epoch, cfg.epochs):
                 record = self.train_one_epoch(epoch)
@@ -618,6 +670,22 @@ class Trainer:
                               f"checkpoint {checkpoint.latest_path(self.folder)}")
                 if self.world.size > 1:
                     dist.barrier()
+            # Last: `itra-bench watch` stops once it sees it (every checkpoint is written).
+            self.out.mark_finished({"epochs": cfg.epochs, "step": self.state.step,
+                                    "finished": datetime.now().isoformat(timespec="seconds")})
         finally:
             self.out.close()
         return self.folder
+
+    def _warn_long_warmup(self) -> None:
+        """Warn when the warm-up outlasts the run: the learning rate would never reach
+        ``--lr``. (Warned, not capped: the schedule stays the one the settings name.)"""
+        cfg, total = self.cfg, self.total_steps
+        if cfg.warmup <= total:
+            return
+        peak = cosine_lr(total - 1, cfg.lr, cfg.warmup, total)
+        self.log.warning(
+            f"--warmup {cfg.warmup} is longer than the whole run ({total} steps: "
+            f"{self.steps_per_epoch} per epoch x {cfg.epochs} epochs): the learning rate "
+            f"peaks at {peak:.3g} instead of --lr {cfg.lr:g}. Give --warmup {total // 10} "
+            "or so (about a tenth of the run), or more --epochs.")

@@ -1,4 +1,6 @@
-"""``itra-bench watch``: evaluate each checkpoint of a training run once, as it appears.
+"""``itra-bench watch``: evaluate each checkpoint of a training run once, as it appears,
+printing each epoch's main scores; it ends when the run is finished (``finished.json``), after
+``--idle`` seconds without a new checkpoint, or after one pass with ``--once``.
 
 For every ``checkpoints/epoch_N.pt`` (``epoch_latest.pt`` is a moving copy and is skipped),
 the tasks run through ``itra-bench run --model epoch_N.pt`` (the checkpoint carries its model
@@ -19,12 +21,15 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from itra_bench.atomic_io import atomic_write, atomic_write_text
 from itra_bench.distributed import World, broadcast_from_main
 from itra_bench.errors import UserError
 from itra_bench.registry import Registry
-from itra_bench.runner import RunConfig, run
+from itra_bench.runner import Outcome, RunConfig, run
+
+from .run_folder import FINISHED_NAME
 
 CSV_NAME = "evaluation_metrics_all.csv"
 PLOT_NAME = "evaluation_metrics_all.png"
@@ -85,23 +90,52 @@ def plot(rows: list[dict[str, str]], path: Path) -> None:
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
+def finished(run_folder: Path) -> bool:
+    """Whether the training run in ``run_folder`` has trained all its epochs: it wrote
+    ``finished.json``, or (a run from before that marker) it has the checkpoint of the
+    last epoch its ``params.txt`` names."""
+    if (run_folder / FINISHED_NAME).is_file():
+        return True
+    params = run_folder / "params.txt"
+    text = params.read_text(encoding="utf-8", errors="replace") if params.is_file() else ""
+    match = re.search(r"^epochs: (\d+)$", text, re.M)
+    return match is not None and (run_folder / "checkpoints" / f"epoch_{match[1]}.pt").is_file()
+
+
+def _scores_line(epoch: int, outcomes: list[Outcome]) -> str:
+    """One line of an epoch's main scores (in %)."""
+    scores = [f"{o.task} ({o.variant}) {o.main_score} {100 * o.value:.2f}"
+              for o in outcomes if o.value is not None]
+    return f"epoch {epoch}: " + ("; ".join(scores) or "no score")
+
+
 def watch(run_folder: Path, base: RunConfig, registry: Registry, console: Console,
-          once: bool = False, interval: float = 60.0,
+          once: bool = False, interval: float = 60.0, idle: float | None = None,
           world: World | None = None) -> list[dict[str, str]]:
-    """Evaluate new checkpoints of ``run_folder`` until interrupted (or one pass with
-    ``once``); returns the rows of ``evaluation_metrics_all.csv``."""
+    """Evaluate new checkpoints of ``run_folder``, printing each epoch's main scores, until
+    the run is finished (:func:`finished`), ``idle`` seconds pass without a new checkpoint,
+    or after one pass with ``once``; returns the rows of ``evaluation_metrics_all.csv``."""
     world = world or World()
     if not (run_folder / "checkpoints").is_dir():
         raise UserError(f"{run_folder} is not an itra-train run folder (no checkpoints/ inside); "
                         "give <logs>/<name>")
     table = run_folder / CSV_NAME
+    last_new = time.monotonic()
     while True:
+        # Looked at before listing: the trainer marks a run finished after its last
+        # checkpoint, so this pass's list then holds every checkpoint.
+        ended = world.is_main and finished(run_folder)
         rows = _read_rows(table) if world.is_main else []
         done = {int(r["epoch"]) for r in rows}
         todo = [(epoch, str(path)) for epoch, path in checkpoints(run_folder)
                 if epoch not in done]
+        stop = None
+        if ended:
+            stop = "the training run is finished"
+        elif not todo and idle is not None and time.monotonic() - last_new >= idle:
+            stop = f"no new checkpoint for {idle:g} s (--idle {idle:g})"
         # The ranks may see the folder at slightly different moments: rank 0's view counts.
-        todo = broadcast_from_main(todo, world, "list the new checkpoints")
+        todo, stop = broadcast_from_main((todo, stop), world, "list the new checkpoints")
         for epoch, path in todo:
             if world.is_main:
                 console.print(f"[bold]epoch {epoch}[/]: evaluating {path}")
@@ -113,8 +147,15 @@ def watch(run_folder: Path, base: RunConfig, registry: Registry, console: Consol
                     row[f"{o.task}/{o.variant}/{o.main_score}"] = f"{o.value:.6f}"
             rows.append(row)
             if world.is_main:
+                console.print(escape(_scores_line(epoch, outcomes)), highlight=False)
                 _write_rows(table, rows)
                 plot(rows, run_folder / PLOT_NAME)
+        if todo:
+            last_new = time.monotonic()
+        if stop is not None:
+            if world.is_main:
+                console.print(f"{escape(stop)}: stopping")
+            return rows
         if once:
             return rows
         time.sleep(interval)

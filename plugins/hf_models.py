@@ -20,6 +20,7 @@ from torch import nn
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
 from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelOptions
+from itra_bench.paths import expand_path
 from itra_bench.weights import (
     mismatch_error,
     no_weights_error,
@@ -203,7 +204,7 @@ def _check_folder(spec: str, rest: str) -> Path:
                 "image-text models)")
     if not rest:
         raise UserError(f"{spec}: give the path of {expected}")
-    folder = Path(rest)
+    folder = Path(expand_path(rest))
     if not folder.is_dir():
         raise UserError(f"{spec}: {folder} is not a folder; expected {expected}. Hub names are "
                         "not downloaded at run time: save the model locally first.")

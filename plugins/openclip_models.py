@@ -27,6 +27,7 @@ from torch import nn
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
 from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelOptions
+from itra_bench.paths import expand_path
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -164,12 +165,12 @@ def build_openclip(rest: str, options: ModelOptions) -> OpenCLIPEncoder:
 
     spec = f"{SCHEME}:{rest}"
     register_packaged_configs(open_clip)
-    arch, _, at_part = rest.partition("@")
+    arch, _, at_part = (expand_path(part) for part in rest.partition("@"))
     if not arch:
         raise UserError(f"{spec}: name an architecture, e.g. openclip:ViT-B-32@/path/weights.pt "
                         f"(known: {', '.join(open_clip.list_models()[:8])}, ...)")
     source = _ArchSource.resolve(arch, open_clip)
-    cache_dir = os.path.expanduser(options.cache_dir) if options.cache_dir else None
+    cache_dir = options.cache_dir
     ref = options.pretrained or at_part or source.folder_weights or ""
 
     weights_file: Path | None = None

@@ -18,5 +18,5 @@ def itra_bench_model_builders() -> list[ModelBuilder]:
         description="OpenCLIP image-text models (built-in architecture, JSON config or folder; "
                     "weights from a local file or the local pretrained cache)",
         example="openclip:ViT-B-32@/path/weights.pt",
-        lazy=True,
+        lazy=True, takes_pretrained=True,
     )]

@@ -20,6 +20,7 @@ import torch
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
 from itra_bench.model import TEXT, EncoderModel, ModelOptions
+from itra_bench.paths import expand_path
 from itra_bench.weights import (
     no_weights_error,
     pickled_weights_error,
@@ -71,7 +72,7 @@ class SentenceTransformerEncoder(EncoderModel):
 def build_sbert(rest: str, options: ModelOptions) -> SentenceTransformerEncoder:
     """Build ``sbert:PATH`` from a local sentence-transformers folder on the CPU in eval mode."""
     spec = f"{SCHEME}:{rest}"
-    folder = Path(rest) if rest else None
+    folder = Path(expand_path(rest)) if rest else None
     expected = ("a sentence-transformers folder (model.save(folder)): modules.json, the "
                 "transformer's config.json, weights and tokenizer files")
     if folder is None or not folder.is_dir():

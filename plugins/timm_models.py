@@ -17,6 +17,7 @@ from torch import nn
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
 from itra_bench.model import ModelOptions
+from itra_bench.paths import expand_path
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -39,7 +40,7 @@ def build_timm(rest: str, options: ModelOptions) -> ImageBackbone:
 
     spec = f"{SCHEME}:{rest}"
     name, _, at_part = rest.partition("@")
-    weights = options.pretrained or at_part or None
+    weights = options.pretrained or expand_path(at_part) or None
     if not name:
         raise UserError(f"{spec}: name a timm model, e.g. timm:resnet50@/path/weights.pth")
     if not weights and not options.random_init:

@@ -16,5 +16,5 @@ def itra_bench_model_builders() -> list[ModelBuilder]:
         scheme="timm", build=LazyFactory("itra_bench.plugins.timm_models", "build_timm"),
         description="timm image backbones (pre-logits features; weights from a local file)",
         example="timm:vit_base_patch16_224.augreg_in21k@/path/model.safetensors",
-        lazy=True,
+        lazy=True, takes_pretrained=True,
     )]

@@ -28,6 +28,7 @@ from torch import nn
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
 from itra_bench.model import ModelOptions
+from itra_bench.paths import expand_path
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -53,9 +54,9 @@ def build_torchhub(rest: str, options: ModelOptions) -> ImageBackbone:
                         "torchhub:facebookresearch/dinov2:dinov2_vits14 or "
                         "torchhub:/path/to/repo:my_model")
     name, _, at_part = entry.partition("@")
-    weights = options.pretrained or at_part or None
+    weights = options.pretrained or expand_path(at_part) or None
     hub_dir = Path(options.cache_dir or torch.hub.get_dir()).expanduser()
-    repo_dir = _repo_dir(spec, repo, hub_dir)
+    repo_dir = _repo_dir(spec, expand_path(repo), hub_dir)
     fn = _entrypoint(spec, repo_dir, name)
     params = inspect.signature(fn).parameters
 

@@ -18,5 +18,5 @@ def itra_bench_model_builders() -> list[ModelBuilder]:
         description="an entrypoint of a torch.hub repository on disk (local folder or the hub "
                     "cache; image features, ImageNet preprocessing)",
         example="torchhub:facebookresearch/dinov2:dinov2_vits14",
-        lazy=True,
+        lazy=True, takes_pretrained=True,
     )]

@@ -23,6 +23,7 @@ from torch import nn
 from itra_bench.errors import UserError
 from itra_bench.fingerprint import fingerprint
 from itra_bench.model import ModelOptions
+from itra_bench.paths import expand_path
 from itra_bench.weights import (
     load_state_dict_file,
     load_weights_into,
@@ -45,7 +46,7 @@ def build_torchvision(rest: str, options: ModelOptions) -> ImageBackbone:
 
     spec = f"{SCHEME}:{rest}"
     name, _, at_part = rest.partition("@")
-    ref = options.pretrained or at_part or None
+    ref = options.pretrained or expand_path(at_part) or None
     if name not in list_models():
         close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

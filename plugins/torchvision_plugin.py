@@ -18,5 +18,5 @@ def itra_bench_model_builders() -> list[ModelBuilder]:
         description="torchvision classifiers as image encoders (penultimate features; weights "
                     "from a local file or the torch hub cache)",
         example="torchvision:resnet50@IMAGENET1K_V2",
-        lazy=True,
+        lazy=True, takes_pretrained=True,
     )]

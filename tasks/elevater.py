@@ -227,7 +227,8 @@ class ElevaterTask(Task):
                     multilabel=self.card.multilabel, seed=seed,
                     device=ctx.device, tune=tune, lr=ctx.options.get("lr"),
                     l2=ctx.options.get("l2"),
-                    config=ElevaterProbeConfig(merge_train_val=merge))
+                    config=ElevaterProbeConfig(merge_train_val=merge),
+                    progress=ctx.progress)
             probs = torch.as_tensor(probe.probs_test)
             trainable = self.card.num_classes * (train_enc.features.shape[1] + 1)
             details.update(num_train_images=len(rows), lr=probe.lr, l2=probe.l2,

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from itra_bench.progress import Bar, ProgressReporter
 from itra_bench.vision_benchmark.few_shot import elevater_train_val_split
 from itra_bench.vision_benchmark.metrics import elevater_metric
 
@@ -217,8 +218,10 @@ def _train_heads(
     multilabel: bool,
     metric: str,
     keep_probs: bool,
+    bar: Bar,
 ) -> tuple[list[float], Tensor | None, int]:
-    """Train one head per ``(lr, wd)`` pair; best-epoch score of each on ``eval``.
+    """Train one head per ``(lr, wd)`` pair; best-epoch score of each on ``eval``; ``bar``
+    advances by one per epoch.
 
     With ``keep_probs`` (a single head), also returns the evaluation probabilities of its best
     epoch (strictly better than all earlier ones, as ELEVATER keeps ``best_logits``) or of the
@@ -248,6 +251,7 @@ def _train_heads(
                 continue  # ELEVATER skips a one-sample batch (BatchNorm needs two)
             positions = positions.to(device)
             heads.step(x[positions], y[positions], multilabel)
+        bar.advance()
         for head in range(len(best)):
             probs = heads.probs(eval_x, head)
             if eval_y is None:
@@ -309,6 +313,7 @@ def elevater_linear_probe(
     lr: float | None = None,
     l2: float | None = None,
     config: ElevaterProbeConfig | None = None,
+    progress: ProgressReporter | None = None,
 ) -> ProbeResult:
     """Run ELEVATER's linear probe (search, then final training) on cached features.
 
@@ -325,6 +330,7 @@ def elevater_linear_probe(
     ``tune=False``, ``lr`` and ``l2`` must be given and the final classifier is trained on the
     training set (plus ``val_x, val_y`` if given and merging) with them directly.
     Deterministic for given inputs and ``seed``; training runs on ``device`` in float32.
+    ``progress`` (the run's) shows the epochs trained, of the search's rounds and the final run.
     """
     cfg = config or ElevaterProbeConfig()
     metric = metric or ("11point_mAP" if multilabel else "accuracy")
@@ -369,26 +375,34 @@ def elevater_linear_probe(
 
     val_score = None
     trace: list[tuple[float, float, float]] = []
-    if tune:
-        lr, l2, val_score, trace = _search(
-            fit_x, fit_y, val_x, val_y, cfg, init, multilabel, metric
+    final_epochs = cfg.epochs + cfg.extra_final_epochs
+    # Every search round (the coarse one, one per span) trains its candidates for cfg.epochs.
+    search_epochs = (1 + len(cfg.l2_spans)) * cfg.epochs if tune else 0
+    total = search_epochs + final_epochs
+    progress = progress or ProgressReporter(enabled=False)
+    with progress.bar("linear probe (ELEVATER): search, final training", total=total,
+                      unit="epochs") as bar:
+        if tune:
+            lr, l2, val_score, trace = _search(
+                fit_x, fit_y, val_x, val_y, cfg, init, multilabel, metric, bar
+            )
+        # ELEVATER's final run: train + validation when merging, else the training part only.
+        final_x, final_y = (full_x, full_y) if cfg.merge_train_val else (fit_x, fit_y)
+        scores, probs, epoch = _train_heads(
+            final_x,
+            final_y,
+            test_x,
+            test_y,
+            [lr],
+            [l2],
+            final_epochs,
+            cfg,
+            init,
+            multilabel,
+            metric,
+            keep_probs=True,
+            bar=bar,
         )
-    # ELEVATER's final run: train + validation when merging, else the training part only.
-    final_x, final_y = (full_x, full_y) if cfg.merge_train_val else (fit_x, fit_y)
-    scores, probs, epoch = _train_heads(
-        final_x,
-        final_y,
-        test_x,
-        test_y,
-        [lr],
-        [l2],
-        cfg.epochs + cfg.extra_final_epochs,
-        cfg,
-        init,
-        multilabel,
-        metric,
-        keep_probs=True,
-    )
     test_score = None if test_y is None else _score(probs, test_y, metric) / 100.0
     return ProbeResult(
         probs_test=probs.cpu().numpy().astype(np.float32),
@@ -410,8 +424,10 @@ def _search(
     init: tuple[Tensor, Tensor],
     multilabel: bool,
     metric: str,
+    bar: Bar,
 ) -> tuple[float, float, float, list[tuple[float, float, float]]]:
-    """ELEVATER's learning-rate x ``l2`` search; returns (lr, l2, val score, trace).
+    """ELEVATER's learning-rate x ``l2`` search; returns (lr, l2, val score, trace). ``bar``
+    advances by ``cfg.epochs`` per round.
 
     Every round trains the pending candidates of all learning rates together; the per-rate
     bookkeeping then replays ELEVATER's sequential loop (strictly-better updates, in order).
@@ -436,8 +452,11 @@ def _search(
                 multilabel,
                 metric,
                 keep_probs=False,
+                bar=bar,
             )
             cache.update(zip(todo, scores, strict=True))
+        else:
+            bar.advance(cfg.epochs)  # every candidate of the round was trained before
         for i, j in pairs:
             trace.append((cfg.lr_grid[i], grid[j], cache[(i, j)] / 100.0))
 

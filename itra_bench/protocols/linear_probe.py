@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from itra_bench.progress import Bar, ProgressReporter
 from itra_bench.protocols.classification_metrics import classification_metrics
 
 #: The L2 strengths tried by default: one per decade from 1e-6 to 1e2.
@@ -248,6 +249,7 @@ def linear_probe(
     device: torch.device | str = "cpu",
     max_iter: int = 1000,
     tol: float = 1e-6,
+    progress: ProgressReporter | None = None,
 ) -> dict[str, float]:
     """Linear-probe classification metrics, with the L2 strength chosen on validation data.
 
@@ -264,6 +266,7 @@ def linear_probe(
 
     Returns :func:`classification_metrics` of the test split plus ``l2`` (the chosen strength)
     and ``val_acc1`` (its validation accuracy). Deterministic for given inputs and ``seed``.
+    ``progress`` (the run's) shows the fits done, of the grid's and the final one.
     """
     if num_classes < 2:
         raise ValueError(f"a linear probe needs at least 2 classes, got {num_classes}")
@@ -301,6 +304,30 @@ def linear_probe(
         fit_x, fit_y = train_x, train_y
         val_x, val_y = _preprocess(val_x, device), val_y.to(device=device, dtype=torch.long)
 
+    progress = progress or ProgressReporter(enabled=False)
+    with progress.bar("linear probe: L2 search, final fit", total=len(grid) + 1,
+                      unit="fits") as bar:
+        metrics = _search_and_fit(fit_x, fit_y, val_x, val_y, test_x, test_y, num_classes,
+                                  grid, device, max_iter, tol, bar)
+    return metrics
+
+
+def _search_and_fit(
+    fit_x: Tensor,
+    fit_y: Tensor,
+    val_x: Tensor,
+    val_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    num_classes: int,
+    grid: list[float],
+    device: torch.device | str,
+    max_iter: int,
+    tol: float,
+    bar: Bar,
+) -> dict[str, float]:
+    """The L2 search and final fit of :func:`linear_probe` on its prepared splits, advancing
+    ``bar`` by one per fit."""
     fit_mean, fit_scale = _moments(fit_x)
     fit_std, val_std = (fit_x - fit_mean) / fit_scale, (val_x - fit_mean) / fit_scale
     best_l2, best_acc, best_fit = None, -1.0, None
@@ -315,6 +342,7 @@ def linear_probe(
         acc = classification_metrics(val_std @ weight.T + bias, val_y)["acc1"]
         if acc > best_acc:
             best_l2, best_acc, best_fit = l2, acc, init
+        bar.advance()
 
     all_x = torch.cat([fit_x, val_x])
     all_y = torch.cat([fit_y, val_y])
@@ -331,6 +359,7 @@ def linear_probe(
     weight, bias = fit_logistic_regression(
         all_std, all_y, num_classes, best_l2, device, max_iter, init=init, tol=tol
     )
+    bar.advance()
     metrics = classification_metrics(test_std @ weight.T + bias, test_y.to(device))
     metrics["l2"] = best_l2
     metrics["val_acc1"] = best_acc
