@@ -93,6 +93,18 @@ def itra_bench_task_file_protocols() -> Mapping[str, Callable[[dict[str, Any], P
 
 
 @hookspec
+def itra_bench_task_prefixes() -> Mapping[str, Callable[[str], Task]]:
+    """Return ``{prefix: factory}`` for tasks named directly in ``--tasks`` as
+    ``PREFIX:REST``, with no task file (``wds:/data/wds_cars``: a clip-benchmark webdataset
+    folder).
+
+    ``factory(rest)`` receives what follows ``PREFIX:`` and returns the task, raising
+    :class:`itra_bench.errors.UserError` that names what is wrong on bad input. A prefix is
+    a word of lowercase letters and digits; two plugins offering one prefix clash.
+    """
+
+
+@hookspec
 def itra_bench_task_files() -> Iterable[str | Path]:
     """Return paths of YAML task files this plugin ships (e.g. with ``importlib.resources``).
 

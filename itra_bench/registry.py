@@ -93,7 +93,8 @@ class Registry:
     def load_all(self) -> None:
         """Collect every kind from the plugins now (what every command but ``--help`` does
         first, so a clash anywhere stops it at start-up)."""
-        for kind in ("models", "losses", "tasks", "task_file_protocols", "commands"):
+        for kind in ("models", "losses", "tasks", "task_file_protocols", "task_prefixes",
+                     "commands"):
             self._table(kind)
 
     @property
@@ -115,6 +116,11 @@ class Registry:
     def task_file_protocols(self) -> dict[str, Provided[Any]]:
         """Task-file factories by protocol."""
         return self._table("task_file_protocols")
+
+    @property
+    def task_prefixes(self) -> dict[str, Provided[Any]]:
+        """Factories of tasks named ``PREFIX:REST`` in ``--tasks``, by prefix."""
+        return self._table("task_prefixes")
 
     @property
     def tasks(self) -> dict[str, Provided[Any]]:
@@ -175,6 +181,13 @@ class Registry:
         for impl, info in self._impls(hook):
             for protocol, factory in _mapped(impl, info, hook, "protocol -> factory").items():
                 _put(table, "task file protocol", protocol, factory, info)
+
+    def _load_task_prefixes(self) -> None:
+        table = self._tables["task_prefixes"] = {}
+        hook = "itra_bench_task_prefixes"
+        for impl, info in self._impls(hook):
+            for prefix, factory in _mapped(impl, info, hook, "prefix -> factory").items():
+                _put(table, "task prefix", prefix, factory, info)
 
     def _load_tasks(self) -> None:
         # The tables are in place before the hooks run: add_task fills them.

@@ -264,12 +264,12 @@ def select_tasks(names: list[str], registry: Registry) -> TaskSelection:
         for name in (n.strip() for n in raw.split(",")):
             if not name:
                 continue
-            if name.startswith("wds:"):
-                # A clip-benchmark webdataset folder, named directly (the `wds` protocol).
-                from itra_bench.tasks.wds import wds_task_from_path
-
-                task = wds_task_from_path(name)
-                task.task_file_protocol = "wds"
+            prefix, colon, rest = name.partition(":")
+            if colon and prefix in registry.task_prefixes:
+                # A task named directly by a plugin's prefix (`wds:PATH`, a clip-benchmark
+                # webdataset folder), with no task file.
+                task = registry.task_prefixes[prefix].item(rest)
+                task.task_file_protocol = prefix
                 add(task)
             elif name.endswith((".yaml", ".yml")) and is_suite_file(name):
                 suite = load_suite_file(name)
@@ -298,7 +298,9 @@ def select_tasks(names: list[str], registry: Registry) -> TaskSelection:
                                              "alias": registry.aliases},
                                        hint="Suites are accepted too (`itra-bench list "
                                             "suites`), and so are a path to a task .yaml file "
-                                            "and wds:PATH, a clip-benchmark webdataset folder.")
+                                            + "".join(f" and {p}:..." for p in
+                                                      sorted(registry.task_prefixes))
+                                            + ".")
     if not out:
         raise UserError("--tasks is empty: name at least one task, suite or task .yaml file")
     tasks = list(out.values())

@@ -252,3 +252,8 @@ def wds_task_from_path(path: str) -> Task:
 @hookimpl
 def itra_bench_task_file_protocols() -> dict[str, Callable[[dict[str, Any], Path], Task]]:
     return {"wds": wds_task}
+
+
+@hookimpl
+def itra_bench_task_prefixes() -> dict[str, Callable[[str], Task]]:
+    return {PREFIX.rstrip(":"): wds_task_from_path}

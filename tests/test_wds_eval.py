@@ -358,6 +358,17 @@ def test_wds_shorthand_on_the_command_line(cli, tmp_path):
     assert rec["providers"]["task"]["plugin"] == "wds_tasks"
 
 
+def test_wds_prefix_comes_from_its_plugin(cli, tmp_path):
+    """`wds:PATH` is the wds task plugin's prefix (the itra_bench_task_prefixes hook), not a
+    case of the host's: disabling the plugin removes it."""
+    root = make_classification(tmp_path / "data")
+    res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--output",
+              tmp_path / "out", "--no-cache", "--workers", "0", "--no-progress",
+              "--disable-plugin", "wds_tasks", "--tasks", f"wds:{root}")
+    assert res.code == 2, res
+    assert "unknown task" in res.err and not (tmp_path / "out").exists()
+
+
 def test_skip_corrupt_with_no_image_decodable_says_so(cli, tmp_path):
     root = make_classification(tmp_path / "data", n=2, splits=("test",))
     for shard in sorted((root / "test").glob("*.tar")):
