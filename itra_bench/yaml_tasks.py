@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,22 +115,15 @@ def _require_task_name(name: object, path: Path) -> None:
                         f"the folder of the task's results): use {NAME_RULE}")
 
 
-def _is_shipped(path: Path) -> bool:
-    """Whether ``path`` is one of the task files or cards shipped with itra-bench."""
-    from itra_bench.tasks import CARDS_DIR
-    from itra_bench.vision_benchmark import cards
-
-    return path.parent in (CARDS_DIR, cards.CARDS_DIR)
-
-
-def read_mapping(path: Path, what: str, keys: str) -> dict[str, Any]:
+def read_mapping(path: Path, what: str, keys: str, shipped: bool = False) -> dict[str, Any]:
     """The YAML mapping in ``path`` (a ``what``: task file, suite file), with one clear error
-    for a missing file, bad YAML or a document that is not a mapping (of ``keys``)."""
+    for a missing file, bad YAML or a document that is not a mapping (of ``keys``).
+    ``shipped``: one of itra-bench's own files (see ``load_yaml``)."""
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
     text = read_text(path, fix=f"save the {what} as UTF-8")
     try:
-        doc = load_yaml(text, shipped=_is_shipped(path))
+        doc = load_yaml(text, shipped=shipped)
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc})") from exc
     except RecursionError:
@@ -198,17 +191,18 @@ def load_suite_file(path: str | Path) -> SuiteFile:
 
 
 def load_task_file(path: str | Path,
-                   protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]] | None = None
-                   ) -> Task:
+                   protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]] | None = None,
+                   *, shipped: bool = False) -> Task:
     """Build a task from a YAML file, with one clear error per wrong, missing or unknown key.
 
     ``protocols`` adds task types that plugins declare for task files
     (``itra_bench_task_file_protocols``); the built-in image protocols are always known.
+    ``shipped``: the file is one of itra-bench's own cards, which libyaml may parse.
     """
 
     protocols = protocols or {}
     path = Path(path)
-    doc = read_mapping(path, "task file", "name, protocol, ...")
+    doc = read_mapping(path, "task file", "name, protocol, ...", shipped)
     protocol = doc.get("protocol")
     known = ", ".join([*PROTOCOLS, *sorted(protocols)])
     if protocol is not None and not isinstance(protocol, str):
@@ -268,12 +262,3 @@ def load_task_file(path: str | Path,
         classnames=values["classnames"], templates=values["templates"], knn_k=values["k"],
         knn_weighting=values["weighting"], knn_temperature=float(values["temperature"]),
         source=str(path), **common)
-
-
-def load_cards(names: Iterable[str],
-               protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]]) -> list[Task]:
-    """The built-in tasks of the shipped cards ``itra_bench/tasks/cards/<name>.yaml``, read
-    and validated exactly as a user's task file of the same protocol."""
-    from itra_bench.tasks import CARDS_DIR
-
-    return [load_task_file(CARDS_DIR / f"{name}.yaml", protocols) for name in names]

@@ -34,7 +34,7 @@ def _build_checkpoint(rest: str, options: ModelOptions) -> EncoderModel:
 def _build_demo(rest: str, options: ModelOptions) -> EncoderModel:
     """``demo`` (trained on digits at first use, cached) or ``demo:random`` (untrained)."""
     if rest == "random":
-        from .demo_model import build_random_demo
+        from itra_bench.demo_model import build_random_demo
 
         return build_random_demo()
     if rest:

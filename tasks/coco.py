@@ -42,7 +42,8 @@ from itra_bench.datasets.coco_captions import (
 from itra_bench.errors import UserError
 from itra_bench.generic_tasks import RetrievalTask
 from itra_bench.task import Task, TaskResult
-from itra_bench.yaml_tasks import Schema, check_fields, load_cards
+from itra_bench.tasks import load_cards
+from itra_bench.yaml_tasks import Schema, check_fields
 
 if TYPE_CHECKING:
     from itra_bench.model import EncoderModel

@@ -43,7 +43,8 @@ from itra_bench.datasets.msmarco import (
 from itra_bench.errors import UserError
 from itra_bench.model_api import TEXT
 from itra_bench.task import Task, TaskResult, Variant, positive_int_option
-from itra_bench.yaml_tasks import check_fields, load_cards
+from itra_bench.tasks import load_cards
+from itra_bench.yaml_tasks import check_fields
 
 # numpy loads when a task runs: this plugin is loaded by every command, `itra-bench --help`
 # and `list` included.

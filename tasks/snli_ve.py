@@ -37,7 +37,8 @@ from itra_bench.fingerprint import files_identity
 from itra_bench.model_api import IMAGE, TEXT
 from itra_bench.protocols.entailment_config import TransferConfig
 from itra_bench.task import Task, TaskResult
-from itra_bench.yaml_tasks import Schema, check_fields, load_cards
+from itra_bench.tasks import load_cards
+from itra_bench.yaml_tasks import Schema, check_fields
 
 if TYPE_CHECKING:
     import torch

@@ -45,7 +45,8 @@ from itra_bench.datasets.text_files import check_encoding, read_text
 from itra_bench.errors import UserError
 from itra_bench.model_api import TEXT
 from itra_bench.task import Task, TaskResult
-from itra_bench.yaml_tasks import check_fields, load_cards
+from itra_bench.tasks import load_cards
+from itra_bench.yaml_tasks import check_fields
 
 if TYPE_CHECKING:
     from itra_bench.model import EncoderModel

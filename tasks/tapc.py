@@ -52,8 +52,9 @@ from itra_bench.errors import UserError
 from itra_bench.model_api import IMAGE, TEXT
 from itra_bench.protocols.vqa_accuracy import vqa_accuracy, vqa_accuracy_metrics
 from itra_bench.task import Task, TaskResult
+from itra_bench.tasks import load_cards
 from itra_bench.vqa_statements import Statement, statement_for
-from itra_bench.yaml_tasks import check_fields, load_cards
+from itra_bench.yaml_tasks import check_fields
 
 if TYPE_CHECKING:
     import torch

@@ -271,7 +271,7 @@ def test_weights_for_another_architecture_is_one_clear_error(cli, tmp_path):
     import open_clip
     import torch
 
-    from itra_train.demo_model import DEMO_CONFIG
+    from itra_bench.demo_model import DEMO_CONFIG
 
     (tmp_path / "tiny.json").write_text(json.dumps(DEMO_CONFIG))
     other = copy.deepcopy(DEMO_CONFIG)

@@ -14,6 +14,7 @@ import yaml
 from itra_bench.datasets import text_files
 from itra_bench.errors import UserError
 from itra_bench.tasks import CARDS_DIR as TASK_CARDS
+from itra_bench.tasks import load_cards
 from itra_bench.tasks.sts import PROTOCOL
 from itra_bench.vision_benchmark import cards
 from itra_bench.yaml_tasks import load_task_file
@@ -39,8 +40,7 @@ def test_shipped_files_are_parsed_by_libyaml(monkeypatch):
     used = []
     monkeypatch.setattr(yaml, "safe_load", lambda text: used.append(text))
     cards.load_card(cards.CARDS_DIR / "cifar-10.yaml")
-    load_task_file(TASK_CARDS / "sts12.yaml",
-                   {PROTOCOL: lambda doc, path: SimpleNamespace(name="sts12")})
+    load_cards(["sts12"], {PROTOCOL: lambda doc, path: SimpleNamespace(name="sts12")})
     assert used == []
 
 

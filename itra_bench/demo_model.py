@@ -1,6 +1,6 @@
 """The demo architecture: a tiny OpenCLIP-architecture dual encoder that needs no download.
 
-The ``demo`` model scheme comes from the trainer's plugin (``itra_train.plugin``):
+The ``demo`` model scheme itself comes from the trainer's plugin (``itra_train.plugin``):
 ``demo`` is this architecture trained on scikit-learn's digits at first use, and
 ``demo:random`` is :func:`build_random_demo`, the same architecture with a fixed, seeded
 random initialisation (seed 0), for exercising the pipeline without any training.
