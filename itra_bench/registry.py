@@ -48,12 +48,6 @@ class PluginInfo:
         return {"plugin": self.name, "distribution": self.distribution,
                 "version": self.version, "module": self.module}
 
-    @classmethod
-    def from_record(cls, record: dict[str, str]) -> PluginInfo:
-        """The plugin an :meth:`as_record` dict describes."""
-        return cls(record["plugin"], record["distribution"], record["module"],
-                   record.get("version", ""))
-
 
 @dataclass(frozen=True)
 class Provided(Generic[T]):
@@ -175,19 +169,20 @@ class Registry:
         self._load_named("commands", "itra_bench_commands", "command", lambda c: c.name,
                          Command)
 
-    def _load_task_file_protocols(self) -> None:
-        table = self._tables["task_file_protocols"] = {}
-        hook = "itra_bench_task_file_protocols"
+    def _load_keyed(self, kind: str, hook: str, label: str, key: str) -> None:
+        """Fill the table ``kind`` with the ``{key: factory}`` mappings the ``hook``
+        implementations return; a key two plugins provide is a clash (``label`` names it)."""
+        table = self._tables[kind] = {}
         for impl, info in self._impls(hook):
-            for protocol, factory in _mapped(impl, info, hook, "protocol -> factory").items():
-                _put(table, "task file protocol", protocol, factory, info)
+            for name, factory in _mapped(impl, info, hook, f"{key} -> factory").items():
+                _put(table, label, name, factory, info)
+
+    def _load_task_file_protocols(self) -> None:
+        self._load_keyed("task_file_protocols", "itra_bench_task_file_protocols",
+                         "task file protocol", "protocol")
 
     def _load_task_prefixes(self) -> None:
-        table = self._tables["task_prefixes"] = {}
-        hook = "itra_bench_task_prefixes"
-        for impl, info in self._impls(hook):
-            for prefix, factory in _mapped(impl, info, hook, "prefix -> factory").items():
-                _put(table, "task prefix", prefix, factory, info)
+        self._load_keyed("task_prefixes", "itra_bench_task_prefixes", "task prefix", "prefix")
 
     def _load_tasks(self) -> None:
         # The tables are in place before the hooks run: add_task fills them.
