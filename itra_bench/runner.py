@@ -232,7 +232,7 @@ def select_tasks(names: list[str], registry: Registry) -> TaskSelection:
     """Expand task names, suite names, task files and suite files into tasks (first mention
     wins), with the declared members of their suites. A task may not name a suite that is
     declared elsewhere without it: its average would then depend on what was run."""
-    from itra_bench.yaml_tasks import is_suite_file, load_suite_file, load_task_file
+    from itra_bench.yaml_tasks import SuiteFile, load_task_file, load_task_or_suite
 
     out: dict[str, Task] = {}
     #: task name -> the file that declared it (for messages)
@@ -245,14 +245,28 @@ def select_tasks(names: list[str], registry: Registry) -> TaskSelection:
             files.setdefault(task.name, source)
         return out.setdefault(task.name, task)
 
-    def task_file(path: str | Path) -> Task:
-        task = load_task_file(path, {p: f.item for p, f in
-                                     registry.task_file_protocols.items()})
+    protocols = {p: f.item for p, f in registry.task_file_protocols.items()}
+
+    def task_file(path: str | Path, task: Task | None = None) -> Task:
+        """Add the task of the task file ``path`` (``task``, when it is read already)."""
+        task = task or load_task_file(path, protocols)
         if task.name in registry.tasks:
             raise UserError(f"{path}: task name {task.name!r} is already provided by "
                             f"plugin {registry.tasks[task.name].plugin.name!r}; "
                             "choose another `name`.")
         return add(task, str(path))
+
+    def suite_file(path: str, suite: SuiteFile) -> None:
+        """Declare the suite of the suite file ``path`` and add its members."""
+        if suite.name in declared or suite.name in registry.tasks:
+            raise UserError(f"{path}: suite {suite.name!r} is already declared by "
+                            f"{declared_by.get(suite.name, 'another suite file')}"
+                            "; choose another `suite` name.")
+        declared[suite.name] = [
+            (task_file(m) if isinstance(m, Path) else
+             installed(m, f"listed in the suite file {path}")).name
+            for m in suite.members]
+        declared_by[suite.name] = f"the suite file {path}"
 
     def installed(name: str, where: str) -> Task:
         if name not in registry.tasks and name not in registry.aliases:
@@ -271,19 +285,12 @@ def select_tasks(names: list[str], registry: Registry) -> TaskSelection:
                 task = registry.task_prefixes[prefix].item(rest)
                 task.task_file_protocol = prefix
                 add(task)
-            elif name.endswith((".yaml", ".yml")) and is_suite_file(name):
-                suite = load_suite_file(name)
-                if suite.name in declared or suite.name in registry.tasks:
-                    raise UserError(f"{name}: suite {suite.name!r} is already declared by "
-                                    f"{declared_by.get(suite.name, 'another suite file')}"
-                                    "; choose another `suite` name.")
-                declared[suite.name] = [
-                    (task_file(m) if isinstance(m, Path) else
-                     installed(m, f"listed in the suite file {name}")).name
-                    for m in suite.members]
-                declared_by[suite.name] = f"the suite file {name}"
             elif name.endswith((".yaml", ".yml")):
-                task_file(name)
+                entry = load_task_or_suite(name, protocols)
+                if isinstance(entry, SuiteFile):
+                    suite_file(name, entry)
+                else:
+                    task_file(name, entry)
             elif name in registry.tasks or name in registry.aliases:
                 installed(name, "--tasks")
             elif name in registry.suites:

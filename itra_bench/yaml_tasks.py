@@ -138,17 +138,6 @@ def read_mapping(path: Path, what: str, keys: str, shipped: bool = False) -> dic
     return doc
 
 
-def is_suite_file(path: str | Path) -> bool:
-    """Whether a ``.yaml`` named in ``--tasks`` declares a suite (a top-level ``suite:``
-    key) rather than one task. Unreadable files count as task files (whose loader names
-    the problem)."""
-    try:
-        doc = read_mapping(Path(path), "task file", "name, protocol, ...")
-    except UserError:
-        return False
-    return "suite" in doc
-
-
 @dataclass(frozen=True)
 class SuiteFile:
     """A suite declared in a YAML file: its name and members, fixed there.
@@ -177,8 +166,22 @@ _SUITE = {"suite": (str, True, None), "tasks": (list, True, None),
 def load_suite_file(path: str | Path) -> SuiteFile:
     """Read a suite file (see :class:`SuiteFile`), with one clear error per wrong key."""
     path = Path(path)
-    values = check_fields(read_mapping(path, "suite file", "suite, tasks, description"),
-                          _SUITE, path, "a suite file")
+    return _suite(read_mapping(path, "suite file", "suite, tasks, description"), path)
+
+
+def load_task_or_suite(path: str | Path,
+                       protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]]
+                       ) -> Task | SuiteFile:
+    """The task of a task file, or the suite of a suite file (a top-level ``suite:`` key),
+    for a ``.yaml`` named in ``--tasks``; the file is read once."""
+    path = Path(path)
+    doc = read_mapping(path, "task file", "name, protocol, ...")
+    return _suite(doc, path) if "suite" in doc else _task(doc, path, protocols)
+
+
+def _suite(doc: dict[str, Any], path: Path) -> SuiteFile:
+    """The suite the mapping ``doc`` of the suite file ``path`` declares."""
+    values = check_fields(doc, _SUITE, path, "a suite file")
     if not is_safe_name(values["suite"]):
         raise UserError(f"{path}: key 'suite' is {values['suite']!r}, which cannot name a "
                         f"suite: use {NAME_RULE}")
@@ -200,9 +203,14 @@ def load_task_file(path: str | Path,
     ``shipped``: the file is one of itra-bench's own cards, which libyaml may parse.
     """
 
-    protocols = protocols or {}
     path = Path(path)
-    doc = read_mapping(path, "task file", "name, protocol, ...", shipped)
+    return _task(read_mapping(path, "task file", "name, protocol, ...", shipped), path,
+                 protocols or {})
+
+
+def _task(doc: dict[str, Any], path: Path,
+          protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]]) -> Task:
+    """The task the mapping ``doc`` of the task file ``path`` declares."""
     protocol = doc.get("protocol")
     known = ", ".join([*PROTOCOLS, *sorted(protocols)])
     if protocol is not None and not isinstance(protocol, str):
