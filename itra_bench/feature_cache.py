@@ -60,6 +60,8 @@ class FeatureMemory:
     def __init__(self, max_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        #: Bytes the entries hold, kept as they come and go.
+        self._bytes = 0
 
     def get(self, key: str) -> dict[str, torch.Tensor] | None:
         """A private copy of the tensors of ``key`` (as the disk cache's ``get`` returns a
@@ -73,21 +75,23 @@ class FeatureMemory:
     def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         """Keep a copy of ``tensors`` for ``key`` (none if they alone exceed the budget)."""
         size = _nbytes(tensors)
-        self._entries.pop(key, None)
+        self._drop(key)
         if size > self.max_bytes:
             return
-        while self._entries and _nbytes_all(self._entries.values()) + size > self.max_bytes:
-            self._entries.popitem(last=False)
+        while self._entries and self._bytes + size > self.max_bytes:
+            self._drop(next(iter(self._entries)))  # the least recently used
         with torch.inference_mode(False):
             self._entries[key] = {k: v.detach().cpu().clone() for k, v in tensors.items()}
+        self._bytes += size
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= _nbytes(entry)
 
 
 def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(v.numel() * v.element_size() for v in tensors.values())
-
-
-def _nbytes_all(entries: Any) -> int:
-    return sum(_nbytes(e) for e in entries)
 
 
 class FeatureCache:

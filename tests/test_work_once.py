@@ -131,3 +131,24 @@ def test_interrupted_demo_training_resumes_from_its_last_checkpoint(tmp_path, mo
     assert want.keys() == got.keys()
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
+
+
+def test_feature_memory_keeps_the_most_recently_used_within_its_budget():
+    from itra_bench.feature_cache import FeatureMemory
+
+    def entry(rows: int) -> dict[str, torch.Tensor]:
+        return {"features": torch.ones(rows, 4)}  # 16 bytes a row
+
+    memory = FeatureMemory(max_bytes=80)
+    memory.put("a", entry(2))
+    memory.put("b", entry(2))
+    assert memory.get("a") is not None  # now the most recently used
+    memory.put("c", entry(2))  # 96 bytes would pass 80: "b", the least recent, goes
+    assert memory.get("b") is None and memory.get("a") is not None
+    memory.put("a", entry(3))  # replaced, not counted twice: 48 + 32 = 80 fits
+    assert memory.get("a")["features"].shape == (3, 4) and memory.get("c") is not None
+    memory.put("huge", entry(7))  # alone beyond the budget: not kept, nothing dropped
+    assert memory.get("huge") is None and memory.get("a") is not None
+    got = memory.get("c")
+    got["features"].zero_()  # a private copy
+    assert memory.get("c")["features"].sum() == 8
