@@ -30,34 +30,38 @@ def test_a_task_file_naming_itself_twice_is_refused(cli, tmp_path):
     _says_duplicate(res.err, path, 3, "name")
 
 
-def test_a_suite_file_with_a_repeated_key_is_refused(tmp_path):
+def _suite_file(path: Path) -> object:
     from itra_bench.yaml_tasks import load_suite_file
 
-    path = tmp_path / "suite.yaml"
-    path.write_text("suite: mine\ntasks: [a]\nsuite: yours\n")
-    with pytest.raises(UserError) as info:
-        load_suite_file(path)
-    _says_duplicate(str(info.value), path, 3, "suite")
+    return load_suite_file(path)
 
 
-def test_a_dataset_card_with_a_repeated_nested_key_is_refused(tmp_path):
+def _dataset_card(path: Path) -> object:
     from itra_bench.vision_benchmark.cards import load_card
 
-    path = tmp_path / "card.yaml"
-    path.write_text("name: pets\nsplits:\n  test: a\n  test: b\n")
-    with pytest.raises(UserError) as info:
-        load_card(path)
-    _says_duplicate(str(info.value), path, 4, "test")
+    return load_card(path)
 
 
-def test_a_training_config_with_a_repeated_key_is_refused(tmp_path):
+def _training_config(path: Path) -> object:
     from itra_train.config import defaults, merge_file
 
-    path = tmp_path / "train.yaml"
-    path.write_text("epochs: 1\nlr: 0.1\nepochs: 5\n")
+    return merge_file(defaults(), str(path))
+
+
+@pytest.mark.parametrize(("load", "text", "line", "key"), [
+    pytest.param(_suite_file, "suite: mine\ntasks: [a]\nsuite: yours\n", 3, "suite",
+                 id="suite-file"),
+    pytest.param(_dataset_card, "name: pets\nsplits:\n  test: a\n  test: b\n", 4, "test",
+                 id="dataset-card-nested"),
+    pytest.param(_training_config, "epochs: 1\nlr: 0.1\nepochs: 5\n", 3, "epochs",
+                 id="training-config"),
+])
+def test_a_file_with_a_repeated_key_is_refused(tmp_path, load, text, line, key):
+    path = tmp_path / "file.yaml"
+    path.write_text(text)
     with pytest.raises(UserError) as info:
-        merge_file(defaults(), str(path))
-    _says_duplicate(str(info.value), path, 3, "epochs")
+        load(path)
+    _says_duplicate(str(info.value), path, line, key)
 
 
 @pytest.mark.parametrize("shipped", [False, True])
