@@ -7,6 +7,7 @@ path serves a plain run and a run under ``torchrun --nproc-per-node K``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import itertools
@@ -14,7 +15,6 @@ import json
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -90,6 +90,7 @@ LAUNCHER_POLL_SECONDS = 0.5
 #: Exit status of a rank that stopped because its launcher is gone.
 LAUNCHER_GONE_EXIT = 1
 _watching = False
+_stop_watching = threading.Event()
 
 
 def watch_launcher(rank: int) -> None:
@@ -107,13 +108,29 @@ def watch_launcher(rank: int) -> None:
     # only once the main thread leaves a blocking collective. The thread runs meanwhile, as
     # collectives and sleeps release the GIL.
     launcher = os.getppid()
-    threading.Thread(target=_exit_when_orphaned, args=(rank, launcher),
-                     name="itra-bench launcher watch", daemon=True).start()
+    watcher = threading.Thread(target=_exit_when_orphaned, args=(rank, launcher),
+                               name=WATCHER_THREAD, daemon=True)
+    watcher.start()
+    # Ended and joined at a normal exit, before the interpreter finalizes: a daemon thread
+    # that wakes during finalization is ended by pthread_exit, whose forced unwinding next to
+    # torch's C++ teardown can abort the process ("terminate called without an active
+    # exception") after all its work is done.
+    atexit.register(_end_watch, watcher)
+
+
+#: Name of the thread that watches the launcher.
+WATCHER_THREAD = "itra-bench launcher watch"
+
+
+def _end_watch(watcher: threading.Thread) -> None:
+    _stop_watching.set()
+    watcher.join(timeout=5 * LAUNCHER_POLL_SECONDS)
 
 
 def _exit_when_orphaned(rank: int, launcher: int) -> None:
     while os.getppid() == launcher:
-        time.sleep(LAUNCHER_POLL_SECONDS)
+        if _stop_watching.wait(LAUNCHER_POLL_SECONDS):
+            return
     with contextlib.suppress(OSError):  # stderr may have gone with the launcher
         os.write(2, f"itra-bench: rank {rank}: the launcher (pid {launcher}) is gone; this "
                     "rank stops; what it completed is kept (rerun the same command to "

@@ -101,3 +101,24 @@ def test_two_processes_give_the_results_of_one(cli, tmp_path):
     assert len(list((tmp_path / "two").rglob("*.json"))) == len(single)
     entries = {p.name for p in (tmp_path / "c1").rglob("*.pt")}
     assert entries and entries == {p.name for p in (tmp_path / "c2").rglob("*.pt")}
+
+
+def test_launcher_watch_has_ended_before_the_interpreter_finalizes():
+    # A daemon thread still alive when the interpreter finalizes is ended by pthread_exit
+    # there; next to torch's C++ teardown that aborted a rank after its work was done
+    # ("terminate called without an active exception", seen twice in CI). The check is
+    # registered first, so it runs last among the exit handlers.
+    script = (
+        "import atexit, threading\n"
+        "def report():\n"
+        "    alive = [t.name for t in threading.enumerate()\n"
+        "             if t.name == 'itra-bench launcher watch' and t.is_alive()]\n"
+        "    print('watching at exit:', alive, flush=True)\n"
+        "atexit.register(report)\n"
+        "from itra_bench.distributed import watch_launcher\n"
+        "watch_launcher(0)\n"
+        "assert any(t.name == 'itra-bench launcher watch' for t in threading.enumerate())\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "watching at exit: []" in proc.stdout, proc.stdout
