@@ -1,0 +1,83 @@
+"""Result files written by an earlier itra-bench still load, collate and compare to the same
+numbers: renaming a word of the vocabulary must not orphan anybody's results.
+
+``tests/data/results_v1`` was written by the main of 2026-12-07 (before the vocabulary of
+issue 22): two test models (``pixel``, ``pixel:dim16``) on the demo suite, STS13, Wiki
+sections (triplets) and two ELEVATER datasets (zero-shot, and a 2-shot linear probe with
+seeds 0 and 1), on tiny synthetic data. ``tests/data/results_v1_expected`` holds what that
+main's ``results`` and ``compare --format json`` printed and wrote for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from itra_bench.results import iter_records
+
+DATA = Path(__file__).parent / "data"
+OLD = DATA / "results_v1"
+EXPECTED = DATA / "results_v1_expected"
+
+
+@pytest.fixture
+def old_results(tmp_path) -> Path:
+    # A copy: collating writes leaderboard files into the folder.
+    return Path(shutil.copytree(OLD, tmp_path / "results"))
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return {row[next(iter(row))]: row for row in csv.DictReader(f)}
+
+
+def _same_table(got: dict[str, dict[str, str]], want: dict[str, dict[str, str]]) -> None:
+    assert got.keys() == want.keys()
+    for key, row in want.items():
+        assert set(got[key]) == set(row), key
+        for column, value in row.items():
+            new = got[key][column]
+            try:
+                assert float(new) == pytest.approx(float(value), rel=1e-12, abs=1e-12), \
+                    (key, column)
+            except ValueError:
+                assert new == value, (key, column)
+
+
+def test_every_old_result_file_loads():
+    records = list(iter_records(OLD))
+    assert len(records) == 2 * 13
+    assert {r["model"]["name"] for _, r in records} == {"pixel", "pixel:dim16"}
+
+
+def test_old_results_collate_to_the_same_leaderboard_and_summary(cli, old_results, tmp_path):
+    out = tmp_path / "board"
+    res = cli("results", old_results, "--out", out, "--format", "csv")
+    assert res.code == 0, res
+    assert "warning" not in res.err, res.err
+    _same_table(_rows(out / "leaderboard.csv"), _rows(EXPECTED / "leaderboard.csv"))
+    _same_table(_rows(out / "elevater_summary.csv"), _rows(EXPECTED / "elevater_summary.csv"))
+
+
+def test_old_results_compare_to_the_same_differences(cli, old_results):
+    res = cli("compare", old_results, "--models", "pixel", "pixel:dim16", "--format", "json")
+    assert res.code == 0, res
+    got = {row["task"]: row for row in json.loads(res.out)}
+    want = {row["task"]: row for row in json.loads((EXPECTED / "compare.json").read_text())}
+    assert got.keys() == want.keys()
+    for task, row in want.items():
+        assert got[task].keys() == row.keys(), task
+        for key, value in row.items():
+            assert got[task][key] == (pytest.approx(value, rel=1e-12, abs=1e-12)
+                                      if isinstance(value, float) else value), (task, key)
+
+
+def test_old_results_make_a_report(cli, old_results, tmp_path):
+    res = cli("report", old_results, "--output", tmp_path / "report.html")
+    assert res.code == 0, res
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "wikisections-test" in html and "pixel:dim16" in html
