@@ -5,8 +5,8 @@ from /proc/self/status; ``ru_maxrss`` of the reaped child is read as a cross-che
 
 - ``stream``: what ``msmarco-passage-dev`` does: scan ``collection.tsv`` (pids to disk), then
   read it line by line, encode in batches and write each batch into the float16
-  :class:`itra_bench.passage_store.PassageStore`; then (a second figure) search it exactly
-  with 100 queries, block by block.
+  :class:`itra_bench.tasks.msmarco.passage_store.PassageStore`; then (a second figure) search
+  it exactly with 100 queries, block by block.
 - ``in-memory`` (baseline): the collection read into a list and encoded with
   ``itra_bench.encoding.encode_texts``, which keeps every float32 embedding in memory.
 
@@ -114,7 +114,7 @@ def child(mode: str, collection: Path, store_dir: Path, batch_size: int) -> dict
     import torch
 
     from itra_bench.context import RunContext
-    from itra_bench.passage_store import PassageStore
+    from itra_bench.tasks.msmarco.passage_store import PassageStore
 
     torch.set_num_threads(1)
     model = tiny_model()
@@ -126,8 +126,8 @@ def child(mode: str, collection: Path, store_dir: Path, batch_size: int) -> dict
     before = current_rss_mib()
     t0 = time.perf_counter()
     if mode == "in-memory":
-        from itra_bench.datasets.msmarco import iter_collection
         from itra_bench.encoding import encode_texts
+        from itra_bench.tasks.msmarco.readers import iter_collection
 
         texts = [text for _, text in iter_collection(collection)]
         features = encode_texts(model, texts, ctx, "encode passages")
@@ -135,9 +135,9 @@ def child(mode: str, collection: Path, store_dir: Path, batch_size: int) -> dict
                 "startup_peak_mib": startup_peak,
                 "peak_mib": peak_rss_mib(), "encode_s": time.perf_counter() - t0}
 
-    from itra_bench.datasets.msmarco import scan_collection
-    from itra_bench.protocols.ranking import search_inner_product
-    from itra_bench.tasks.msmarco import encode_collection
+    from itra_bench.tasks.msmarco.plugin import encode_collection
+    from itra_bench.tasks.msmarco.ranking import search_inner_product
+    from itra_bench.tasks.msmarco.readers import scan_collection
 
     store = PassageStore(store_dir, "bench")
     store_dir.mkdir(parents=True, exist_ok=True)

@@ -189,8 +189,8 @@ class TimedTrainer(Trainer):
 def trainer_argv(args: argparse.Namespace, csv: Path, batch_size: int, workers: int,
                  logs: Path, name: str) -> list[str]:
     """The ``itra-train`` command line of one trainer run (also what the plain loop mirrors)."""
-    return ["--train-data", str(csv), "--image-model", args.image_model,
-            "--text-model", args.text_model, "--epochs", str(args.epochs),
+    return ["--train-data", str(csv), "--image-tower", f"openclip:{args.image_model}",
+            "--text-tower", f"openclip:{args.text_model}", "--epochs", str(args.epochs),
             "--batch-size", str(batch_size), "--lr", str(args.lr), "--wd", str(args.wd),
             "--workers", str(workers), "--precision", args.precision,
             "--device", args.device, "--seed", "0", "--logs", str(logs), "--name", name,

@@ -124,8 +124,8 @@ def one_run(variant: str, mode: str, workers: int, data: dict, args, logs: Path,
     from itra_train.trainer import Trainer
 
     train_data = data["csv"] if variant == "csv" else data["pattern"]
-    argv = ["--train-data", train_data, "--image-model", "itra-demo", "--text-model",
-            "itra-demo", "--batch-size", str(args.batch_size), "--workers", str(workers),
+    argv = ["--train-data", train_data, "--image-tower", "openclip:itra-demo", "--text-tower",
+            "openclip:itra-demo", "--batch-size", str(args.batch_size), "--workers", str(workers),
             "--device", "cpu", "--precision", "fp32", "--no-progress", "--epochs", "1",
             "--warmup", "2", "--logs", str(logs), "--name", tag, "--log-every-n-steps",
             "1000000", "--train-num-samples", str(args.images)]

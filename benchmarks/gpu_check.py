@@ -189,8 +189,8 @@ def part_eval_2proc_nccl(check: Check, limit: float) -> dict[str, Any]:
 def _pipeline_model(check: Check) -> tuple[Any, str]:
     import open_clip
 
-    from itra_bench.demo_model import build_random_demo
     from itra_bench.plugins.openclip_models import OpenCLIPEncoder
+    from itra_train.demo_model import build_random_demo
 
     if check.smoke:
         return build_random_demo(), "itra-demo (random init)"

@@ -1,4 +1,5 @@
-"""The contract of subcommands that plugins add to the ``itra-bench`` command line."""
+"""The contract of the subcommands of the ``itra-bench`` command line: the built-in ones
+(``itra_bench.cli``) and those plugins add through the ``itra_bench_commands`` hook."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ FLAG_GROUPS = ("plugin", "protocol")
 
 @dataclass(frozen=True)
 class Command:
-    """A subcommand ``itra-bench NAME`` contributed by a plugin (the trainer adds ``train``,
-    ``watch`` and ``demo`` this way).
+    """A subcommand ``itra-bench NAME``: a built-in one, or one contributed by a plugin (the
+    trainer adds ``train``, ``watch`` and ``demo`` this way).
 
     Give either
 
@@ -27,7 +28,9 @@ class Command:
       ``add_arguments(parser)`` declares the command's own flags and ``flags`` names shared
       groups to include: ``plugin`` (``--plugin``, ``--disable-plugin``, ``--debug``) and
       ``protocol`` (the task options of ``itra-bench run``: ``--mode``, ``--shots``, ...;
-      turn them into ``ctx.options`` with ``itra_bench.cli.task_options(args)``); or
+      turn them into ``ctx.options`` with ``itra_bench.protocol_flag_options(args)``); the
+      flags of a run's settings (``--device``, ``--precision``, ...) are added one by one
+      with ``itra_bench.add_run_flag(parser, name)``; or
     - ``main(argv) -> exit code``: the command owns its command line, and receives every
       argument after its name (``itra-bench train ...`` is ``itra-train ...``).
 

@@ -24,6 +24,7 @@ from itra_bench.results import iter_records
 from itra_bench.sample_outcomes import OutcomeMismatchError, compare, read_outcomes
 from itra_bench.tables import Column, Value, readable, render
 from itra_bench.task import variant_family
+from itra_bench.vocabulary import INTERVAL_ENDS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -80,7 +81,7 @@ class Comparison:
     def columns(self, fmt: str = "table") -> list[Column]:
         """Columns of :meth:`rows` in ``fmt`` for :func:`itra_bench.tables.render`."""
         interval = ([Column("ci", f"{100 * self.confidence:g}% CI", whole=True, align="right")]
-                    if readable(fmt) else [Column("ci_low"), Column("ci_high")])
+                    if readable(fmt) else [Column(end) for end in INTERVAL_ENDS])
         return [Column("task", whole=True), Column("main_score", "main score", whole=True),
                 Column("a", "A", whole=True, align="right"),
                 Column("b", "B", whole=True, align="right"),
@@ -90,7 +91,7 @@ class Comparison:
 
     def rows(self, fmt: str = "table") -> list[dict[str, Value]]:
         """One row per task, then one per suite (``avg:SUITE``); scores x 100. For ``csv``
-        and ``json`` the interval is two numbers, ``ci_low`` and ``ci_high``."""
+        and ``json`` the interval is two numbers, ``low`` and ``high``."""
         text = readable(fmt)
         rows = [(t.column, t.main_score, t, t.p_value, t.significant) for t in self.tasks]
         rows += [(f"avg:{s.suite} ({s.tasks} tasks)", "mean", s, None, None)
@@ -104,7 +105,8 @@ class Comparison:
                         else 100 * d.difference,
                         "p_value": p_value, "significant": marker,
                         **({"ci": f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]"} if text
-                           else {"ci_low": 100 * d.low, "ci_high": 100 * d.high})})
+                           else dict(zip(INTERVAL_ENDS, (100 * d.low, 100 * d.high),
+                                         strict=True)))})
         return out
 
     def print(self, console: Console, fmt: str = "table") -> None:

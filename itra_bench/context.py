@@ -11,27 +11,23 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+# The precision's names and rules live in itra_bench.precision; these names stay importable
+# from here, where they were first.
+from itra_bench.precision import PRECISION_ALIASES as PRECISION_ALIASES
+from itra_bench.precision import PRECISIONS as PRECISIONS
+from itra_bench.precision import check_precision as check_precision
+from itra_bench.precision import precision_autocast
+from itra_bench.precision import precision_name as precision_name
+
 if TYPE_CHECKING:
     import torch
 
     from itra_bench.feature_cache import FeatureCache, FeatureMemory
     from itra_bench.progress import ProgressReporter
 
-PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
 #: Seconds a collective may wait for a slow or hung rank before the job ends (``--dist-timeout``;
 #: here, not in ``itra_bench.distributed``, so that ``--help`` shows it without importing torch).
 DEFAULT_TIMEOUT = 1800.0
-#: Old spellings of precisions, still accepted (itra-train once called float16 ``amp``).
-PRECISION_ALIASES = {"amp": "amp_fp16"}
-
-
-def precision_name(text: str) -> str:
-    """Today's name of a ``--precision`` value (an old spelling is renamed); an unknown one is
-    a ``ValueError`` listing the valid names."""
-    name = PRECISION_ALIASES.get(text, text)
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {text!r}; choose one of {', '.join(PRECISIONS)}")
-    return name
 
 
 def default_workers() -> int:
@@ -52,8 +48,14 @@ def _no_progress() -> ProgressReporter:
     return ProgressReporter(enabled=False)
 
 
+#: The fields of a context that a run's settings give as they are (see
+#: :meth:`RunContext.from_settings`).
+SETTINGS_FIELDS = ("precision", "batch_size", "workers", "seed", "skip_corrupt")
+
+
 # torch is imported where a context is made or used, never by importing this module: the
-# quick commands (`itra-bench list`, `--help`) read PRECISIONS and default_workers from here.
+# quick commands (`itra-bench list`, `--help`) read DEFAULT_TIMEOUT and default_workers from
+# here.
 @dataclass
 class RunContext:
     """Everything a task needs from the runner besides the model.
@@ -81,26 +83,16 @@ class RunContext:
     #: the feature cache and writes files.
     world: Any = None
 
+    @classmethod
+    def from_settings(cls, settings: Any, **fields: Any) -> RunContext:
+        """The context of a run whose settings object (``itra_bench.runner.RunConfig``)
+        gives the fields named alike (:data:`SETTINGS_FIELDS`); ``fields`` gives the rest
+        (device, folders, cache, options, ...), which the runner resolves."""
+        return cls(**{name: getattr(settings, name) for name in SETTINGS_FIELDS}, **fields)
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Mixed-precision context for model forward passes, per ``precision``."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        import torch
-
-        dtype = torch.bfloat16 if self.precision == "amp_bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """Refuse a ``--precision`` that ``device`` cannot run (one rule for ``itra-bench run``
-    and ``itra-train``)."""
-    from itra_bench.errors import UserError
-
-    # float16 autocast (and training's gradient scaler) is a CUDA feature: on CPU it is
-    # unsupported or far slower than the bfloat16 CPUs do have.
-    if precision == "amp_fp16" and device.type == "cpu":
-        raise UserError("--precision amp_fp16 needs a CUDA device; use amp_bf16 or fp32 on "
-                        "CPU")
+        return precision_autocast(self.precision, self.device)
 
 
 #: What ``--device`` accepts, as messages show it.

@@ -18,9 +18,12 @@ class UserError(Exception):
 
 #: The plural of each kind of name a message counts.
 PLURALS = {"model": "models", "loss": "losses", "task": "tasks", "suite": "suites",
-           "plugin": "plugins", "alias": "aliases", "dataset": "datasets"}
+           "plugin": "plugins", "alias": "aliases", "dataset": "datasets",
+           "model scheme": "model schemes"}
 #: The kinds ``itra-bench list KIND`` shows, by the word it takes.
-LIST_KINDS = ("models", "losses", "tasks", "suites", "plugins")
+LIST_KINDS = ("models", "losses", "tasks", "suites", "metrics", "plugins")
+#: Kinds that ``itra-bench list`` shows under another word (``list models`` lists schemes).
+_LISTED_AS = {"model schemes": "models"}
 
 
 def plural(kind: str) -> str:
@@ -47,8 +50,9 @@ class UnknownNameError(UserError):
         counts = [f"{len(v)} {plural(k) if len(v) != 1 else k}" for k, v in groups.items()]
         counted = counts[0] if len(counts) == 1 else \
             ", ".join(counts[:-1]) + " and " + counts[-1]
-        if plural(kind) in LIST_KINDS:
-            msg += f" Run `itra-bench list {plural(kind)}` to see them ({counted})."
+        listed = _LISTED_AS.get(plural(kind), plural(kind))
+        if listed in LIST_KINDS:
+            msg += f" Run `itra-bench list {listed}` to see them ({counted})."
         else:
             msg += f" There are {counted}; the {plural(kind)}: " + ", ".join(
                 sorted(groups[kind])) + "."

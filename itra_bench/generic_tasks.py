@@ -8,7 +8,7 @@ task type holds the control flow once, so adding a dataset is a data change.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +19,7 @@ from itra_bench.datasets.imagefolder import ImageFolderSplit
 from itra_bench.errors import UserError
 from itra_bench.model_api import IMAGE, TEXT
 from itra_bench.task import Task, TaskResult, positive_int_option
+from itra_bench.task_fields import file_key, not_from_file
 
 if TYPE_CHECKING:
     import torch
@@ -56,8 +57,9 @@ class ImageFolderData:
     """An ImageFolder tree ``root/<split>/<class>/<image>``; relative roots are under
     ``--data-root``."""
 
-    root: str
-    layout: str = IMAGEFOLDER_LAYOUT
+    root: str = file_key(help="the ImageFolder tree ROOT/<split>/<class>/<image>; a relative "
+                         "one is under paths_relative_to")
+    layout: str = not_from_file(IMAGEFOLDER_LAYOUT)
 
     def _root(self, data_root: Path) -> Path:
         return Path(data_root) / self.root
@@ -105,21 +107,23 @@ class ClassificationTask(Task):
     evaluation split alone.
     """
 
-    name: str = ""
-    data: Any = None
+    data: Any = not_from_file(None)
     protocol: str = "zeroshot"
-    eval_split: str = "test"
-    train_split: str = "train"
-    val_split: str | None = None
-    classnames: list[str] | None = None
-    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
-    knn_k: int = 20
-    knn_weighting: str = "uniform"
-    knn_temperature: float = 0.07
-    suites: tuple[str, ...] = ()
-    description: str = ""
+    eval_split: str = file_key("test", name="split", help="the split evaluated")
+    train_split: str = file_key("train", help="linear_probe, knn: the split fitted on")
+    val_split: str | None = file_key(None, help="linear_probe: the split its L2 strength is "
+                                     "chosen on (default: a part of the training split)")
+    classnames: list[str] | None = file_key(None, help="the class names, one per class "
+                                            "folder in sorted order (default: the folder names)")
+    templates: list[str] = file_key(default_factory=lambda: ["a photo of a {}."],
+                                    help="zeroshot: the prompt templates; {} is the class name")
+    knn_k: int = file_key(20, name="k", help="knn: the neighbours that vote")
+    knn_weighting: str = file_key("uniform", name="weighting",
+                                  help="knn: how the votes are weighted (uniform, ...)")
+    knn_temperature: float = file_key(0.07, name="temperature",
+                                      help="knn: the temperature of similarity weighting")
     #: Where the task was declared (a task file), for messages.
-    source: str = ""
+    source: str = not_from_file("")
 
     def __post_init__(self) -> None:
         if self.protocol not in CLASSIFICATION_PROTOCOLS:
@@ -251,10 +255,11 @@ class CaptionData(Protocol):
 class CaptionsCSVData:
     """A caption table in the trainer's CSV format; relative paths are under ``--data-root``."""
 
-    file: str
-    separator: str = "\t"
-    img_key: str = "filepath"
-    caption_key: str = "title"
+    file: str = file_key(help="the caption table; a relative one is under paths_relative_to")
+    separator: str = file_key("\t", help="the table's column separator (one character)")
+    img_key: str = file_key("filepath", help="the column of image paths (relative to the "
+                            "table's folder)")
+    caption_key: str = file_key("title", help="the column of captions")
 
     @property
     def layout(self) -> str:
@@ -275,10 +280,7 @@ class CaptionsCSVData:
 class RetrievalTask(Task):
     """Image-text retrieval with one or more captions per image: R@1/5/10 both ways."""
 
-    name: str = ""
-    data: Any = None
-    suites: tuple[str, ...] = ()
-    description: str = ""
+    data: Any = not_from_file(None)
     protocol: str = "retrieval"
     main_score: str = "mean_recall"
     modalities: frozenset[str] = frozenset({IMAGE, TEXT})

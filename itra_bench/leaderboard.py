@@ -13,6 +13,7 @@ from itra_bench.atomic_io import atomic_write_text
 from itra_bench.results import iter_records
 from itra_bench.tables import Column, Value, readable, render, to_markdown
 from itra_bench.task import variant_family
+from itra_bench.vocabulary import INTERVAL_ENDS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -102,8 +103,8 @@ class Leaderboard:
 
         For ``table`` and ``markdown`` a score with an interval is the text
         ``71.20 ± 1.05`` or ``13.13 [10.20, 15.90]``; for ``csv`` and ``json`` scores stay
-        numbers and each interval is given as ``TASK/ci_low`` and ``TASK/ci_high`` (x 100),
-        keys that :meth:`columns` lists for those formats."""
+        numbers and each interval is given as ``TASK/low`` and ``TASK/high`` (x 100), keys
+        that :meth:`columns` lists for those formats."""
         def pct(v: float | None) -> float | None:
             return None if v is None else 100 * v
 
@@ -118,13 +119,14 @@ class Leaderboard:
                     row[c] = self.score_text(m, c) or None
                 else:
                     row[c] = pct(self.main.get((m, c)))
-                    row[f"{c}/ci_low"] = pct(ci[0]) if ci else None
-                    row[f"{c}/ci_high"] = pct(ci[1]) if ci else None
+                    for end, bound in zip(_CI_COLUMNS, ci or (None, None), strict=True):
+                        row[f"{c}/{end}"] = pct(bound)
             out.append(row)
         return out
 
 
-_CI_COLUMNS = ("ci_low", "ci_high")
+#: The interval's columns beside each task's (``TASK/low``, ``TASK/high``).
+_CI_COLUMNS = INTERVAL_ENDS
 
 
 def _pct(v: float | None) -> str:
@@ -143,22 +145,6 @@ def score_with_interval(value: float, low: float, high: float) -> str:
 
 def _raw(v: float | None) -> str:
     return "" if v is None else repr(float(v))
-
-
-#: Metric names of results written before the vocabulary was unified, per protocol.
-_SNLI_VE_OLD = {"accuracy": "acc1", "mean_per_class_accuracy": "mean_per_class_recall",
-                "dev_accuracy": "dev_acc1", "text_premise_accuracy": "text_premise_acc1",
-                "dev_text_premise_accuracy": "dev_text_premise_acc1",
-                **{f"accuracy_{c}": f"recall_{c}"
-                   for c in ("entailment", "neutral", "contradiction")}}
-_OLD_METRIC_NAMES = {"elevater": {"accuracy": "acc1",
-                                  "mean_per_class": "mean_per_class_recall_present"},
-                     "snli_ve_zeroshot": _SNLI_VE_OLD, "snli_ve_transfer": _SNLI_VE_OLD}
-
-
-def _current_name(record: dict[str, Any], metric: str) -> str:
-    """Today's name of a metric read from a (possibly older) result file."""
-    return _OLD_METRIC_NAMES.get(record.get("protocol", ""), {}).get(metric, metric)
 
 
 def model_labeller(records: list[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
@@ -237,8 +223,10 @@ def collate(root: str | Path, problems: list[str] | None = None,
         main[(m, c)] = float(r["main_score_value"])
         ci = r.get("main_score_interval")
         if isinstance(ci, dict):
-            intervals[(m, c)] = (float(ci["low"]), float(ci["high"]))
-        metrics[(m, c)] = {_current_name(r, k): float(v) for k, v in r["metrics"].items()}
+            low, high = (float(ci[end]) for end in INTERVAL_ENDS)
+            intervals[(m, c)] = (low, high)
+        # Older files' renamed metrics come with today's names (iter_records).
+        metrics[(m, c)] = {k: float(v) for k, v in r["metrics"].items()}
     suite_avg = {}
     for (m, s, family), per_task in by_family.items():
         if set(per_task) == suite_tasks[s]:  # never for an undeclared suite (None)

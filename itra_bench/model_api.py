@@ -4,6 +4,7 @@ loading torch; :mod:`itra_bench.model` re-exports them)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,31 +18,49 @@ IMAGE = "image"
 TEXT = "text"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ModelOptions:
     """Options from the command line that a model builder may honour.
 
     pretrained: a local weights file given with ``--pretrained`` (overrides the one in the spec).
         Like ``cache_dir``, it arrives with ``~`` and ``$VAR`` expanded.
     random_init: ``--random-init``; without it a builder must refuse a model with no weights.
-    pooler: ``cls`` or ``mean`` for transformer text encoders (None: the model's own default).
+    text_pooler: ``--text-pooler``, ``cls`` or ``mean`` token pooling for transformer text
+        encoders (None: the model's own default). ``pooler``, its old name, is still taken
+        as a keyword and read as an attribute.
     cache_dir: where builders look for locally cached pretrained weights.
     seed: seed for any random initialisation, so random-init fingerprints are reproducible.
     """
 
     pretrained: str | None = None
     random_init: bool = False
-    pooler: str | None = None
+    text_pooler: str | None = None
     cache_dir: str | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # Expanded once here, so that every builder (plugins' too) gets a usable path.
-        for name in ("pretrained", "cache_dir"):
-            value = getattr(self, name)
-            if value:
-                object.__setattr__(self, name, expand_path(value))
+    def __init__(self, pretrained: str | None = None, random_init: bool = False,
+                 text_pooler: str | None = None, cache_dir: str | None = None, seed: int = 0,
+                 extra: dict[str, Any] | None = None, *, pooler: str | None = None) -> None:
+        if pooler is not None:
+            if text_pooler is not None and text_pooler != pooler:
+                raise TypeError("ModelOptions: give text_pooler alone (pooler is its old name)")
+            warnings.warn("ModelOptions(pooler=...) is deprecated; use text_pooler=",
+                          DeprecationWarning, stacklevel=2)
+            text_pooler = pooler
+        values = {"pretrained": pretrained, "random_init": random_init,
+                  "text_pooler": text_pooler, "cache_dir": cache_dir, "seed": seed,
+                  "extra": {} if extra is None else extra}
+        for name, value in values.items():
+            # Expanded once here, so that every builder (plugins' too) gets a usable path.
+            if name in ("pretrained", "cache_dir") and value:
+                value = expand_path(value)
+            object.__setattr__(self, name, value)
+
+    @property
+    def pooler(self) -> str | None:
+        """The old name of :attr:`text_pooler`, for builders that read it."""
+        return self.text_pooler
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,36 @@
 """The plugin host: loads plugins from the ``itra_bench`` entry-point group (built-ins
-included), from ``--plugin MODULE`` and from ``ITRA_BENCH_PLUGINS``, and collects what they
-provide into name -> item tables, refusing clashes."""
+included), from ``--plugin MODULE`` and from ``ITRA_BENCH_PLUGINS``, collects what they
+provide into name -> item tables, refusing clashes (:mod:`itra_bench.plugin_tables`), and
+says which registry is active. What it learns about each plugin as it loads it is
+:mod:`itra_bench.plugin_inspection`."""
 
 from __future__ import annotations
 
 import contextlib
-import difflib
-import hashlib
+import functools
 import importlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from pathlib import Path
-from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import pluggy
 
 from itra_bench import hookspecs
 from itra_bench.errors import PluginBugError, PluginClashError, UnknownNameError, UserError
+from itra_bench.plugin_inspection import (
+    check_hook_names,
+    distribution,
+    module_name,
+    source_version,
+)
+from itra_bench.plugin_tables import Provided, listed, mapped, put
 from itra_bench.results import NAME_RULE, is_safe_name
 
 GROUP = "itra_bench"
 ENV_VAR = "ITRA_BENCH_PLUGINS"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,15 +52,6 @@ class PluginInfo:
         """What a result records about the plugin that provided its model, task or loss."""
         return {"plugin": self.name, "distribution": self.distribution,
                 "version": self.version, "module": self.module}
-
-
-@dataclass(frozen=True)
-class Provided(Generic[T]):
-    """One named item and the plugin that provides it."""
-
-    name: str
-    item: T
-    plugin: PluginInfo
 
 
 class Registry:
@@ -88,7 +84,7 @@ class Registry:
         """Collect every kind from the plugins now (what every command but ``--help`` does
         first, so a clash anywhere stops it at start-up)."""
         for kind in ("models", "losses", "tasks", "task_file_protocols", "task_prefixes",
-                     "commands"):
+                     "commands", "result_summaries", "outcome_statistics", "metrics"):
             self._table(kind)
 
     @property
@@ -107,8 +103,25 @@ class Registry:
         return self._table("commands")
 
     @property
+    def result_summaries(self) -> dict[str, Provided[Any]]:
+        """Views of a results folder (``itra-bench results`` and ``report``) by name."""
+        return self._table("result_summaries")
+
+    @property
+    def outcome_statistics(self) -> dict[str, Provided[Any]]:
+        """Metrics that plugins recompute from per-sample outcomes, by ``kind:metric``
+        (:func:`itra_bench.outcome_statistics.statistic_key`)."""
+        return self._table("outcome_statistics")
+
+    @property
+    def metrics(self) -> dict[str, Provided[Any]]:
+        """The metrics plugins declare (:class:`itra_bench.metric_names.Metric`), by name or
+        pattern; the host's own are :data:`itra_bench.metric_names.HOST_METRICS`."""
+        return self._table("metrics")
+
+    @property
     def task_file_protocols(self) -> dict[str, Provided[Any]]:
-        """Task-file factories by protocol."""
+        """The task types (or factories) of task files, by the ``task_type`` that names them."""
         return self._table("task_file_protocols")
 
     @property
@@ -148,14 +161,14 @@ class Registry:
         clash (``label`` names the kind)."""
         table = self._tables[kind] = {}
         for impl, info in self._impls(hook):
-            for item in _listed(impl, info, hook, item_type):
-                _put(table, label, name(item), item, info)
+            for item in listed(impl, info, hook, item_type):
+                put(table, label, name(item), item, info)
 
     def _load_models(self) -> None:
         from itra_bench.model_api import ModelBuilder
 
-        self._load_named("models", "itra_bench_model_builders", "model", lambda b: b.scheme,
-                         ModelBuilder)
+        self._load_named("models", "itra_bench_model_builders", "model scheme",
+                         lambda b: b.scheme, ModelBuilder)
 
     def _load_losses(self) -> None:
         from itra_bench.losses import LossSpec
@@ -169,17 +182,35 @@ class Registry:
         self._load_named("commands", "itra_bench_commands", "command", lambda c: c.name,
                          Command)
 
+    def _load_result_summaries(self) -> None:
+        from itra_bench.summaries import ResultSummary
+
+        self._load_named("result_summaries", "itra_bench_result_summaries", "result summary",
+                         lambda s: s.name, ResultSummary)
+
+    def _load_outcome_statistics(self) -> None:
+        from itra_bench.outcome_statistics import OutcomeStatistic
+
+        self._load_named("outcome_statistics", "itra_bench_outcome_statistics",
+                         "outcome statistic", lambda s: s.key, OutcomeStatistic)
+
+    def _load_metrics(self) -> None:
+        from itra_bench.metric_names import Metric, refuse_host_names
+
+        self._load_named("metrics", "itra_bench_metrics", "metric", lambda m: m.name, Metric)
+        refuse_host_names(self._tables["metrics"])
+
     def _load_keyed(self, kind: str, hook: str, label: str, key: str) -> None:
         """Fill the table ``kind`` with the ``{key: factory}`` mappings the ``hook``
         implementations return; a key two plugins provide is a clash (``label`` names it)."""
         table = self._tables[kind] = {}
         for impl, info in self._impls(hook):
-            for name, factory in _mapped(impl, info, hook, f"{key} -> factory").items():
-                _put(table, label, name, factory, info)
+            for name, factory in mapped(impl, info, hook, f"{key} -> factory").items():
+                put(table, label, name, factory, info)
 
     def _load_task_file_protocols(self) -> None:
         self._load_keyed("task_file_protocols", "itra_bench_task_file_protocols",
-                         "task file protocol", "protocol")
+                         "task type", "task type")
 
     def _load_task_prefixes(self) -> None:
         self._load_keyed("task_prefixes", "itra_bench_task_prefixes", "task prefix", "prefix")
@@ -191,17 +222,17 @@ class Registry:
         from itra_bench.task import Task
 
         for hook, info in self._impls("itra_bench_tasks"):
-            for task in _listed(hook, info, "itra_bench_tasks", Task):
+            for task in listed(hook, info, "itra_bench_tasks", Task):
                 self.add_task(task, info)
         protocols = {name: p.item for name, p in self.task_file_protocols.items()}
         for hook, info in self._impls("itra_bench_task_files"):
             from itra_bench.yaml_tasks import load_task_file
 
-            for path in _listed(hook, info, "itra_bench_task_files", (str, os.PathLike)):
+            for path in listed(hook, info, "itra_bench_task_files", (str, os.PathLike)):
                 self.add_task(load_task_file(path, protocols), info)
         suites, providers = self.suites, self.suite_providers
         for hook, info in self._impls("itra_bench_suites"):
-            for suite, names in _mapped(hook, info, "itra_bench_suites",
+            for suite, names in mapped(hook, info, "itra_bench_suites",
                                         "suite -> task names").items():
                 suites.setdefault(suite, [])
                 providers.setdefault(suite, info)
@@ -212,7 +243,7 @@ class Registry:
     def model_builder(self, scheme: str) -> Any:
         """The builder owning ``scheme``; unknown schemes suggest close matches."""
         if scheme not in self.models:
-            raise UnknownNameError("model", scheme, self.models)
+            raise UnknownNameError("model scheme", scheme, self.models)
         return self.models[scheme].item
 
     def build_model(self, scheme: str, rest: str, options: Any) -> Any:
@@ -231,7 +262,8 @@ class Registry:
                     raise
                 plugin = self.models[scheme].plugin
                 raise PluginBugError(
-                    f"plugin bug: the model builder {scheme!r} of {plugin.describe()}, module "
+                    f"plugin bug: the builder of the model scheme {scheme!r} of "
+                    f"{plugin.describe()}, module "
                     f"{plugin.module}, raised {type(exc).__name__}: {exc} (building "
                     f"{scheme}:{rest}). A builder must return an EncoderModel, or raise "
                     "itra_bench.errors.UserError saying what the user must change; report it "
@@ -255,7 +287,7 @@ class Registry:
         if task.name in aliases:
             raise PluginClashError(f"task name {task.name!r} (plugin {plugin.name!r}) is "
                                    f"already an alias of task {aliases[task.name]!r}")
-        _put(tasks, "task", task.name, task, plugin)
+        put(tasks, "task", task.name, task, plugin)
         for alias in task.aliases:
             if alias == task.name:
                 continue
@@ -281,13 +313,26 @@ _ACTIVE: ContextVar[Registry | None] = ContextVar("itra_bench_active_registry", 
 
 
 def active_registry() -> Registry | None:
-    """The registry of the command building a model now (None outside a build).
+    """The registry of the command running now (None outside a command, a run or a model
+    build).
 
     A builder that builds parts of its model with other plugins' builders (an itra-train
     checkpoint rebuilding its towers) takes them from here: the plugins of the command,
     installed entry points and ``--plugin`` modules alike, and no others.
     """
     return _ACTIVE.get()
+
+
+@functools.cache
+def _installed_registry() -> Registry:
+    return load_registry(lazy=True)
+
+
+def current_registry() -> Registry:
+    """The :func:`active_registry`, else the registry of every installed plugin (loaded
+    once per process): what code running outside a command (a script calling the library)
+    takes plugins' contributions from."""
+    return active_registry() or _installed_registry()
 
 
 @contextlib.contextmanager
@@ -298,123 +343,6 @@ def activated(registry: Registry) -> Iterator[Registry]:
         yield registry
     finally:
         _ACTIVE.reset(token)
-
-
-def _hook_bug(info: PluginInfo, hook: str, problem: str, wanted: str) -> PluginBugError:
-    """The error for a ``hook`` implementation of ``info`` that returned the wrong thing."""
-    return PluginBugError(f"plugin bug: {info.describe()}, module {info.module}: its hook "
-                          f"{hook}() {problem}; it must return {wanted}. Report it to the "
-                          "plugin's authors.")
-
-
-def _listed(impl: Callable[[], Any], info: PluginInfo, hook: str,
-            item_type: type | tuple[type, ...]) -> list[Any]:
-    """What the ``hook`` implementation ``impl`` of plugin ``info`` returns (None: nothing),
-    refused as the plugin's bug unless it is a list (or other iterable) of ``item_type``."""
-    types = item_type if isinstance(item_type, tuple) else (item_type,)
-    wanted = "a list of " + " or ".join(t.__name__ for t in types)
-    returned = impl()
-    if returned is None:
-        return []
-    # One item in place of a list (the commonest slip) is not iterable, or iterates over
-    # something else (a str over its characters, a dict over its keys).
-    if isinstance(returned, (str, bytes, Mapping, *types)) or \
-            not isinstance(returned, Iterable):
-        raise _hook_bug(info, hook, f"returned a {type(returned).__name__}", wanted)
-    items = list(returned)
-    for item in items:
-        if not isinstance(item, types):
-            raise _hook_bug(info, hook, f"returned a list holding a {type(item).__name__} "
-                                        f"({item!r:.80})", wanted)
-    return items
-
-
-def _mapped(impl: Callable[[], Any], info: PluginInfo, hook: str, what: str
-            ) -> Mapping[Any, Any]:
-    """What the ``hook`` implementation ``impl`` of plugin ``info`` returns (None: nothing),
-    refused as the plugin's bug unless it is a mapping (``what`` says of what)."""
-    returned = impl()
-    if returned is None:
-        return {}
-    if not isinstance(returned, Mapping):
-        raise _hook_bug(info, hook, f"returned a {type(returned).__name__}",
-                        f"a dict {{{what}}}")
-    return returned
-
-
-def _put(table: dict[str, Provided[Any]], kind: str, name: str, item: Any,
-         plugin: PluginInfo) -> None:
-    if not name:
-        raise UserError(f"plugin {plugin.name!r} ({plugin.distribution}) provides a {kind} "
-                        "with an empty name")
-    if name in table:
-        other = table[name].plugin
-        raise PluginClashError(
-            f"{kind} {name!r} is provided by two plugins: {other.name!r} "
-            f"(distribution {other.distribution}, module {other.module}) and {plugin.name!r} "
-            f"(distribution {plugin.distribution}, module {plugin.module}). Uninstall one, or "
-            f"block one with `--disable-plugin NAME`."
-        )
-    table[name] = Provided(name, item, plugin)
-
-
-def source_version(module: ModuleType) -> str:
-    """A version for a module that no distribution versions (``--plugin``): a digest of its
-    source (every ``.py`` file of a package), so that editing it changes the fingerprints
-    of the models it builds."""
-    folder = getattr(module, "__path__", None)
-    files = sorted(Path(folder[0]).rglob("*.py")) if folder else \
-        [Path(module.__file__)] if getattr(module, "__file__", None) else []
-    digest = hashlib.sha256()
-    for path in files:
-        with contextlib.suppress(OSError):
-            digest.update(f"{path.name}\0".encode() + path.read_bytes())
-    return f"source-{digest.hexdigest()[:12]}" if files else ""
-
-
-def _module_name(obj: object) -> str:
-    return obj.__name__ if isinstance(obj, ModuleType) else type(obj).__module__
-
-
-def _distribution(ep: Any, seen: dict[int, tuple[str, str]]) -> tuple[str, str]:
-    """Name and version of the distribution declaring ``ep`` (``("?", "")`` if unknown)."""
-    if ep.dist is None:
-        return "?", ""
-    # Each `.name` or `.version` parses the distribution's METADATA file again (0.16 s for
-    # the built-ins' 19 entry points); entry points of one distribution share its object.
-    key = id(ep.dist)
-    if key not in seen:
-        meta = ep.dist.metadata
-        seen[key] = (meta["Name"], meta["Version"])
-    return seen[key]
-
-
-def check_hook_names(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
-    """Refuse a hook implementation that matches no hook (a misspelled name would otherwise
-    be ignored silently), and a function named like a hook that lacks ``@hookimpl``."""
-    known = [name for name in dir(hookspecs) if name.startswith("itra_bench_")]
-    for name, caller in vars(pm.hook).items():
-        if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
-            continue
-        for impl in caller.get_hookimpls():
-            if impl.optionalhook:
-                continue
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UserError(
-                f"{infos[impl.plugin_name].describe()} implements {name!r}, which is not an "
-                f"itra-bench hook.{hint} The hooks are: {', '.join(known)} (see "
-                "itra_bench.hookspecs).")
-    for plugin_name, plugin in pm.list_name_plugin():
-        impls = {impl.function for caller in pm.get_hookcallers(plugin) or ()
-                 for impl in caller.get_hookimpls() if impl.plugin_name == plugin_name}
-        for name in known:
-            func = getattr(plugin, name, None)
-            if callable(func) and func not in impls:
-                raise UserError(
-                    f"{infos[plugin_name].describe()} defines {name}() without the "
-                    "@itra_bench.hookimpl decorator, so itra-bench would never call it; "
-                    "decorate it.")
 
 
 def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (), *,
@@ -435,7 +363,7 @@ def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
     for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
         if ep.name in disabled or pm.has_plugin(ep.name):
             continue
-        dist, version = _distribution(ep, dists)
+        dist, version = distribution(ep, dists)
         try:
             plugin = ep.load()
         except Exception as exc:
@@ -445,7 +373,7 @@ def load_registry(extra_modules: Iterable[str] = (), disabled: Iterable[str] = (
                 f"`--disable-plugin {ep.name}`."
             ) from exc
         pm.register(plugin, name=ep.name)
-        infos[ep.name] = PluginInfo(ep.name, dist, _module_name(plugin), version)
+        infos[ep.name] = PluginInfo(ep.name, dist, module_name(plugin), version)
 
     env_modules = [m.strip() for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()]
     for mod_name in [*extra_modules, *env_modules]:

@@ -15,6 +15,8 @@ from typing import Any
 
 from itra_bench.atomic_io import atomic_write_json, remove_stale_temp_files
 from itra_bench.errors import UserError
+from itra_bench.metric_names import check_reported
+from itra_bench.vocabulary import current_record
 
 SCHEMA = "itra-bench/result/v1"
 _VERSIONED = ("itra-bench", "torch", "torchvision", "open_clip_torch", "timm", "transformers",
@@ -96,7 +98,10 @@ class ResultStore:
             slug(variant, NAME_LIMIT) + ".json")
 
     def write(self, path: Path, record: dict[str, Any]) -> Path:
-        """Atomically store ``record`` (stamped with the schema, versions and git commit)."""
+        """Atomically store ``record`` (stamped with the schema, versions and git commit).
+        A metric that no loaded plugin declares (:mod:`itra_bench.metric_names`) is refused
+        as its task's plugin's bug."""
+        check_reported(record)
         record = {"schema": SCHEMA, **record, "versions": package_versions(),
                   "git_commit": git_commit()}
         return atomic_write_json(path, record)
@@ -108,11 +113,12 @@ class ResultStore:
         return remove_stale_temp_files(self.root, depth=3)
 
     def read(self, path: Path) -> dict[str, Any]:
-        """Load one stored record; an unreadable or incomplete one raises
+        """Load one stored record, in today's words (:func:`itra_bench.vocabulary.
+        current_record`); an unreadable or incomplete one raises
         :class:`InvalidResultError` naming the file."""
         record = _load(Path(path))
         check_record(path, record)
-        return record
+        return current_record(record)
 
 
 class InvalidResultError(UserError):
@@ -220,9 +226,11 @@ def _load(path: Path) -> dict[str, Any]:
 
 def iter_records(root: str | Path, problems: list[str] | None = None
                  ) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every result document under ``root``. Other JSON documents (prediction files, ...) are
-    ignored; files that are not JSON, empty, or results whose fields do not match the schema
-    (:func:`check_record`) are described in ``problems`` when a list is given."""
+    """Every result document under ``root``, in today's words (older files' renamed metrics
+    and settings read as :func:`itra_bench.vocabulary.current_record` renames them). Other
+    JSON documents (prediction files, ...) are ignored; files that are not JSON, empty, or
+    results whose fields do not match the schema (:func:`check_record`) are described in
+    ``problems`` when a list is given."""
     for path in sorted(Path(root).rglob("*.json")):
         try:
             record = _load(path)
@@ -237,7 +245,7 @@ def iter_records(root: str | Path, problems: list[str] | None = None
             if problems is not None:
                 problems.append(str(exc))
             continue
-        yield path, record
+        yield path, current_record(record)
 
 
 def _other_document(path: Path) -> bool:

@@ -1,5 +1,7 @@
-"""Per-sample outcomes of a result: the arrays that a resampling needs, the statistics that
-recompute a metric from them, and the ``.samples.npz`` file kept beside each result JSON.
+"""Per-sample outcomes of a result: the arrays that a resampling needs, the checks, intervals
+and paired comparisons computed from them, and the ``.samples.npz`` file kept beside each
+result JSON. Each kind's statistics, which recompute its metrics, are in
+:mod:`itra_bench.outcome_kinds`.
 
 A task returns its outcomes as ``TaskResult(..., samples=SampleOutcomes(kind, arrays))``.
 The *kind* says what the arrays hold and which metrics they reproduce:
@@ -17,9 +19,15 @@ kind                arrays (one row per evaluation sample)       metrics it reco
                     ``caption_image [captions]``, ``ks``         ``mean_recall``
 ``correlation``     ``pred [n]``, ``gold [n]``                   ``spearman``, ``pearson``
 ``binary_scores``   ``score [n]``, ``label [n]`` (0/1)           ``roc_auc``
-``multilabel``      ``scores [n, C]``, ``labels [n, C]``         ``11point_mAP`` (ELEVATER's)
+``multilabel``      ``scores [n, C]``, ``labels [n, C]``         what plugins provide (ELEVATER:
+                                                                 ``11point_mAP``)
 ``clustering``      ``cluster [n]``, ``label [n]``               ``nmi``, ``ami`` (scikit-learn)
 ==================  ===========================================  ===============================
+
+Plugins teach a kind further metrics through the ``itra_bench_outcome_statistics`` hook
+(:class:`itra_bench.outcome_statistics.OutcomeStatistic`), looked up in
+:func:`itra_bench.registry.current_registry`; with the plugin disabled, such a metric is not
+recomputed: it gets no interval and cannot be compared.
 
 The resampled unit is a sample, except for ``retrieval``, where it is an image with all its
 captions (a caption's outcome depends on its image). Ranks and predictions are held fixed:
@@ -39,7 +47,7 @@ import math
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +56,6 @@ import numpy as np
 from itra_bench.atomic_io import atomic_write
 from itra_bench.bootstrap import (
     CONFIDENCE,
-    MAX_CELLS,
     RESAMPLES,
     Interval,
     PairedDifference,
@@ -57,14 +64,13 @@ from itra_bench.bootstrap import (
     bootstrap_interval,
     group_mean_interval,
     group_mean_paired,
-    mean,
     on_all_samples,
     paired_difference,
-    pearson,
-    spearman,
 )
 from itra_bench.errors import UserError
+from itra_bench.outcome_kinds import KINDS, plugin_statistic
 from itra_bench.paths import is_file_name
+from itra_bench.vocabulary import current_outcome_arrays
 
 #: Relative tolerance between a reported metric and its recomputation from the outcomes.
 TOLERANCE = 1e-9
@@ -96,12 +102,27 @@ class SampleOutcomes:
         """How many resampling units there are (samples; images for retrieval)."""
         return len(KINDS[self.kind].units(self.arrays)[0])
 
-    def statistic(self, metric: str) -> tuple[list[np.ndarray], Statistic] | None:
-        """Per-unit arrays and the vectorised statistic that gives ``metric`` from them, or
-        None when this kind does not define ``metric``."""
+    def _definition(self, metric: str) -> tuple[Statistic, Range | None] | None:
+        """The statistic of ``metric`` and its range when its intervals are recentred: the
+        kind's own, else a loaded plugin's; None when neither defines ``metric``."""
         kind = KINDS[self.kind]
         stat = kind.statistic(metric, self.arrays)
-        return None if stat is None else (kind.units(self.arrays), stat)
+        if stat is not None:
+            return stat, kind.recentred.get(metric)
+        provided = plugin_statistic(self.kind, metric)
+        return None if provided is None else (provided.statistic, provided.recentred)
+
+    def statistic(self, metric: str) -> tuple[list[np.ndarray], Statistic] | None:
+        """Per-unit arrays and the vectorised statistic that gives ``metric`` from them, or
+        None when neither this kind nor a loaded plugin defines ``metric``."""
+        found = self._definition(metric)
+        return None if found is None else (KINDS[self.kind].units(self.arrays), found[0])
+
+    def recentred(self, metric: str) -> Range | None:
+        """The range of ``metric`` when resampling displaces its bootstrap distribution (its
+        intervals are then recentred on the score), else None."""
+        found = self._definition(metric)
+        return None if found is None else found[1]
 
     def value(self, metric: str) -> float | None:
         """``metric`` recomputed on all samples (None when the kind does not define it)."""
@@ -130,236 +151,10 @@ def as_array(value: object) -> np.ndarray:
     return np.asarray(detach().cpu().numpy() if detach is not None else value)
 
 
-@dataclass(frozen=True)
-class _Kind:
-    required: tuple[str, ...]
-    #: Arrays that describe the data rather than the model: equal for two comparable results.
-    data: tuple[str, ...]
-    units: Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
-    statistic: Callable[[str, Mapping[str, np.ndarray]], Statistic | None]
-    #: Whether two models' outcomes of one sample are on one scale, so that a permutation
-    #: test may swap them (hits and ranks are; raw scores and cluster ids are not).
-    exchangeable: bool = True
-    #: Metrics whose bootstrap distribution resampling with replacement displaces from the
-    #: score, with their range: their intervals are recentred on the score within it (see
-    #: :func:`itra_bench.bootstrap.bootstrap_interval`). A duplicated sample agrees with its
-    #: copy, which adds mutual information (NMI, AMI), and ranks a positive right beside a
-    #: positive (11-point mAP); means, recalls, correlations and AUC are not displaced.
-    recentred: Mapping[str, Range] = field(default_factory=dict)
-    #: Where the metric is a mean of per-unit values (accuracy, VQA accuracy, reciprocal
-    #: rank), or a mean over classes of per-class means (mean per-class recall): the values
-    #: and the classes (None for a plain mean). Such metrics are resampled exactly and at
-    #: once (:func:`itra_bench.bootstrap.group_mean_interval`).
-    group_means: Callable[[str, Mapping[str, np.ndarray]],
-                          tuple[np.ndarray, np.ndarray | None] | None] = \
-        lambda metric, arrays: None
-
-
-# -- means ---------------------------------------------------------------------------------
-
-def _means_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic | None:
-    if metric not in arrays:
-        return None
-    names = sorted(arrays)
-    column = names.index(metric)
-    return lambda *units: mean(units[column])
-
-
-def _means_values(metric: str, arrays: Mapping[str, np.ndarray]
-                  ) -> tuple[np.ndarray, None] | None:
-    values = arrays.get(metric)
-    return None if values is None or values.ndim != 1 else (values, None)
-
-
-# -- classification ------------------------------------------------------------------------
-
-def _classification_metric(metric: str) -> int | None:
-    """``k`` for ``acc<k>``, 0 for ``mean_per_class_recall*``, None for other metrics."""
-    if metric.startswith("acc") and metric[3:].isdigit():
-        return int(metric[3:])
-    return 0 if metric.startswith("mean_per_class_recall") else None
-
-
-def _classification_values(metric: str, arrays: Mapping[str, np.ndarray]
-                           ) -> tuple[np.ndarray, np.ndarray | None] | None:
-    k = _classification_metric(metric)
-    if k is None:
-        return None
-    rank = np.asarray(arrays["rank"])
-    return (rank < k, None) if k else (rank == 0, np.asarray(arrays["label"]))
-
-
-def _classification_statistic(metric: str, arrays: Mapping[str, np.ndarray]
-                              ) -> Statistic | None:
-    k = _classification_metric(metric)
-    if k is None:
-        return None
-    if k:
-        return lambda rank, label: mean(rank < k)
-    num_classes = int(arrays["label"].max()) + 1
-
-    def per_class(rank: np.ndarray, label: np.ndarray) -> np.ndarray:
-        # Recall of each class present in the resample, averaged over those classes.
-        rows = label.shape[0]
-        offset = (np.arange(rows)[:, None] * num_classes + label).reshape(-1)
-        support = np.bincount(offset, minlength=rows * num_classes).reshape(rows, -1)
-        hits = np.bincount(offset, weights=(rank == 0).reshape(-1).astype(np.float64),
-                           minlength=rows * num_classes).reshape(rows, -1)
-        present = support > 0
-        recall = np.where(present, hits / np.maximum(support, 1), 0.0)
-        return recall.sum(axis=1) / present.sum(axis=1)
-    return per_class
-
-
-# -- retrieval -----------------------------------------------------------------------------
-
-def _retrieval_units(arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Per image: its text-retrieval hits at each k, its captions' image-retrieval hits at
-    each k, and its number of captions."""
-    ks = np.asarray(arrays["ks"]).reshape(-1)
-    text_rank = np.asarray(arrays["text_rank"])
-    image_rank = np.asarray(arrays["image_rank"])
-    owner = np.asarray(arrays["caption_image"]).astype(np.int64)
-    n_images = len(text_rank)
-    text_hits = (text_rank[:, None] < ks[None, :]).astype(np.float64)
-    caption_hits = np.stack([np.bincount(owner, weights=(image_rank < k).astype(np.float64),
-                                         minlength=n_images) for k in ks], axis=1)
-    captions = np.bincount(owner, minlength=n_images).astype(np.float64)
-    return [text_hits, caption_hits, captions]
-
-
-def _retrieval_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic | None:
-    ks = [int(k) for k in np.asarray(arrays["ks"]).reshape(-1)]
-
-    def recalls(text_hits: np.ndarray, caption_hits: np.ndarray, captions: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-        text = text_hits.mean(axis=-2)                               # [rows, K]
-        image = caption_hits.sum(axis=-2) / captions.sum(axis=-1)[..., None]
-        return text, image
-
-    for i, k in enumerate(ks):
-        if metric == f"text_retrieval_recall@{k}":
-            return lambda *u, i=i: recalls(*u)[0][..., i]
-        if metric == f"image_retrieval_recall@{k}":
-            return lambda *u, i=i: recalls(*u)[1][..., i]
-    if metric == "mean_recall":
-        def mean_recall(*u: np.ndarray) -> np.ndarray:
-            text, image = recalls(*u)
-            return (text.sum(axis=-1) + image.sum(axis=-1)) / (2 * len(ks))
-        return mean_recall
-    return None
-
-
-# -- correlation, ROC AUC, 11-point mAP, clustering ----------------------------------------
-
-def _correlation_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic | None:
-    return {"spearman": spearman, "pearson": pearson}.get(metric)
-
-
-def _per_row(function: Callable[..., float]) -> Statistic:
-    """A statistic that calls a plain per-sample-set metric once per resample row (for
-    metrics that are not vectorised: scikit-learn's, ELEVATER's)."""
-    def statistic(*arrays: np.ndarray) -> np.ndarray:
-        return np.array([function(*(a[r] for a in arrays)) for r in range(arrays[0].shape[0])],
-                        dtype=np.float64)
-    return statistic
-
-
-def _roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Area under the ROC curve as the Mann-Whitney statistic (ties count one half), which
-    is what scikit-learn's ``roc_auc_score`` computes; NaN without both labels."""
-    from scipy.stats import rankdata
-
-    positive = label.astype(bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _binary_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic | None:
-    return _per_row(_roc_auc) if metric == "roc_auc" else None
-
-
-def _multilabel_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic | None:
-    if metric != "11point_mAP":
-        return None
-    # Vectorised over resamples, and bit-identical to ELEVATER's metric on each one.
-    from itra_bench.vision_benchmark.resampled_map import resampled_eleven_point_map
-
-    return resampled_eleven_point_map
-
-
-def _clustering_statistic(metric: str, arrays: Mapping[str, np.ndarray]) -> Statistic | None:
-    if metric == "nmi":
-        return _nmi_rows
-    if metric != "ami":
-        return None
-
-    def ami(cluster: np.ndarray, label: np.ndarray) -> float:
-        from sklearn.metrics import adjusted_mutual_info_score
-
-        return float(adjusted_mutual_info_score(label, cluster))
-    return _per_row(ami)
-
-
-def _nmi_rows(cluster: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """scikit-learn's ``normalized_mutual_info_score(label, cluster)`` (arithmetic mean
-    normalisation, natural log) of each row, from per-row contingency tables."""
-    rows, n = label.shape
-    # From the arrays given: two models compared on one set of labels may number their
-    # clusters differently.
-    clusters, classes = int(cluster.max()) + 1, int(label.max()) + 1
-    out = np.empty(rows)
-    step = max(1, MAX_CELLS // (classes * clusters))
-    for start in range(0, rows, step):
-        lab, clu = label[start:start + step], cluster[start:start + step]
-        r = lab.shape[0]
-        code = ((np.arange(r)[:, None] * classes + lab) * clusters + clu).reshape(-1)
-        table = np.bincount(code, minlength=r * classes * clusters).reshape(
-            r, classes, clusters).astype(np.float64)
-        pi, pj = table.sum(axis=2), table.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            outer = pi[:, :, None] * pj[:, None, :]
-            terms = np.where(table > 0, table / n * (np.log(table) - np.log(outer)
-                                                     + np.log(n)), 0.0)
-            # As scikit-learn: terms below machine epsilon are zero, the sum is clipped at 0.
-            terms = np.where(np.abs(terms) < np.finfo(np.float64).eps, 0.0, terms)
-            mi = np.clip(terms.sum(axis=(1, 2)), 0.0, None)
-
-            def entropy(p: np.ndarray) -> np.ndarray:
-                return -np.where(p > 0, p / n * np.log(p / n), 0.0).sum(axis=1)
-            nmi = mi / ((entropy(pi) + entropy(pj)) / 2)
-        n_classes, n_clusters = (pi > 0).sum(axis=1), (pj > 0).sum(axis=1)
-        nmi = np.where(mi == 0, 0.0, nmi)
-        out[start:start + r] = np.where((n_classes == 1) & (n_clusters == 1), 1.0, nmi)
-    return out
-
-
-def _named(*names: str) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
-    return lambda arrays: [np.asarray(arrays[n]) for n in names]
-
-
-KINDS: dict[str, _Kind] = {
-    "means": _Kind((), (), lambda arrays: [np.asarray(arrays[n]) for n in sorted(arrays)],
-                   _means_statistic, group_means=_means_values),
-    "classification": _Kind(("rank", "label"), ("label",), _named("rank", "label"),
-                            _classification_statistic,
-                            group_means=_classification_values),
-    "retrieval": _Kind(("image_rank", "text_rank", "caption_image", "ks"),
-                       ("caption_image", "ks"), _retrieval_units, _retrieval_statistic),
-    "correlation": _Kind(("pred", "gold"), ("gold",), _named("pred", "gold"),
-                         _correlation_statistic, exchangeable=False),
-    "binary_scores": _Kind(("score", "label"), ("label",), _named("score", "label"),
-                           _binary_statistic, exchangeable=False),
-    "multilabel": _Kind(("scores", "labels"), ("labels",), _named("scores", "labels"),
-                        _multilabel_statistic, exchangeable=False,
-                        recentred={"11point_mAP": (0.0, 1.0)}),
-    "clustering": _Kind(("cluster", "label"), ("label",), _named("cluster", "label"),
-                        _clustering_statistic, exchangeable=False,
-                        recentred={"nmi": (0.0, 1.0), "ami": (-math.inf, 1.0)}),
-}
+def _undefined(kind: str, metric: str) -> str:
+    """Why outcomes of ``kind`` cannot recompute ``metric``."""
+    return (f"{kind} outcomes do not define the metric {metric!r}, and no loaded plugin "
+            "recomputes it from them (was the plugin that provides it disabled?)")
 
 
 # -- checks, intervals, comparisons --------------------------------------------------------
@@ -368,7 +163,7 @@ def check_outcomes(outcomes: SampleOutcomes, metrics: Mapping[str, float], metri
     """Raise ValueError when the outcomes do not recompute ``metrics[metric]``."""
     value = outcomes.value(metric)
     if value is None:
-        raise ValueError(f"{outcomes.kind} outcomes do not define the metric {metric!r}")
+        raise ValueError(_undefined(outcomes.kind, metric))
     reported = float(metrics[metric])
     both_nan = math.isnan(value) and math.isnan(reported)
     if not (both_nan or abs(value - reported) <= TOLERANCE * max(1.0, abs(reported))):
@@ -391,7 +186,7 @@ def interval(outcomes: SampleOutcomes, metric: str, *, resamples: int = RESAMPLE
             return exact
     units, stat = found
     return bootstrap_interval(stat, *units, resamples=resamples, confidence=confidence,
-                              seed=seed, recentre=KINDS[outcomes.kind].recentred.get(metric))
+                              seed=seed, recentre=outcomes.recentred(metric))
 
 
 def compare(a: SampleOutcomes, b: SampleOutcomes, metric: str, *, resamples: int = RESAMPLES,
@@ -412,7 +207,7 @@ def compare(a: SampleOutcomes, b: SampleOutcomes, metric: str, *, resamples: int
         raise OutcomeMismatchError("the two results record different per-sample metrics")
     found_a, found_b = a.statistic(metric), b.statistic(metric)
     if found_a is None or found_b is None:
-        raise OutcomeMismatchError(f"{a.kind} outcomes do not define the metric {metric!r}")
+        raise OutcomeMismatchError(_undefined(a.kind, metric))
     (units_a, stat), (units_b, _) = found_a, found_b
     if len(units_a[0]) != len(units_b[0]):
         raise OutcomeMismatchError(f"the two results have {len(units_a[0])} and "
@@ -428,7 +223,7 @@ def compare(a: SampleOutcomes, b: SampleOutcomes, metric: str, *, resamples: int
     return paired_difference(stat, units_b, units_a, resamples=resamples,
                              confidence=confidence, seed=seed,
                              exchangeable=KINDS[a.kind].exchangeable,
-                             recentre=KINDS[a.kind].recentred.get(metric))
+                             recentre=a.recentred(metric))
 
 
 # -- the samples file ----------------------------------------------------------------------
@@ -452,7 +247,9 @@ def write_outcomes(path: Path, outcomes: SampleOutcomes) -> dict[str, object]:
 
 
 def read_outcomes(result_path: Path, record: Mapping[str, object]) -> SampleOutcomes:
-    """The outcomes stored beside the result at ``result_path``; raises
+    """The outcomes stored beside the result at ``result_path``, their arrays under today's
+    names (an older file's ``means`` array is named after a renamed metric: see
+    :func:`itra_bench.vocabulary.current_outcome_arrays`); raises
     :class:`OutcomeMismatchError` naming the file when it is missing, altered or unreadable."""
     meta = record.get("samples")
     if not isinstance(meta, Mapping):
@@ -480,7 +277,10 @@ def read_outcomes(result_path: Path, record: Mapping[str, object]) -> SampleOutc
         npz = _read_npz(data)
         names = [str(n) for n in npz["names"]]
         arrays = {n: npz[f"a{i}"] for i, n in enumerate(names)}
-        return SampleOutcomes(str(npz["kind"]), arrays)
+        kind = str(npz["kind"])
+        protocol = record.get("protocol")
+        return SampleOutcomes(kind, current_outcome_arrays(
+            protocol if isinstance(protocol, str) else None, kind, arrays))
     except (KeyError, ValueError, TypeError, OSError, EOFError, OverflowError, RuntimeError,
             NotImplementedError, zlib.error, lzma.LZMAError, struct.error,
             zipfile.BadZipFile) as exc:

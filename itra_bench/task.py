@@ -6,7 +6,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+from itra_bench.task_fields import file_key, not_from_file
 
 if TYPE_CHECKING:
     from itra_bench.context import RunContext
@@ -69,26 +72,56 @@ def variant_family(variant: str, protocol: str, family: str | None = None) -> st
     return "" if stem in ("default", protocol, "") else stem
 
 
+#: The key of a field's metadata saying whether the field is part of what the task computes,
+#: its definition (:func:`itra_bench.task_identity.task_definition`; by default it is).
+DEFINITION = "definition"
+#: Metadata of a field that is not: how the task is named, which task type built it.
+BOOKKEEPING: Mapping[str, Any] = MappingProxyType({DEFINITION: False})
+
+
+@dataclass(init=False, repr=False, eq=False, kw_only=True)
 class Task:
     """Base class of evaluation tasks.
 
-    Subclasses set the class attributes (or dataclass fields) below and implement ``run``.
+    A task type is a dataclass subclass that declares its own fields, whose ``__init__``
+    fields are also the keys of its task files (:mod:`itra_bench.task_fields`), and
+    implements ``run``. The fields below are common to every task. ``protocol``,
+    ``modalities``, ``main_score`` and ``layout`` are no ``__init__`` arguments: a type
+    redeclares them with its own defaults or sets them in ``__post_init__`` from its other
+    fields. A plain class may subclass Task too, setting them as class attributes (Task
+    itself has no ``__init__``); a dataclass subclass gives ``name``, ``description``,
+    ``suites`` and ``aliases`` as fields (annotated), since its ``__init__`` sets them.
+    ``protocol`` is the evaluation procedure the task runs (results record it); ``task_type``
+    is the task type of the task file it was read from.
+
     ``layout`` is the human description of the files expected under ``--data-root``;
     ``required_paths`` lists them so the runner can report exactly what is missing.
     ``ctx.options`` holds the run's task options (``--mode``, ``--shots``, ...) merged with
     the options of the variant being run.
     """
 
-    name: str = ""
-    aliases: tuple[str, ...] = ()
-    suites: tuple[str, ...] = ()
-    modalities: frozenset[str] = frozenset()
-    protocol: str = ""
-    main_score: str = ""
-    description: str = ""
-    layout: str = ""
-    #: For a task built from a task file: the task-file protocol that built it.
-    task_file_protocol: str = ""
+    name: str = file_key("", required=True, help="the task's name: how --tasks names it, and "
+                         "the folder of its results")
+    #: For a task built from a task file: the task type that built it.
+    task_type: str = file_key("", required=True, help="the task type: which reader builds "
+                              "the task from the file (`protocol:` is its old name)",
+                              metadata=BOOKKEEPING)
+    description: str = file_key("", help="what the task measures, in a line")
+    suites: tuple[str, ...] = file_key((), help="the suites the task is a member of")
+    aliases: tuple[str, ...] = not_from_file((), metadata=BOOKKEEPING)
+    protocol: str = not_from_file("", init=False)
+    modalities: frozenset[str] = not_from_file(frozenset(), init=False)
+    main_score: str = not_from_file("", init=False)
+    layout: str = not_from_file("", init=False)
+
+    @property
+    def task_file_protocol(self) -> str:
+        """The old name of :attr:`task_type`, kept for code that reads or sets it."""
+        return self.task_type
+
+    @task_file_protocol.setter
+    def task_file_protocol(self, value: str) -> None:
+        self.task_type = value
 
     def variants(self, options: Mapping[str, Any]) -> list[Variant]:
         """The variants a run with these task options measures, one result file each.

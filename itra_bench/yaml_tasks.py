@@ -1,9 +1,9 @@
-"""Tasks declared in a YAML file: a protocol plus a data layout, no code.
+"""Tasks declared in a YAML file: a task type plus a data layout, no code.
 
 Example (classification on an ImageFolder tree)::
 
     name: my-pets
-    protocol: zeroshot          # zeroshot | linear_probe | knn | clustering | retrieval
+    task_type: zeroshot         # zeroshot | linear_probe | knn | clustering | retrieval
     root: pets                  # ROOT/<split>/<class>/<image>, relative to --data-root
     paths_relative_to: data-root  # or task-file: root is beside this file (data it ships)
     split: test
@@ -12,16 +12,22 @@ Example (classification on an ImageFolder tree)::
 Example (retrieval on the trainer's caption table)::
 
     name: my-captions
-    protocol: retrieval
+    task_type: retrieval
     file: captions/val.tsv      # columns filepath<TAB>title
+
+The built-in task types are named after the shared protocol they run. The keys of each task
+type are the fields of the dataclasses that read it (the task type and its data;
+:mod:`itra_bench.task_fields`): :func:`itra_bench.task_fields.key_rows` of
+``TASK_FILE_KEYS[task_type]`` lists them, with their types, defaults and help. ``protocol:``,
+the old name of ``task_type:``, is still read, with a note
+(:func:`itra_bench.vocabulary.current_task_file`).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,36 +45,35 @@ from itra_bench.generic_tasks import (
 from itra_bench.protocols.templates import fill_template
 from itra_bench.results import NAME_RULE, is_safe_name
 from itra_bench.task import Task
+from itra_bench.task_fields import KeySpec, build, check_keys, file_key, from_file, read_keys
+from itra_bench.vocabulary import RENAMED_TASK_FILE_KEYS, current_task_file
 
+#: What a plugin declares for a task type of task files (``itra_bench_task_file_protocols``):
+#: a factory ``(doc, path) -> Task``, or a task type (a dataclass) whose fields are the keys.
+TaskFileProtocol = Callable[[dict[str, Any], Path], Task] | type[Task]
+
+#: The built-in task types, each named after the shared protocol it runs.
 PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, "retrieval")
 
-# key -> (type, required for which protocols, default)
-_COMMON: dict[str, tuple[type | tuple[type, ...], bool, Any]] = {
-    "name": (str, True, None),
-    "protocol": (str, True, None),
-    "description": (str, False, ""),
-    "suites": (list, False, []),
-    "paths_relative_to": (str, False, "data-root"),
-}
 #: Values of ``paths_relative_to``: what a relative ``root`` or ``file`` is under.
 PATHS_RELATIVE_TO = ("data-root", "task-file")
-_CLASSIFICATION = {
-    "root": (str, True, None),
-    "split": (str, False, "test"),
-    "train_split": (str, False, "train"),
-    "val_split": (str, False, None),
-    "classnames": (list, False, None),
-    "templates": (list, False, ["a photo of a {}."]),
-    "k": (int, False, 20),
-    "weighting": (str, False, "uniform"),
-    "temperature": ((int, float), False, 0.07),
-}
-_RETRIEVAL = {
-    "file": (str, True, None),
-    "separator": (str, False, "\t"),
-    "img_key": (str, False, "filepath"),
-    "caption_key": (str, False, "title"),
-}
+
+
+@dataclass(frozen=True)
+class FilePaths:
+    """The key of the built-in task types' files that places their relative paths."""
+
+    paths_relative_to: str = file_key(
+        "data-root", help="what a relative root or file is under: data-root (--data-root) or "
+        "task-file (the task file's folder: data the file ships)")
+
+
+#: The dataclasses whose keys a task file of each built-in task type holds, in order (Task
+#: first: its keys lead): the task type, and the data it is built with.
+_CLASSIFICATION = (Task, FilePaths, ImageFolderData, ClassificationTask)
+_RETRIEVAL = (Task, FilePaths, CaptionsCSVData, RetrievalTask)
+TASK_FILE_KEYS = {**dict.fromkeys(CLASSIFICATION_PROTOCOLS, _CLASSIFICATION),
+                  "retrieval": _RETRIEVAL}
 
 
 #: A field schema: key -> (accepted type(s), required, default).
@@ -77,34 +82,23 @@ Schema = Mapping[str, tuple[Any, bool, Any]]
 
 def check_fields(doc: Mapping[str, Any], schema: Schema, path: Path, what: str
                  ) -> dict[str, Any]:
-    """Validate a task file's mapping against ``schema`` and fill defaults.
+    """Validate a file's mapping against ``schema`` and fill defaults.
 
     An unknown key (with a close match suggested), a missing required key or a value of the
     wrong type is a UserError naming ``path``, the key and ``what`` the file describes.
-    Lists must hold strings. Task-file factories of plugins use this too.
+    Lists must hold strings. For files whose keys no dataclass declares (suite files); a
+    task type declares its keys as its fields (:func:`itra_bench.task_fields.read_keys`).
+    A schema that names a renamed key by its old name (a plugin's factory checking
+    ``protocol``) is given the file's value of the new one under that name.
     """
-    for key in doc:
-        if key not in schema:
-            close = difflib.get_close_matches(str(key), schema, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"{path}: unknown key {key!r}{hint} for {what}; "
-                            f"valid keys: {', '.join(schema)}")
-    values: dict[str, Any] = {}
-    for key, (typ, required, default) in schema.items():
-        if key not in doc or doc[key] is None:
-            if required:
-                raise UserError(f"{path}: missing required key {key!r} for {what}")
-            values[key] = default
-            continue
-        value = doc[key]
-        if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
-            want = typ.__name__ if isinstance(typ, type) else "number"
-            raise UserError(f"{path}: key {key!r} must be a {want}, got "
-                            f"{type(value).__name__} ({value!r})")
-        if typ is list and not all(isinstance(v, str) for v in value):
-            raise UserError(f"{path}: key {key!r} must be a list of strings")
-        values[key] = value
-    return values
+    specs = [KeySpec(key, typ, required, default) for key, (typ, required, default)
+             in schema.items()]
+    for old, new in RENAMED_TASK_FILE_KEYS.items():
+        # Plugins written before the rename check the old key: task files arrive with the
+        # new one (task_from_mapping), which their schema would refuse as unknown.
+        if old in schema and new not in schema and new in doc and old not in doc:
+            doc = {(old if k == new else k): v for k, v in doc.items()}
+    return check_keys(doc, specs, path, what)
 
 
 def _require_task_name(name: object, path: Path) -> None:
@@ -159,6 +153,7 @@ class SuiteFile:
     path: Path
 
 
+# Not SuiteFile's fields: a suite file's `tasks` become members resolved against its folder.
 _SUITE = {"suite": (str, True, None), "tasks": (list, True, None),
           "description": (str, False, "")}
 
@@ -169,14 +164,13 @@ def load_suite_file(path: str | Path) -> SuiteFile:
     return _suite(read_mapping(path, "suite file", "suite, tasks, description"), path)
 
 
-def load_task_or_suite(path: str | Path,
-                       protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]]
+def load_task_or_suite(path: str | Path, protocols: Mapping[str, TaskFileProtocol]
                        ) -> Task | SuiteFile:
     """The task of a task file, or the suite of a suite file (a top-level ``suite:`` key),
     for a ``.yaml`` named in ``--tasks``; the file is read once."""
     path = Path(path)
-    doc = read_mapping(path, "task file", "name, protocol, ...")
-    return _suite(doc, path) if "suite" in doc else _task(doc, path, protocols)
+    doc = read_mapping(path, "task file", "name, task_type, ...")
+    return _suite(doc, path) if "suite" in doc else task_from_mapping(doc, path, protocols)
 
 
 def _suite(doc: dict[str, Any], path: Path) -> SuiteFile:
@@ -193,40 +187,46 @@ def _suite(doc: dict[str, Any], path: Path) -> SuiteFile:
     return SuiteFile(values["suite"], values["description"], members, path)
 
 
-def load_task_file(path: str | Path,
-                   protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]] | None = None,
+def load_task_file(path: str | Path, protocols: Mapping[str, TaskFileProtocol] | None = None,
                    *, shipped: bool = False) -> Task:
     """Build a task from a YAML file, with one clear error per wrong, missing or unknown key.
 
     ``protocols`` adds task types that plugins declare for task files
-    (``itra_bench_task_file_protocols``); the built-in image protocols are always known.
+    (``itra_bench_task_file_protocols``); the built-in ones are always known.
     ``shipped``: the file is one of itra-bench's own cards, which libyaml may parse.
     """
 
     path = Path(path)
-    return _task(read_mapping(path, "task file", "name, protocol, ...", shipped), path,
-                 protocols or {})
+    return task_from_mapping(read_mapping(path, "task file", "name, task_type, ...", shipped),
+                             path, protocols or {})
 
 
-def _task(doc: dict[str, Any], path: Path,
-          protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]]) -> Task:
-    """The task the mapping ``doc`` of the task file ``path`` declares."""
-    protocol = doc.get("protocol")
+def task_from_mapping(doc: dict[str, Any], path: Path,
+                      protocols: Mapping[str, TaskFileProtocol]) -> Task:
+    """The task that the mapping ``doc`` of the task file ``path`` declares (as read by
+    :func:`read_mapping`), by its task type: a built-in one or one of ``protocols``. The
+    old key ``protocol:`` is read as ``task_type:``, with a note."""
+    doc = current_task_file(doc, path)
+    protocol = doc.get("task_type")
     known = ", ".join([*PROTOCOLS, *sorted(protocols)])
     if protocol is not None and not isinstance(protocol, str):
-        raise UserError(f"{path}: key 'protocol' must be a string, got "
-                        f"{type(protocol).__name__} ({protocol!r}); set `protocol:` to one "
+        raise UserError(f"{path}: key 'task_type' must be a string, got "
+                        f"{type(protocol).__name__} ({protocol!r}); set `task_type:` to one "
                         f"of {known}")
     if protocol in protocols and protocol not in PROTOCOLS:
-        task = protocols[protocol](doc, path)
-        task.task_file_protocol = protocol  # whose plugin built it (a result's provenance)
+        declared = protocols[protocol]
+        task = (from_file(declared, doc, path, f"task type {protocol}")
+                if isinstance(declared, type) and is_dataclass(declared)
+                else declared(doc, path))
+        task.task_type = protocol  # whose plugin built it (a result's provenance)
         _require_task_name(task.name, path)
         return task
     if protocol not in PROTOCOLS:
-        hint = "missing key 'protocol'" if protocol is None else f"protocol {protocol!r}"
-        raise UserError(f"{path}: {hint}; set `protocol:` to one of {known}")
-    schema = {**_COMMON, **(_RETRIEVAL if protocol == "retrieval" else _CLASSIFICATION)}
-    values = check_fields(doc, schema, path, f"protocol {protocol}")
+        hint = "missing key 'task_type'" if protocol is None else f"task type {protocol!r}"
+        raise UserError(f"{path}: {hint}; set `task_type:` to one of {known}")
+    retrieval = protocol == "retrieval"
+    values = read_keys(_RETRIEVAL if retrieval else _CLASSIFICATION, doc, path,
+                       f"task type {protocol}")
     _require_task_name(values["name"], path)
     for t in values.get("templates") or []:
         if "{}" not in t and "{c}" not in t:
@@ -235,13 +235,13 @@ def _task(doc: dict[str, Any], path: Path,
             fill_template(t, "cat")
         except (ValueError, AttributeError, TypeError) as exc:
             raise UserError(f"{path}: template {t!r}: {exc}") from None
-    if protocol == "knn" and values["k"] < 1:
-        raise UserError(f"{path}: key 'k' must be a positive integer, got {values['k']}")
-    if protocol == "knn" and not 0 < values["temperature"] < math.inf:
+    if protocol == "knn" and values["knn_k"] < 1:
+        raise UserError(f"{path}: key 'k' must be a positive integer, got {values['knn_k']}")
+    if protocol == "knn" and not 0 < values["knn_temperature"] < math.inf:
+        # As the file wrote it (the value read is a float: 0.0 where the file says 0).
         raise UserError(f"{path}: key 'temperature' must be a positive number, got "
-                        f"{values['temperature']}")
-    if protocol == "retrieval" and (len(values["separator"]) != 1
-                                    or values["separator"] in "\"\r\n"):
+                        f"{doc['temperature']}")
+    if retrieval and (len(values["separator"]) != 1 or values["separator"] in "\"\r\n"):
         raise UserError(f"{path}: key 'separator' must be one character (not a quote or a "
                         f"line break), got {values['separator']!r}")
     if values["paths_relative_to"] not in PATHS_RELATIVE_TO:
@@ -250,23 +250,14 @@ def _task(doc: dict[str, Any], path: Path,
                         f"under), got {values['paths_relative_to']!r}")
     if values["paths_relative_to"] == "task-file":
         # An absolute path is taken as it is, whatever --data-root is.
-        key = "file" if protocol == "retrieval" else "root"
+        key = "file" if retrieval else "root"
         values[key] = str((path.parent / values[key]).resolve())
     if protocol == "knn":
         from itra_bench.protocols.knn import WEIGHTINGS as KNN_WEIGHTINGS  # imports torch
 
-        if values["weighting"] not in KNN_WEIGHTINGS:
+        if values["knn_weighting"] not in KNN_WEIGHTINGS:
             raise UserError(f"{path}: key 'weighting' must be one of {KNN_WEIGHTINGS}")
-
-    common = {"name": values["name"], "description": values["description"],
-              "suites": tuple(values["suites"])}
-    if protocol == "retrieval":
-        data = CaptionsCSVData(values["file"], values["separator"], values["img_key"],
-                               values["caption_key"])
-        return RetrievalTask(data=data, **common)
-    return ClassificationTask(
-        data=ImageFolderData(values["root"]), protocol=protocol, eval_split=values["split"],
-        train_split=values["train_split"], val_split=values["val_split"],
-        classnames=values["classnames"], templates=values["templates"], knn_k=values["k"],
-        knn_weighting=values["weighting"], knn_temperature=float(values["temperature"]),
-        source=str(path), **common)
+    if retrieval:
+        return build(RetrievalTask, values, data=build(CaptionsCSVData, values))
+    return build(ClassificationTask, values, data=build(ImageFolderData, values),
+                 protocol=protocol, source=str(path))

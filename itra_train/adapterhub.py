@@ -19,8 +19,7 @@ from typing import Any
 from torch import nn
 from yacs.config import CfgNode
 
-from itra_bench.errors import UserError
-from itra_bench.model import EncoderModel
+from itra_bench import EncoderModel, UserError
 
 from .config import ADAPTERHUB_ADAPTERS, adapter_options
 
@@ -194,7 +193,7 @@ def add_adapter(encoder: EncoderModel, cfg: CfgNode) -> None:
     tower = _describe(encoder)
     if found is None:
         raise UserError(f"{_flag(cfg)}: AdapterHub's methods need a transformers text tower "
-                        f"(--text-model-builder hf or sbert); the text tower {tower} is not "
+                        f"(--text-tower hf:PATH or sbert:PATH); the text tower {tower} is not "
                         f"one. It takes peft's lora and ia3 (an OpenCLIP text transformer)")
     prefix, model = found
     kind = model.config.model_type

@@ -10,8 +10,7 @@ from typing import Any
 from torch import nn
 from yacs.config import CfgNode
 
-from itra_bench.errors import UserError
-from itra_bench.model import EncoderModel
+from itra_bench import EncoderModel, UserError
 
 from .config import ADAPTERHUB_ADAPTERS, ADAPTERS
 
@@ -57,6 +56,16 @@ def _forward_real_tokens(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     tokens = self.active_peft_config.num_virtual_tokens
     output["last_hidden_state"] = output["last_hidden_state"][:, tokens:]
     return output
+
+
+def check_adapter(cfg: CfgNode) -> None:
+    """Refuse at start-up an ``--adapter`` that cannot be built here: an AdapterHub method
+    without its library (or beside a transformers it does not support), or with
+    ``--adapter-options`` its config class does not take."""
+    if cfg.adapter in ADAPTERHUB_ADAPTERS:
+        from . import adapterhub
+
+        adapterhub.check(cfg)
 
 
 def add_adapter(encoder: EncoderModel, cfg: CfgNode) -> None:

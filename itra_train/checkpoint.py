@@ -15,9 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from itra_bench.atomic_io import atomic_torch_save
-from itra_bench.errors import UserError
-from itra_bench.weights import refusal_reason
+from itra_bench import UserError, atomic_torch_save, refusal_reason
 
 FORMAT = "itra-train/1"
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from itra_bench.errors import UserError
-from itra_bench.fingerprint import fingerprint
-from itra_bench.model import IMAGE, TEXT, ModelOptions
-from itra_bench.paths import expand_path
-from itra_bench.registry import Registry, active_registry, load_registry
+from itra_bench import (
+    ModelOptions,
+    Registry,
+    UserError,
+    active_registry,
+    expand_path,
+    load_registry,
+    make_fingerprint,
+)
 
 from . import checkpoint
 from .config import from_dict
-from .towers import ItraModel, build_model, tower_providers
+from .towers import ItraModel, build_model, tower_providers, tower_schemes
 
 
 def load_checkpoint_model(path: str | Path, registry: Registry | None = None) -> ItraModel:
@@ -32,12 +36,12 @@ def load_checkpoint_model(path: str | Path, registry: Registry | None = None) ->
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt["config"])
     registry = registry or active_registry() or load_registry([], [])
-    missing = {cfg.image_model_builder, cfg.text_model_builder} - set(registry.models)
+    schemes = tower_schemes(cfg)
+    missing = set(schemes.values()) - set(registry.models)
     if missing:
         recorded = ckpt.get("plugins")
         if isinstance(recorded, dict):  # only the towers whose scheme is missing
-            parts = {IMAGE: cfg.image_model_builder, TEXT: cfg.text_model_builder}
-            recorded = {p: r for p, r in recorded.items() if parts.get(p) in missing}
+            recorded = {p: r for p, r in recorded.items() if schemes.get(p) in missing}
         raise UserError(_missing_towers_message(path, sorted(missing), recorded))
     towers = tower_providers(cfg, registry)
     model = build_model(cfg, registry, use_weights=False)
@@ -48,8 +52,9 @@ def load_checkpoint_model(path: str | Path, registry: Registry | None = None) ->
                         "written by another version of itra-train?")
     # The towers' code decides the features as much as the weights do: a new version of a
     # tower's plugin is another model.
-    model.fingerprint = fingerprint({"builder": "checkpoint", "config": ckpt["config"],
-                                     "epoch": ckpt.get("epoch"), "towers": towers}, [path])
+    model.fingerprint = make_fingerprint({"builder": "checkpoint", "config": ckpt["config"],
+                                          "epoch": ckpt.get("epoch"), "towers": towers},
+                                         [path])
     model.tower_providers = towers
     model.name = str(path)
     loss = registry.losses.get(cfg.loss)

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from itra_bench.errors import UserError
+from itra_bench import UserError
 
 from .config import load_config
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "itra-train") -> int:
     """Entry point of the ``itra-train`` console script; returns the exit code."""
-    from itra_bench.registry import load_registry
+    from itra_bench import load_registry
 
     from .distributed import init_distributed
     from .trainer import Trainer

@@ -1,8 +1,14 @@
 """Training settings: yacs defaults, a YAML file (``--config``) and command-line overrides.
 
 Every setting has one name, used as the YAML key and, with ``-`` for ``_``, as the flag
-(``image_model_builder`` / ``--image-model-builder``). Values come from the defaults below,
-then the YAML file, then the flags given on the command line.
+(``image_tower`` / ``--image-tower``). Values come from the defaults below, then the YAML
+file, then the flags given on the command line. The flags of the settings a run of
+``itra-bench`` has too (``--precision``, ``--device``, ``--seed``, ...) are itra-bench's
+declarations (``itra_bench.add_run_flag``), with the rules that check them.
+
+A tower's old three settings (``image_model_builder``, ``image_model``, ``image_model_tag``
+and the text ones) are still read, as flags, YAML keys and in checkpoints, and turned into
+the tower's spec (:mod:`itra_train.tower_specs`); flags and files that use them get a note.
 """
 
 from __future__ import annotations
@@ -15,26 +21,36 @@ from typing import Any
 
 from yacs.config import CfgNode
 
-from itra_bench.cli_types import (
+from itra_bench import (
+    PRECISION_ALIASES,
+    PRECISIONS,
     Number,
+    UserError,
+    add_run_flag,
+    expand_path,
+    load_yaml,
     non_negative_float,
     non_negative_int,
     positive_int,
     seed_int,
     unit_float,
 )
-from itra_bench.context import PRECISION_ALIASES, PRECISIONS
-from itra_bench.datasets.text_files import load_yaml
-from itra_bench.errors import UserError
-from itra_bench.paths import expand_path
+
+from .tower_specs import (
+    OLD_KEYS,
+    apply_old_towers,
+    normalise_spec,
+    note_old_towers,
+    take_old_towers,
+    upgrade_towers,
+)
 
 #: Old spellings still accepted, per setting: replaced by today's name when settings are read
 #: (flags, YAML files and the settings a checkpoint recorded).
-ALIASES: dict[str, dict[str, str]] = {
-    "precision": PRECISION_ALIASES,
-    "image_model_builder": {"huggingface": "hf"},
-    "text_model_builder": {"huggingface": "hf"},
-}
+ALIASES: dict[str, dict[str, str]] = {"precision": PRECISION_ALIASES}
+#: The tower settings, each an itra-bench model spec (their schemes' old spellings are
+#: renamed by :func:`normalise`).
+TOWERS = ("image_tower", "text_tower")
 HEADS = ("auto", "none", "linear", "mlp", "dino")
 DISTILL = ("", "image", "text")
 #: ``--adapter`` values provided by peft, with ITRA's names as aliases.
@@ -52,13 +68,9 @@ def defaults() -> CfgNode:
     """The default settings (a fresh, mutable copy)."""
     c = CfgNode()
     # Towers.
-    c.image_model_builder = "openclip"
-    c.image_model = "RN50"
-    c.image_model_tag = ""
+    c.image_tower = "openclip:RN50"
     c.pretrained_image_model = False
-    c.text_model_builder = "openclip"
-    c.text_model = "RN50"
-    c.text_model_tag = ""
+    c.text_tower = "openclip:RN50"
     c.pretrained_text_model = False
     c.text_pooler = ""
     c.weights_cache = ""
@@ -146,19 +158,17 @@ NUMBERS: dict[str, Number] = {
 PATH_SETTINGS = ("train_data", "logs", "resume", "cache_dir", "weights_cache", "eval_data_root")
 
 _HELP = {
-    "image_model_builder": "image tower: a model scheme of itra-bench (`itra-bench list "
-                           "models`): openclip | torchvision | timm | torchhub | a plugin's",
-    "image_model": "architecture (openclip: a name or an open_clip config .json; torchhub: "
-                   "the repo, owner/repo or a folder)",
-    "image_model_tag": "openclip: pretrained tag or weights file; torchhub: the entrypoint; "
-                       "timm/torchvision: a weights file",
+    "image_tower": "the image tower, as an itra-bench model spec (`itra-bench list models`): "
+                   "openclip:ARCH[@WEIGHTS] (ARCH: a name or an open_clip config .json; "
+                   "WEIGHTS: a pretrained tag or weights file) | timm:NAME[@WEIGHTS] | "
+                   "torchvision:NAME[@WEIGHTS] | torchhub:REPO:ENTRYPOINT | a plugin's "
+                   "SCHEME:SPEC; the weights load with --pretrained-image-model (replaces "
+                   "--image-model-builder, --image-model and --image-model-tag)",
     "pretrained_image_model": "start the image tower from its pretrained weights (local "
                               "files only); otherwise from a seeded random initialisation",
-    "text_model_builder": "text tower: a model scheme: openclip | hf (alias huggingface) | "
-                          "sbert | a plugin's",
-    "text_model": "openclip: architecture; hf/sbert: a local model folder; a plugin's scheme: "
-                  "the spec after `scheme:`",
-    "text_model_tag": "openclip: pretrained tag or weights file",
+    "text_tower": "the text tower, as a model spec: openclip:ARCH[@WEIGHTS] | hf:PATH (alias "
+                  "huggingface:) | sbert:PATH | a plugin's SCHEME:SPEC (replaces "
+                  "--text-model-builder, --text-model and --text-model-tag)",
     "pretrained_text_model": "start the text tower from its pretrained weights",
     "text_pooler": "cls | mean token pooling for hf text towers",
     "weights_cache": "where pretrained tags are looked up",
@@ -254,6 +264,11 @@ def _with_default(text: str, value: Any) -> str:
     return f"{text} (default: {shown})".strip()
 
 
+#: Settings whose flags are the run flags itra-bench's commands share (same rule, the
+#: trainer's own help and default).
+RUN_FLAG_SETTINGS = ("device", "precision", "seed", "batch_size", "workers")
+
+
 def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
     """The command line of ``itra-train``: one flag per setting, plus ``--config``."""
     parser = argparse.ArgumentParser(
@@ -264,7 +279,9 @@ def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
                         help="load an extra plugin module (losses, model builders)")
     for key, value in defaults().items():
         kwargs: dict[str, Any] = {"help": _with_default(_HELP.get(key, ""), value), "dest": key}
-        if isinstance(value, bool):
+        if key in RUN_FLAG_SETTINGS:
+            add_run_flag(parser, key, default=argparse.SUPPRESS, **kwargs)
+        elif isinstance(value, bool):
             parser.add_argument(_flag(key), action=argparse.BooleanOptionalAction, **kwargs)
         elif isinstance(value, list):
             metavar = "KEY=VALUE" if key.endswith("_options") else "TASK"
@@ -275,7 +292,11 @@ def build_parser(prog: str = "itra-train") -> argparse.ArgumentParser:
             choices = {"image_head": HEADS, "text_head": HEADS, "dataset_type": DATASET_TYPES,
                        "distill_image": DISTILL, "distill_text": DISTILL}.get(key)
             parser.add_argument(_flag(key), type=NUMBERS.get(key, type(value)),
-                                choices=choices, **kwargs)
+                                choices=choices, metavar="SPEC" if key in TOWERS else None,
+                                **kwargs)
+    # A tower's three settings before --image-tower / --text-tower: still read, not shown.
+    for key in (k for keys in OLD_KEYS.values() for k in keys):
+        parser.add_argument(_flag(key), dest=key, help=argparse.SUPPRESS)
     return parser
 
 
@@ -286,10 +307,13 @@ def load_config(argv: Sequence[str] | None = None, prog: str = "itra-train"
     plugins = args.pop("plugin", [])
     cfg = defaults()
     config_file = args.pop("config", None)
-    if config_file:
-        merge_file(cfg, config_file)
+    used = merge_file(cfg, config_file) if config_file else []
+    old = take_old_towers(args, "--")
     for key, value in args.items():
         cfg[key] = value
+    used += apply_old_towers(cfg, old, "--")
+    if used:
+        note_old_towers(used, cfg)
     normalise(cfg)
     expand_paths(cfg)
     validate(cfg)
@@ -304,15 +328,20 @@ def expand_paths(cfg: CfgNode) -> None:
         cfg[key] = "::".join(expand_path(part) for part in cfg[key].split("::"))
 
 
-def merge_file(cfg: CfgNode, path: str) -> None:
-    """Merge a YAML settings file into ``cfg``, naming the file and key on bad input."""
+def merge_file(cfg: CfgNode, path: str) -> list[str]:
+    """Merge a YAML settings file into ``cfg``, naming the file and key on bad input; returns
+    the deprecated keys it used (a tower's old settings, read into the tower's spec)."""
     file = Path(expand_path(path))
     if not file.is_file():
         raise UserError(f"--config {path}: no such file")
     try:
         # Read here rather than by yacs: the project's loader refuses a repeated key, and
         # yacs would run a `.py` settings file as code.
-        cfg.merge_from_other_cfg(CfgNode(load_yaml(file.read_text(encoding="utf-8-sig"))))
+        values = load_yaml(file.read_text(encoding="utf-8-sig"))
+        old = take_old_towers(values, "", path) if isinstance(values, dict) else {}
+        cfg.merge_from_other_cfg(CfgNode(values))
+    except UserError:
+        raise
     except KeyError as exc:
         known = ", ".join(sorted(cfg))
         raise UserError(f"{path}: {exc.args[0]}; known settings: {known}") from exc
@@ -320,6 +349,10 @@ def merge_file(cfg: CfgNode, path: str) -> None:
         raise UserError(f"{path}: {exc}") from exc
     except Exception as exc:  # yaml syntax errors
         raise UserError(f"{path}: cannot read it as YAML settings: {exc}") from exc
+    try:
+        return apply_old_towers(cfg, old, "")
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from exc
 
 
 def validate(cfg: CfgNode) -> None:
@@ -336,10 +369,11 @@ def validate(cfg: CfgNode) -> None:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UserError(f"{_flag(key)} must be one of {', '.join(allowed)}, got "
                             f"{cfg[key]!r}.{hint}")
-    for key in ("image_model_builder", "text_model_builder"):
-        if not cfg[key]:
-            raise UserError(f"{_flag(key)} is empty; give a model scheme such as openclip "
-                            "(`itra-bench list models`)")
+    for key in TOWERS:
+        if not cfg[key].partition(":")[0]:
+            raise UserError(f"{_flag(key)} {cfg[key]!r} names no model scheme; give a model "
+                            "spec SCHEME:MODEL such as openclip:RN50 (`itra-bench list "
+                            "models`)")
     if cfg.text_pooler not in ("", "cls", "mean"):
         raise UserError(f"--text-pooler must be cls or mean, got {cfg.text_pooler!r}")
     for key in ("distill_image", "distill_text"):
@@ -354,17 +388,16 @@ def validate(cfg: CfgNode) -> None:
         if cfg.lock_text:
             raise UserError("--adapter already freezes the text tower's own weights; drop "
                             "--lock-text (it would freeze the adapter too)")
-        if cfg.adapter in ADAPTERHUB_ADAPTERS:
-            from .adapterhub import check
-
-            check(cfg)
-        elif cfg.adapter not in ADAPTERS:
-            known = [*ADAPTERS, *ADAPTERHUB_ADAPTERS]
+        # Whether an AdapterHub method can be built (its library installed, its options
+        # fields of its config class) is checked when the trainer starts
+        # (itra_train.adapters.check_adapter): settings are read without the library.
+        known = [*ADAPTERS, *ADAPTERHUB_ADAPTERS]
+        if cfg.adapter not in known:
             close = difflib.get_close_matches(cfg.adapter, known, n=1, cutoff=0.6)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UserError(f"--adapter must be one of {', '.join(known)}, got "
                             f"{cfg.adapter!r}.{hint}")
-        elif cfg.adapter_options:
+        if cfg.adapter in ADAPTERS and cfg.adapter_options:
             raise UserError(f"--adapter-options applies to AdapterHub's methods "
                             f"({', '.join(ADAPTERHUB_ADAPTERS)}); peft's {cfg.adapter} takes "
                             "--adapter-rank, --adapter-alpha and --adapter-tokens")
@@ -422,18 +455,22 @@ def as_dict(cfg: CfgNode) -> dict[str, Any]:
 
 
 def normalise(values: CfgNode | dict[str, Any]) -> None:
-    """Replace old spellings (:data:`ALIASES`) by today's names, in place."""
+    """Replace old spellings (:data:`ALIASES`, and the towers' schemes) by today's names,
+    in place."""
     for key, renamed in ALIASES.items():
         value = values.get(key)
         if isinstance(value, str) and value in renamed:
             values[key] = renamed[value]
+    for key in TOWERS:
+        if isinstance(values.get(key), str):
+            values[key] = normalise_spec(values[key])
 
 
 def from_dict(values: dict[str, Any]) -> CfgNode:
     """Settings recorded in a checkpoint, completed by today's defaults for newer keys and
-    with old spellings renamed."""
+    with old spellings renamed (a tower's three old settings become its spec)."""
     cfg = defaults()
-    for key, value in values.items():
+    for key, value in upgrade_towers(values).items():
         if key in cfg:
             cfg[key] = value
     normalise(cfg)
@@ -444,7 +481,7 @@ def differences(saved: dict[str, Any], current: CfgNode) -> list[str]:
     """The settings (outside :data:`RESUMABLE`) whose values differ, as readable lines
     (an old spelling in ``saved`` equals today's name)."""
     # A checkpoint written before a setting existed ran with that setting's default.
-    saved = {**as_dict(defaults()), **saved}
+    saved = {**as_dict(defaults()), **upgrade_towers(saved)}
     normalise(saved)
     out = []
     for key in sorted(set(saved) | set(current)):

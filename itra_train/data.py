@@ -11,10 +11,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from itra_bench.datasets.image_source import to_rgb
-from itra_bench.datasets.text_files import check_no_nul, csv_records
-from itra_bench.errors import CorruptImageError, MissingDataError, UserError
-from itra_bench.paths import is_existing_file
+from itra_bench import (
+    CorruptImageError,
+    MissingDataError,
+    UserError,
+    check_no_nul,
+    csv_records,
+    is_existing_file,
+    to_rgb,
+)
 
 
 def _separator_name(sep: str) -> str:

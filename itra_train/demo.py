@@ -40,8 +40,7 @@ DEMO_SAVE_EVERY = 2
 DEMO_THREADS = 1
 #: The recipe: about a minute on one CPU core; zero-shot top-1 on the held-out digits ~97 %.
 DEMO_SETTINGS = [
-    "--image-model-builder", "openclip", "--image-model", "itra-demo",
-    "--text-model-builder", "openclip", "--text-model", "itra-demo",
+    "--image-tower", "openclip:itra-demo", "--text-tower", "openclip:itra-demo",
     "--loss", "infonce", "--epochs", str(DEMO_EPOCHS), "--batch-size", "64", "--lr", "2e-3",
     "--wd", "0.1", "--warmup", "50", "--precision", "fp32", "--seed", "0",
     "--save-frequency", str(DEMO_SAVE_EVERY), "--log-every-n-steps", "50", "--device", "cpu",
@@ -84,7 +83,7 @@ def _finished_epochs(run: Path, cfg: CfgNode) -> int:
     """The epochs an unfinished demo run in ``run`` completed with the recipe ``cfg``, with
     every checkpoint the demo keeps for them: the run can be resumed there. 0 when there is
     nothing to resume (no run, another recipe, a finished or damaged run)."""
-    from itra_bench.errors import UserError
+    from itra_bench import UserError
 
     from .config import differences
 
@@ -107,8 +106,7 @@ def _finished_epochs(run: Path, cfg: CfgNode) -> int:
 def train_demo(folder: Path | None = None, workers: int = 1, retrain: bool = False,
                console: Console | None = None) -> Path:
     """The demo checkpoint: trained now unless already there; returns its path."""
-    from itra_bench.registry import load_registry
-    from itra_bench.threads import torch_threads
+    from itra_bench import load_registry, torch_threads
 
     from .config import load_config
     from .distributed import World

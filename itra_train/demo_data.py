@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from itra_bench.atomic_io import atomic_write_text
-from itra_bench.datasets.digits import DigitsSplit, captions_for
+from itra_bench import DigitsSplit, atomic_write_text, captions_for
 
 
 def write_digits_csv(folder: Path) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from itra_bench.distributed import World, init_distributed
+from itra_bench import World, init_distributed
 
 __all__ = ["World", "gather_batch", "init_distributed"]
 

@@ -8,11 +8,17 @@ import torch
 from rich.console import Console
 from yacs.config import CfgNode
 
-from itra_bench.distributed import World
-from itra_bench.errors import MissingDataError, UserError
-from itra_bench.registry import Registry
-from itra_bench.runner import RunConfig, check_files, missing_data, run, select_tasks
-from itra_bench.weights import state_dict_digest
+from itra_bench import (
+    MissingDataError,
+    Registry,
+    UserError,
+    World,
+    check_task_files,
+    evaluate,
+    missing_task_data,
+    resolve_tasks,
+    state_dict_digest,
+)
 
 from .towers import ItraModel
 
@@ -24,14 +30,14 @@ def check_eval_tasks(cfg: CfgNode, registry: Registry) -> None:
         return
     data_root = Path(cfg.eval_data_root).expanduser()
     try:
-        tasks = select_tasks(list(cfg.eval_tasks), registry).tasks
-        missing = missing_data(tasks, data_root, {})
+        tasks = resolve_tasks(list(cfg.eval_tasks), registry)
+        missing = missing_task_data(tasks, data_root, {})
         if missing:
             raise MissingDataError(
                 f"data not found under --eval-data-root {data_root}: " + "; ".join(
                     f"task {name!r} misses {', '.join(map(str, paths))}"
                     for name, paths in missing.items()))
-        check_files(tasks, data_root, {})
+        check_task_files(tasks, data_root, {})
     except UserError as exc:
         named = UserError(f"--eval-tasks: {exc}")
         named.exit_code = exc.exit_code
@@ -44,20 +50,17 @@ def evaluate_in_process(model: ItraModel, cfg: CfgNode, registry: Registry, fold
     """Main scores (``task/variant/score`` -> value) of ``--eval-tasks`` at this epoch.
 
     Results are stored like any ``itra-bench run`` under ``<run folder>/eval/``, one model
-    per epoch; features are not cached, since the weights change every epoch. Every rank of a
-    distributed run calls it: the evaluation is sharded as ``itra-bench run``'s is.
+    per epoch; features are not cached, since the weights change every epoch. The forward
+    passes run at the training's ``--precision``. Every rank of a distributed run calls it:
+    the evaluation is sharded as ``itra-bench run``'s is.
     """
-    config = RunConfig(model=f"{folder.name}@epoch_{epoch}", tasks=list(cfg.eval_tasks),
-                       device=str(device), batch_size=cfg.eval_batch_size, workers=0,
-                       seed=cfg.seed, data_root=cfg.eval_data_root,
-                       output=str(folder / "eval"), cache_dir=None)
-    model.name = config.model
+    # The weights change every epoch: their digest names them.
     model.fingerprint = state_dict_digest(model)[:16]
-    was_training = model.training
-    try:
-        outcomes = run(config, registry, Console(stderr=True, quiet=True), show_progress=False,
-                       model=model, world=world)
-    finally:
-        model.train(was_training)
-    return {f"{o.task}/{o.variant}/{o.main_score}": float(o.value)
-            for o in outcomes if o.value is not None}
+    results = evaluate(model, list(cfg.eval_tasks), name=f"{folder.name}@epoch_{epoch}",
+                       registry=registry, console=Console(stderr=True, quiet=True),
+                       show_progress=False, world=world, device=str(device),
+                       precision=cfg.precision, batch_size=cfg.eval_batch_size, workers=0,
+                       seed=cfg.seed, data_root=cfg.eval_data_root, output=folder / "eval",
+                       cache_dir=None)
+    return {f"{s.task}/{s.variant}/{s.main_score}": float(s.value)
+            for s in results if s.value is not None}

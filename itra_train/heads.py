@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from itra_bench.errors import UserError
+from itra_bench import UserError
 
 #: ``--image-head`` / ``--text-head`` values.
 HEAD_KINDS = ("auto", "none", "linear", "mlp", "dino")

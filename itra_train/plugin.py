@@ -11,18 +11,22 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
-from itra_bench import hookimpl
-from itra_bench.cli import precision_arg
-from itra_bench.cli_types import non_negative_int, positive_float, positive_int, seed_int
-from itra_bench.commands import Command
-from itra_bench.context import DEFAULT_TIMEOUT, PRECISIONS, default_workers
-from itra_bench.errors import UserError
-from itra_bench.model_api import ModelBuilder, ModelOptions
-from itra_bench.paths import expand_path
-from itra_bench.registry import Registry
+from itra_bench import (
+    Command,
+    ModelBuilder,
+    ModelOptions,
+    Registry,
+    UserError,
+    add_run_flag,
+    default_workers,
+    expand_path,
+    hookimpl,
+    non_negative_int,
+    positive_float,
+)
 
-if TYPE_CHECKING:
-    from itra_bench.model import EncoderModel
+if TYPE_CHECKING:  # torch loads only when a model is built
+    from itra_bench import EncoderModel
 
 
 def _build_checkpoint(rest: str, options: ModelOptions) -> EncoderModel:
@@ -34,7 +38,7 @@ def _build_checkpoint(rest: str, options: ModelOptions) -> EncoderModel:
 def _build_demo(rest: str, options: ModelOptions) -> EncoderModel:
     """``demo`` (trained on digits at first use, cached) or ``demo:random`` (untrained)."""
     if rest == "random":
-        from itra_bench.demo_model import build_random_demo
+        from .demo_model import build_random_demo
 
         return build_random_demo()
     if rest:
@@ -73,8 +77,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int:
-    from itra_bench.leaderboard import write_leaderboard
-    from itra_bench.runner import RunConfig, print_outcomes, run
+    from itra_bench import evaluate, write_leaderboard
 
     from .checkpoint_model import load_checkpoint_model
     from .demo import train_demo
@@ -82,12 +85,11 @@ def _demo(args: argparse.Namespace, registry: Registry, console: Console) -> int
     checkpoint = train_demo(workers=args.workers, retrain=args.retrain, console=console)
     console.print(f"demo checkpoint: {escape(str(checkpoint))}")
     model = load_checkpoint_model(checkpoint, registry)
-    model.name = "demo"
     model.provider = registry.plugins.get("itra_train")
-    config = RunConfig(model="demo", tasks=["demo"], output=args.output,
+    results = evaluate(model, ["demo"], name="demo", registry=registry, console=console,
+                       show_progress=not args.no_progress, output=args.output,
                        workers=args.workers, cache_dir=None, overwrite=True)
-    outcomes = run(config, registry, console, show_progress=not args.no_progress, model=model)
-    print_outcomes(outcomes, "demo", Console())
+    results.print(Console())
     board = write_leaderboard(args.output, suite_members=registry.suites)
     board.print(Console())
     console.print(f"results in {escape(args.output)}; the same weights are `--model demo`")
@@ -105,39 +107,31 @@ def _watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle", type=positive_float, metavar="SECONDS",
                         help="stop after this many seconds without a new checkpoint (default: "
                              "wait until the run is finished, i.e. it wrote finished.json)")
-    parser.add_argument("--data-root", default=".", type=expand_path,
-                        help="folder that dataset paths are under")
+    add_run_flag(parser, "data_root")
     parser.add_argument("--output", type=expand_path,
                         help="results folder (default: LOGDIR/watch-results)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", type=precision_arg,
-                        metavar="{" + ",".join(PRECISIONS) + "}")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--workers", type=non_negative_int, default=default_workers())
-    parser.add_argument("--seed", type=seed_int, default=0)
-    parser.add_argument("--skip-missing", action="store_true")
-    parser.add_argument("--dist-timeout", type=positive_float, default=DEFAULT_TIMEOUT,
-                        metavar="SECONDS", help="under torchrun or srun: how long a rank waits "
-                                                "for the others (default %(default)s)")
+    # The flags of `itra-bench run` that say how each checkpoint is evaluated, declared
+    # (and checked) where `run` declares them.
+    for name in ("device", "precision", "batch_size", "workers", "seed", "skip_missing",
+                 "dist_timeout"):
+        add_run_flag(parser, name)
 
 
 def _watch(args: argparse.Namespace, registry: Registry, console: Console) -> int:
-    from itra_bench.cli import task_options
-    from itra_bench.runner import RunConfig
+    from itra_bench import RunSettings, init_distributed, protocol_flag_options
 
     from .watch import CSV_NAME, PLOT_NAME, watch
 
     folder = Path(args.run_folder)
-    base = RunConfig(model="", tasks=args.tasks, device=args.device, precision=args.precision,
-                     batch_size=args.batch_size, workers=args.workers, seed=args.seed,
-                     data_root=args.data_root,
-                     output=args.output or str(folder / "watch-results"), cache_dir=None,
-                     skip_missing=args.skip_missing, task_options=task_options(args))
-    from itra_bench.distributed import init_distributed
-
+    settings = RunSettings(device=args.device, precision=args.precision,
+                           batch_size=args.batch_size, workers=args.workers, seed=args.seed,
+                           data_root=args.data_root,
+                           output=args.output or str(folder / "watch-results"), cache_dir=None,
+                           skip_missing=args.skip_missing,
+                           task_options=protocol_flag_options(args))
     world = init_distributed(args.device, timeout=args.dist_timeout)
-    rows = watch(folder, base, registry, console, once=args.once, interval=args.interval,
-                 idle=args.idle, world=world)
+    rows = watch(folder, args.tasks, settings, registry, console, once=args.once,
+                 interval=args.interval, idle=args.idle, world=world)
     if not world.is_main:
         return 0
     console.print(f"{len(rows)} checkpoint(s) evaluated: {escape(str(folder / CSV_NAME))}, "

@@ -17,8 +17,7 @@ from typing import IO, Any
 
 from yacs.config import CfgNode
 
-from itra_bench.atomic_io import atomic_write_text, remove_stale_temp_files, writing_into
-from itra_bench.errors import UserError
+from itra_bench import UserError, atomic_write_text, remove_stale_temp_files, writing_into
 
 LOGGER_NAME = "itra_train"
 LOCK_NAME = "run.lock"

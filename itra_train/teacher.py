@@ -7,14 +7,17 @@ from pathlib import Path
 import torch
 from yacs.config import CfgNode
 
-from itra_bench.context import RunContext
-from itra_bench.datasets.image_source import ImageFiles
-from itra_bench.errors import UserError
-from itra_bench.feature_cache import FeatureCache
-from itra_bench.fingerprint import files_identity
-from itra_bench.model import EncoderModel, ModelOptions
-from itra_bench.registry import Registry
-from itra_bench.runner import parse_model_spec
+from itra_bench import (
+    EncoderModel,
+    FeatureCache,
+    ImageFiles,
+    ModelOptions,
+    Registry,
+    RunContext,
+    UserError,
+    files_identity,
+    parse_model_spec,
+)
 
 from .data import CsvImageText
 
@@ -59,11 +62,10 @@ def cached_teacher_features(teacher: EncoderModel, data: CsvImageText, sides: se
                             workers: int) -> dict[str, torch.Tensor]:
     """The teacher's features of every training row (``{"image": [N, D], "text": [N, D]}``
     for the sides asked), encoded once through itra-bench's feature cache."""
-    from itra_bench.encoding import encode_images, encode_texts
-    from itra_bench.progress import ProgressReporter
+    from itra_bench import encode_images, encode_texts
 
     ctx = RunContext(device=device, batch_size=batch_size, workers=workers,
-                     cache=FeatureCache(cache_dir), progress=ProgressReporter(enabled=False))
+                     cache=FeatureCache(cache_dir))
     out: dict[str, torch.Tensor] = {}
     teacher = teacher.to(device)
     if "image" in sides:

@@ -1,8 +1,8 @@
 """The trained model: image tower, text tower, projection heads and a learnable temperature.
 
 Towers are built by the same model plugins that evaluation uses (``openclip:``, ``timm:``,
-``hf:``, a plugin's own scheme, ...): ``--image-model-builder`` / ``--text-model-builder`` name
-the scheme, so whatever itra-bench can evaluate it can also train.
+``hf:``, a plugin's own scheme, ...): ``--image-tower`` / ``--text-tower`` are model specs as
+``itra-bench run --model`` takes them, so whatever itra-bench can evaluate it can also train.
 """
 
 from __future__ import annotations
@@ -16,67 +16,51 @@ from PIL import Image
 from torch import nn
 from yacs.config import CfgNode
 
-from itra_bench.errors import UserError
-from itra_bench.model import IMAGE, TEXT, EncoderModel, ModelOptions
-from itra_bench.registry import Registry
+from itra_bench import IMAGE, TEXT, EncoderModel, ModelOptions, Registry, UserError
 
 from .heads import PrototypeLayer, build_head
+from .tower_specs import build_spec, split_spec
 
 #: CLIP's initial temperature (logit scale 1 / 0.07) and its cap (scale 100).
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)
-#: Schemes whose ``--*-model-tag`` the trainer folds into the spec; ``hf`` and ``sbert`` read
-#: none. For any other (a plugin's) scheme, ``--*-model`` is the whole spec after ``scheme:``.
-TAGGED_SCHEMES = ("openclip", "timm", "torchvision", "torchhub")
-UNTAGGED_SCHEMES = ("hf", "sbert")
-
-
-def tower_spec(builder: str, model: str, tag: str, pretrained: bool, side: str = "image"
-               ) -> str:
-    """The itra-bench model spec (without ``scheme:``) of one tower's settings."""
-    if builder == "torchhub":
-        if not tag:
-            raise UserError(f"--{side}-model-builder torchhub needs --{side}-model-tag "
-                            f"ENTRYPOINT (and --{side}-model REPO, e.g. "
-                            "facebookresearch/dino:main)")
-        return f"{model}:{tag}"
-    if builder in TAGGED_SCHEMES and tag and pretrained:
-        return f"{model}@{tag}"
-    if tag and builder not in (*TAGGED_SCHEMES, *UNTAGGED_SCHEMES):
-        raise UserError(f"--{side}-model-tag {tag!r}: the {builder} scheme takes no tag; put the "
-                        f"whole spec after `{builder}:` in --{side}-model")
-    return model
 
 
 def check_builders(cfg: CfgNode, registry: Registry) -> None:
-    """Refuse a ``--image-model-builder`` / ``--text-model-builder`` that no loaded plugin
-    provides as a model scheme, suggesting the close match."""
+    """Refuse a ``--image-tower`` / ``--text-tower`` whose scheme no loaded plugin provides,
+    suggesting the close match."""
     for side in ("image", "text"):
-        scheme = cfg[f"{side}_model_builder"]
+        spec = cfg[f"{side}_tower"]
+        scheme = split_spec(spec)[0]
         if scheme in registry.models:
             continue
         known = sorted(registry.models)
         close = difflib.get_close_matches(scheme, known, n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"--{side}-model-builder {scheme!r}: no loaded plugin provides this "
-                        f"model scheme.{hint} Available: {', '.join(known)} (a plugin that is "
-                        "not installed loads with --plugin MODULE)")
+        bare = "" if ":" in spec else " A tower is a model spec SCHEME:MODEL, e.g. openclip:RN50."
+        raise UserError(f"--{side}-tower {spec}: no loaded plugin provides the model scheme "
+                        f"{scheme!r}.{hint}{bare} Available: {', '.join(known)} (a plugin that "
+                        "is not installed loads with --plugin MODULE)")
+
+
+def tower_schemes(cfg: CfgNode) -> dict[str, str]:
+    """The model scheme of each tower, by modality."""
+    return {IMAGE: split_spec(cfg.image_tower)[0], TEXT: split_spec(cfg.text_tower)[0]}
 
 
 def tower_providers(cfg: CfgNode, registry: Registry) -> dict[str, dict[str, str]]:
     """The plugins that provide the towers' schemes, by tower (``PluginInfo.as_record()``):
     what a checkpoint's fingerprint covers, and what its error names when one is missing."""
     return {part: registry.models[scheme].plugin.as_record()
-            for part, scheme in ((IMAGE, cfg.image_model_builder),
-                                 (TEXT, cfg.text_model_builder)) if scheme in registry.models}
+            for part, scheme in tower_schemes(cfg).items() if scheme in registry.models}
 
 
-def _tower(registry: Registry, scheme: str, model: str, tag: str, pretrained: bool,
-           cfg: CfgNode, use_weights: bool, side: str) -> EncoderModel:
-    rest = tower_spec(scheme, model, tag, pretrained and use_weights, side)
+def _tower(registry: Registry, spec: str, pretrained: bool, cfg: CfgNode,
+           use_weights: bool) -> EncoderModel:
     load = pretrained and use_weights
+    scheme, rest = build_spec(spec, load)
     options = ModelOptions(random_init=not load, seed=cfg.seed,
-                           pooler=cfg.text_pooler or None,
+                           text_pooler=cfg.text_pooler or None,
                            cache_dir=cfg.weights_cache or None)
     return registry.build_model(scheme, rest, options)
 
@@ -175,8 +159,7 @@ class ItraModel(EncoderModel):
 
 
 def _shared_clip(cfg: CfgNode) -> bool:
-    return (cfg.image_model_builder == "openclip" and cfg.text_model_builder == "openclip"
-            and cfg.image_model == cfg.text_model and cfg.image_model_tag == cfg.text_model_tag
+    return (split_spec(cfg.image_tower)[0] == "openclip" and cfg.image_tower == cfg.text_tower
             and cfg.pretrained_image_model == cfg.pretrained_text_model)
 
 
@@ -186,17 +169,15 @@ def build_model(cfg: CfgNode, registry: Registry, use_weights: bool = True) -> I
     ``use_weights=False`` builds every tower from its seeded random initialisation, for
     loading a checkpoint's weights over it (no pretrained file is needed then).
     """
-    image = _tower(registry, cfg.image_model_builder, cfg.image_model, cfg.image_model_tag,
-                   cfg.pretrained_image_model, cfg, use_weights, "image")
+    image = _tower(registry, cfg.image_tower, cfg.pretrained_image_model, cfg, use_weights)
     if IMAGE not in image.modalities:
-        raise UserError(f"--image-model {cfg.image_model}: this model has no image encoder")
+        raise UserError(f"--image-tower {cfg.image_tower}: this model has no image encoder")
     shared = _shared_clip(cfg)
-    text = None if shared else _tower(registry, cfg.text_model_builder, cfg.text_model,
-                                      cfg.text_model_tag, cfg.pretrained_text_model, cfg,
-                                      use_weights, "text")
+    text = None if shared else _tower(registry, cfg.text_tower, cfg.pretrained_text_model, cfg,
+                                      use_weights)
     text_encoder = image if text is None else text
     if TEXT not in text_encoder.modalities:
-        raise UserError(f"--text-model {cfg.text_model}: this model has no text encoder")
+        raise UserError(f"--text-tower {cfg.text_tower}: this model has no text encoder")
     _freeze_unused(image, text)
 
     if cfg.adapter:

@@ -19,13 +19,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from yacs.config import CfgNode
 
-from itra_bench.context import check_precision
-from itra_bench.errors import CorruptImageError, PluginBugError, UserError
-from itra_bench.losses import STUDENT_TO_TEACHER, LossSpec, build_loss, check_factory, check_options
-from itra_bench.registry import Registry
-from itra_bench.runner import seed_everything
+from itra_bench import (
+    STUDENT_TO_TEACHER,
+    CorruptImageError,
+    LossSpec,
+    PluginBugError,
+    Registry,
+    UserError,
+    build_loss,
+    check_loss_factory,
+    check_loss_options,
+    check_precision,
+    precision_autocast,
+    seed_everything,
+)
 
 from . import checkpoint
+from .adapters import check_adapter
 from .config import as_dict, dataset_type, differences, loss_options
 from .data import Batch, CsvImageText, DecodeFailure, collate
 from .distributed import World, gather_batch
@@ -33,6 +43,7 @@ from .evaluation import check_eval_tasks, evaluate_in_process
 from .run_folder import RunFolder
 from .schedule import adamw, cosine_lr
 from .teacher import build_teacher
+from .tower_specs import model_name
 from .towers import (
     ItraModel,
     build_model,
@@ -61,7 +72,7 @@ def run_name(cfg: CfgNode) -> str:
     if cfg.name:
         return cfg.name
     stamp = datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
-    models = "-".join(Path(m).stem for m in (cfg.image_model, cfg.text_model))
+    models = "-".join(Path(model_name(t)).stem for t in (cfg.image_tower, cfg.text_tower))
     return f"{stamp}-{models}-{cfg.loss}"
 
 
@@ -114,11 +125,12 @@ class Trainer:
         # What plugins define (model schemes, the loss and its options) is checked before
         # the run folder is created or locked.
         check_builders(cfg, registry)
+        check_adapter(cfg)
         check_precision(cfg.precision, world.device)
         self.spec = registry.loss(cfg.loss)
         self.options = loss_options(cfg)
-        check_options(self.spec, self.options)
-        check_factory(self.spec, registry.losses[cfg.loss].plugin)
+        check_loss_options(self.spec, self.options)
+        check_loss_factory(self.spec, registry.losses[cfg.loss].plugin)
         check_eval_tasks(cfg, registry)
         resume = self._resume_path()
         self.out = RunFolder(self.folder, world.is_main)
@@ -393,10 +405,7 @@ class Trainer:
     # -- one optimizer step ----------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cfg.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.cfg.precision == "amp_bf16" else torch.float16
-        return torch.autocast(device_type=self.world.device.type, dtype=dtype)
+        return precision_autocast(self.cfg.precision, self.world.device)
 
     def _forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The model's outputs for the sides the objective uses, plus the teacher's."""
@@ -471,7 +480,7 @@ class Trainer:
             f"plugin bug: loss {spec.name!r} of {plugin.describe()}, module {plugin.module}, "
             f"{problem}. A loss called as loss(student [B, Ds], teacher [B, Dt], "
             "logit_scale) must return a scalar tensor or a dict of scalar tensors (see "
-            "itra_bench.losses.LossSpec); report it to the plugin's authors (rerun with "
+            "itra_bench.LossSpec); report it to the plugin's authors (rerun with "
             "--debug for the traceback).")
 
     def _check_finite(self, loss: torch.Tensor) -> None:

@@ -18,16 +18,23 @@ import csv
 import io
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from itra_bench.atomic_io import atomic_write, atomic_write_text
-from itra_bench.distributed import World, broadcast_from_main
-from itra_bench.errors import UserError
-from itra_bench.registry import Registry
-from itra_bench.runner import Outcome, RunConfig, run
+from itra_bench import (
+    Registry,
+    RunSettings,
+    TaskScore,
+    UserError,
+    World,
+    atomic_write,
+    atomic_write_text,
+    broadcast_from_main,
+    evaluate,
+)
 
 from .run_folder import FINISHED_NAME
 
@@ -102,19 +109,20 @@ def finished(run_folder: Path) -> bool:
     return match is not None and (run_folder / "checkpoints" / f"epoch_{match[1]}.pt").is_file()
 
 
-def _scores_line(epoch: int, outcomes: list[Outcome]) -> str:
+def _scores_line(epoch: int, outcomes: Iterable[TaskScore]) -> str:
     """One line of an epoch's main scores (in %)."""
     scores = [f"{o.task} ({o.variant}) {o.main_score} {100 * o.value:.2f}"
               for o in outcomes if o.value is not None]
     return f"epoch {epoch}: " + ("; ".join(scores) or "no score")
 
 
-def watch(run_folder: Path, base: RunConfig, registry: Registry, console: Console,
-          once: bool = False, interval: float = 60.0, idle: float | None = None,
-          world: World | None = None) -> list[dict[str, str]]:
-    """Evaluate new checkpoints of ``run_folder``, printing each epoch's main scores, until
-    the run is finished (:func:`finished`), ``idle`` seconds pass without a new checkpoint,
-    or after one pass with ``once``; returns the rows of ``evaluation_metrics_all.csv``."""
+def watch(run_folder: Path, tasks: list[str], settings: RunSettings, registry: Registry,
+          console: Console, once: bool = False, interval: float = 60.0,
+          idle: float | None = None, world: World | None = None) -> list[dict[str, str]]:
+    """Evaluate new checkpoints of ``run_folder`` on ``tasks`` (with the run ``settings``
+    of :func:`itra_bench.evaluate`), printing each epoch's main scores, until the run is
+    finished (:func:`finished`), ``idle`` seconds pass without a new checkpoint, or after one
+    pass with ``once``; returns the rows of ``evaluation_metrics_all.csv``."""
     world = world or World()
     if not (run_folder / "checkpoints").is_dir():
         raise UserError(f"{run_folder} is not an itra-train run folder (no checkpoints/ inside); "
@@ -139,8 +147,8 @@ def watch(run_folder: Path, base: RunConfig, registry: Registry, console: Consol
         for epoch, path in todo:
             if world.is_main:
                 console.print(f"[bold]epoch {epoch}[/]: evaluating {path}")
-            config = RunConfig(**{**base.__dict__, "model": path})
-            outcomes = run(config, registry, console, show_progress=False, world=world)
+            outcomes = evaluate(path, tasks, registry=registry, console=console,
+                                show_progress=False, world=world, **settings)
             row = {"epoch": str(epoch), "checkpoint": path}
             for o in outcomes:
                 if o.value is not None:

@@ -29,8 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import base_plus_ext
 
-from itra_bench.datasets.image_source import to_rgb
-from itra_bench.errors import MissingDataError, UserError
+from itra_bench import MissingDataError, UserError, to_rgb
 
 from .data import Batch, DecodeFailure, collate
 

@@ -2,7 +2,7 @@
 
 A folder whose config has both a vision and a text tower (CLIP, SigLIP, ...) becomes an
 image-text model using the model's own projections; any other folder becomes a text encoder
-whose token states are pooled (``--pooler mean``, the default, or ``cls``).
+whose token states are pooled (``--text-pooler mean``, the default, or ``cls``).
 """
 
 from __future__ import annotations
@@ -172,9 +172,9 @@ def build_hf(rest: str, options: ModelOptions) -> EncoderModel:
         fp_config.update(random_init_config(options.seed))
 
     if is_dual:
-        if options.pooler is not None:
-            raise UserError(f"{spec}: --pooler applies to text encoders; {config.model_type} "
-                            "models use their own projection heads")
+        if options.text_pooler is not None:
+            raise UserError(f"{spec}: --text-pooler applies to text encoders; "
+                            f"{config.model_type} models use their own projection heads")
         transform = _image_transform(spec, folder)
         text_cfg = config.text_config
         max_length = _max_length(tokenizer, getattr(text_cfg, "max_position_embeddings", None))
@@ -185,12 +185,14 @@ def build_hf(rest: str, options: ModelOptions) -> EncoderModel:
         result: EncoderModel = HFDualEncoder(model, tokenizer, transform, max_length, pad_max,
                                              fingerprint(fp_config, files))
     else:
-        pooler = options.pooler or "mean"
+        pooler = options.text_pooler or "mean"
         if pooler not in POOLERS:
-            raise UserError(f"{spec}: --pooler {pooler!r} is not one of {', '.join(POOLERS)}")
+            raise UserError(f"{spec}: --text-pooler {pooler!r} is not one of "
+                            f"{', '.join(POOLERS)}")
         if getattr(config, "is_encoder_decoder", False):
             model = model.get_encoder()  # embeddings come from the encoder alone (e.g. T5)
         max_length = _max_length(tokenizer, getattr(config, "max_position_embeddings", None))
+        # "pooler" as fingerprints have always named it: a new key would change them all.
         fp_config.update(pooler=pooler, max_length=max_length)
         result = HFTextEncoder(model, tokenizer, pooler, max_length,
                                fingerprint(fp_config, files))

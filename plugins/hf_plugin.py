@@ -15,7 +15,7 @@ def itra_bench_model_builders() -> list[ModelBuilder]:
     return [ModelBuilder(
         scheme="hf", build=LazyFactory("itra_bench.plugins.hf_models", "build_hf"),
         description="a local HuggingFace transformers folder: CLIP-like image-text models, or "
-                    "text encoders with mean/CLS pooling (--pooler)",
+                    "text encoders with mean/CLS pooling (--text-pooler)",
         example="hf:/path/to/saved_model",
         lazy=True,
     )]

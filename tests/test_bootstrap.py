@@ -139,7 +139,8 @@ def test_exact_group_means_agree_with_resampling_samples():
     against drawing sample indices: the same distribution, so the same interval and p-value
     up to Monte Carlo error."""
     from itra_bench.bootstrap import group_mean_interval, group_mean_paired
-    from itra_bench.sample_outcomes import SampleOutcomes, _classification_statistic
+    from itra_bench.outcome_kinds import _classification_statistic
+    from itra_bench.sample_outcomes import SampleOutcomes
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 12, 1500)

@@ -94,8 +94,7 @@ def site(tmp_path, monkeypatch) -> Path:
 def _train(train, tmp_path: Path, *extra: str) -> Path:
     data = digits_csv(tmp_path / "digits", 16)
     res = train("--train-data", data, "--logs", tmp_path / "logs", "--name", "run", *TINY,
-                "--image-model-builder", "myshapes", "--image-model", "tiny",
-                "--text-model-builder", "openclip", "--text-model", "itra-demo",
+                "--image-tower", "myshapes:tiny", "--text-tower", "openclip:itra-demo",
                 "--epochs", "1", "--batch-size", "8", *extra)
     assert res.code == 0, res
     return tmp_path / "logs" / "run" / "checkpoints" / "epoch_1.pt"
@@ -170,7 +169,7 @@ def _evil_checkpoint(train, tmp_path: Path, plugin: str) -> Path:
     assert res.code == 0, res
     ckpt = torch.load(tmp_path / "logs" / "run" / "checkpoints" / "epoch_1.pt",
                       weights_only=True)
-    ckpt["config"]["image_model_builder"] = "evilscheme"
+    ckpt["config"]["image_tower"] = "evilscheme:x"
     ckpt["plugins"] = [plugin]
     folder = tmp_path / "download"
     folder.mkdir()

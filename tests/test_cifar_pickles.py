@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from itra_bench.datasets.torchvision_formats import CifarSplit
 from itra_bench.errors import UserError
+from itra_bench.tasks.classic.torchvision_formats import CifarSplit
 
 FOLDER = "cifar-10-batches-py"
 

@@ -1,4 +1,4 @@
-"""The classic suites (tasks/classic.py) on small data written in their real on-disk layouts:
+"""The classic suites (tasks/classic/) on small data written in their real on-disk layouts:
 CLOOB class folders, and torchvision's CIFAR pickles and STL-10 binaries (checked against
 torchvision's own readers)."""
 
@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from itra_bench.datasets.torchvision_formats import (
+from itra_bench.errors import MissingDataError, UserError
+from itra_bench.results import iter_records
+from itra_bench.tasks.classic.torchvision_formats import (
     CifarSplit,
     ClassListFolder,
     STL10Split,
     sorted_class_folders,
 )
-from itra_bench.errors import MissingDataError, UserError
-from itra_bench.results import iter_records
 from itra_bench.threads import torch_threads
 
 CLASSIC = ("--plugin", "itra_test_plugin")
@@ -225,7 +225,7 @@ def test_torchvision_format_errors_name_the_file_and_the_fix(tmp_path):
 # ------------------------------------------------------------- class folders -> class index
 
 def test_prompts_are_clip_lists_as_clip_benchmark_has_them():
-    from itra_bench.tasks.classic import prompts
+    from itra_bench.tasks.classic.plugin import prompts
 
     data = prompts()
     sizes = {"imagenet": 1000, "cifar10": 10, "cifar100": 100, "stl10": 10, "birdsnap": 500,
@@ -258,7 +258,7 @@ def test_sorted_folders_follow_imagefolder_and_numbers():
 
 def test_positional_folders_map_to_clip_order(tmp_path):
     """gtsrb-like: unpadded index folders 0..42, the i-th (numerically) is CLIP class i."""
-    from itra_bench.tasks.classic import prompts
+    from itra_bench.tasks.classic.plugin import prompts
 
     names = prompts()["gtsrb"]["classnames"]
     folders = [str(i) for i in range(43)]
@@ -271,7 +271,7 @@ def test_positional_folders_map_to_clip_order(tmp_path):
 
 
 def test_folders_named_after_classes_map_by_name(tmp_path):
-    from itra_bench.tasks.classic import prompts
+    from itra_bench.tasks.classic.plugin import prompts
 
     names = prompts()["ucf101"]["classnames"]
     # UCF101's own folder names, in CamelCase; a partial copy still maps by name.
@@ -283,7 +283,7 @@ def test_folders_named_after_classes_map_by_name(tmp_path):
 
 
 def test_birdsnap_absent_classes_left_out_as_protoclip(tmp_path):
-    from itra_bench.tasks.classic import BIRDSNAP_ABSENT, prompts
+    from itra_bench.tasks.classic.plugin import BIRDSNAP_ABSENT, prompts
 
     names = prompts()["birdsnap"]["classnames"]
     kept = [c for i, c in enumerate(names) if i not in BIRDSNAP_ABSENT]
@@ -304,7 +304,7 @@ def test_birdsnap_absent_classes_left_out_as_protoclip(tmp_path):
 
 
 def test_wrong_folder_count_is_one_clear_error(tmp_path):
-    from itra_bench.tasks.classic import prompts
+    from itra_bench.tasks.classic.plugin import prompts
 
     write_class_folders(tmp_path / "test", ["000", "001"], [0, 1], 43)
     with pytest.raises(UserError, match=r"has 2 class folders .* has 43 classes"):
@@ -313,7 +313,7 @@ def test_wrong_folder_count_is_one_clear_error(tmp_path):
 
 def test_imagenet_layout_resolution(tmp_path):
     """1000 WordNet-id folders in sorted order are CLIP's 1000 classes; val/ is accepted."""
-    from itra_bench.tasks.classic import classic_tasks, prompts
+    from itra_bench.tasks.classic.plugin import classic_tasks, prompts
 
     tasks = {t.name: t for t in classic_tasks()}
     zs, lin = tasks["zeroshot-imagenet"], tasks["linear-imagenet"]
@@ -345,7 +345,7 @@ def _records(out: Path) -> dict[str, dict]:
 
 
 def test_classic_suites_run_on_small_data(cli, tmp_path):
-    from itra_bench.tasks.classic import BIRDSNAP_ABSENT
+    from itra_bench.tasks.classic.plugin import BIRDSNAP_ABSENT
 
     root = tmp_path / "data"
     write_cifar(root, "cifar10", train_per_class=6, test_per_class=3)
@@ -397,7 +397,7 @@ def test_missing_torchvision_files_stop_the_run_with_the_layout(cli, tmp_path):
 def test_suites_and_names_are_registered():
     from itra_bench.registry import load_registry
 
-    registry = load_registry(["itra_bench.tasks.classic"])
+    registry = load_registry(["itra_bench.tasks.classic.plugin"])
     assert registry.suites["zeroshot-classic"] == [
         "zeroshot-imagenet", "zeroshot-cifar10", "zeroshot-cifar100", "zeroshot-stl10",
         "zeroshot-birdsnap", "zeroshot-country211", "zeroshot-flowers102", "zeroshot-gtsrb",

@@ -82,7 +82,7 @@ def test_unknown_task_or_suite_suggests_close_names(cli, tmp_path, tasks, sugges
 
 def test_unknown_model_scheme_suggests_close_names(cli, tmp_path):
     res = cli(*run_args(tmp_path, "--tasks", "demo", model="pixle:x"))
-    assert res.code == 2 and "unknown model 'pixle'" in res.err and "'pixel'" in res.err
+    assert res.code == 2 and "unknown model scheme 'pixle'" in res.err and "'pixel'" in res.err
 
 
 def test_model_without_weights_is_refused_unless_random_init(cli, tmp_path):
@@ -168,7 +168,7 @@ def test_missing_data_folder_names_path_and_layout(cli, tmp_path):
     ("name: x\nprotocol: knn\n", "missing required key 'root'"),
     ("protocol: zeroshot\nroot: r\n", "missing required key 'name'"),
     ("name: x\nprotocol: knn\nroot: r\nk: ten\n", "key 'k' must be a int"),
-    ("name: x\nprotocol: zero-shot\nroot: r\n", "protocol 'zero-shot'"),
+    ("name: x\nprotocol: zero-shot\nroot: r\n", "task type 'zero-shot'"),
     ("name: x\nprotocol: zeroshot\nroot: r\ntemplates: ['a photo']\n", "has no '{}' slot"),
     ("- just\n- a list\n", "expected a mapping"),
 ])
@@ -271,10 +271,11 @@ def test_weights_for_another_architecture_is_one_clear_error(cli, tmp_path):
     import open_clip
     import torch
 
-    from itra_bench.demo_model import DEMO_CONFIG
+    from itra_bench.plugins.openclip_models import PACKAGED_CONFIGS
 
-    (tmp_path / "tiny.json").write_text(json.dumps(DEMO_CONFIG))
-    other = copy.deepcopy(DEMO_CONFIG)
+    demo_config = json.loads((PACKAGED_CONFIGS / "itra-demo.json").read_text())
+    (tmp_path / "tiny.json").write_text(json.dumps(demo_config))
+    other = copy.deepcopy(demo_config)
     other["vision_cfg"]["layers"] = 3
     torch.save(open_clip.CLIP(**other).state_dict(), tmp_path / "other.pt")
     res = cli(*run_args(tmp_path, "--tasks", "digits-knn",

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from itra_bench.errors import UserError
-from itra_bench.protocols.entailment import (
+from itra_bench.results import iter_records
+from itra_bench.tasks.snli_ve.entailment import (
     CONTRADICTION,
     ENTAILMENT,
     LABELS,
@@ -28,11 +29,10 @@ from itra_bench.protocols.entailment import (
     predict,
     train_transfer_classifier,
 )
-from itra_bench.results import iter_records
 from itra_bench.threads import torch_threads
 
-PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.coco",
-           "--plugin", "itra_bench.tasks.snli_ve")
+PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.coco.plugin",
+           "--plugin", "itra_bench.tasks.snli_ve.plugin")
 KS = (1, 5, 10)
 
 
@@ -503,7 +503,7 @@ def test_snli_ve_bad_lines_name_file_and_line(cli, tmp_path):
     res = cli(*run_args(tmp_path, root, "--tasks", "snli-ve-zeroshot"))
     assert res.code == 2 and f"{dev}, line 2" in res.err and "JSON" in res.err
     with pytest.raises(UserError, match="missing key"):
-        from itra_bench.tasks.snli_ve import read_snli_ve
+        from itra_bench.tasks.snli_ve.plugin import read_snli_ve
 
         dev.write_text('{"Flickr30K_ID": "1", "sentence2": "x", "gold_label": "neutral"}\n')
         read_snli_ve(dev)

@@ -50,7 +50,7 @@ def test_the_same_weights_under_two_names_differ_nowhere(cli, results):
                                           "digits-knn", "digits-clustering", "digits-retrieval"}
     for r in tasks:
         assert r["difference"] == 0 and r["p_value"] == 1.0 and r["significant"] is False
-        assert r["ci_low"] == r["ci_high"] == 0
+        assert r["low"] == r["high"] == 0
 
 
 def test_differences_equal_the_stored_scores_and_holm_marks_small_p(cli, results):
@@ -62,7 +62,7 @@ def test_differences_equal_the_stored_scores_and_holm_marks_small_p(cli, results
         a, b = stored[("pixel", r["task"])], stored[("pixel:dim8", r["task"])]
         assert r["a"] == pytest.approx(100 * a) and r["b"] == pytest.approx(100 * b)
         assert r["difference"] == pytest.approx(100 * (b - a))
-        assert r["ci_low"] <= r["difference"] <= r["ci_high"]
+        assert r["low"] <= r["difference"] <= r["high"]
         assert 0 < r["p_value"] <= 1
     # Holm at 0.05 over m tasks: the smallest p must be under 0.05 / m, and so on.
     ps = sorted((r["p_value"], r["significant"]) for r in tasks)
@@ -72,7 +72,7 @@ def test_differences_equal_the_stored_scores_and_holm_marks_small_p(cli, results
         assert marked == rejecting
     suite, = [r for r in rows if r["task"].startswith("avg:demo")]
     assert suite["difference"] == pytest.approx(np.mean([r["difference"] for r in tasks]))
-    assert suite["ci_low"] <= suite["difference"] <= suite["ci_high"]
+    assert suite["low"] <= suite["difference"] <= suite["high"]
 
 
 def test_the_table_names_both_models_and_marks_significance(cli, results):

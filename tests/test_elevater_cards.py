@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from itra_bench.errors import UnknownNameError, UserError
+from itra_bench.task_fields import key_rows
 from itra_bench.vision_benchmark.cards import (
     CARDS_DIR,
+    WHAT,
+    DatasetCard,
+    SplitFiles,
     builtin_cards,
     find_card,
     load_card,
@@ -186,3 +191,57 @@ def test_template_without_slot_is_rejected(tmp_path):
     with pytest.raises(UserError) as exc:
         load_card(path)
     assert str(path) in str(exc.value) and "template" in str(exc.value)
+
+
+#: A card's keys, in the order messages list them.
+CARD_KEYS = ["name", "task_type", "aliases", "suites", "type", "num_classes", "metric", "format",
+             "root", "labelmap", "splits", "classnames", "templates", "source", "extra"]
+
+
+def test_the_card_dataclasses_are_the_schema():
+    assert [r.key for r in key_rows(DatasetCard)] == CARD_KEYS
+    assert [r.key for r in key_rows(SplitFiles)] == ["index", "files", "num_images"]
+    assert all(r.help for r in [*key_rows(DatasetCard), *key_rows(SplitFiles)])
+    # Required in a file although the dataclass has a default: the image count.
+    assert {r.key for r in key_rows(SplitFiles) if r.required} == {"index", "num_images"}
+
+
+def test_unknown_field_message_lists_the_keys_in_order(tmp_path):
+    path = _write_card(tmp_path, metrc="accuracy")
+    with pytest.raises(UserError) as exc:
+        load_card(path)
+    assert str(exc.value) == (f"{path}: unknown key 'metrc' (did you mean 'metric'?) for {WHAT}; "
+                              f"valid keys: {', '.join(CARD_KEYS)}")
+
+
+@pytest.mark.parametrize(("split", "message"), [
+    ({"index": "t.txt"},
+     "{path}: missing required key 'num_images' for split 'test' of a dataset card"),
+    ({"index": "t.txt", "num_images": 1, "files": ["a.zip", 3]},
+     "dataset card {path}: split 'test': 'files' must be a list of file names"),
+    ({"index": "t.txt", "num_images": -1}, "dataset card {path}: split 'test': 'num_images' "
+     "must be the number of images its index lists (0: not distributed), got -1"),
+])
+def test_a_wrong_split_names_the_split(tmp_path, split, message):
+    path = _write_card(tmp_path, splits={"test": split})
+    with pytest.raises(UserError) as exc:
+        load_card(path)
+    assert str(exc.value) == message.format(path=path)
+
+
+def test_one_zip_may_be_named_as_a_string(tmp_path):
+    path = _write_card(tmp_path, splits={"test": {"index": "t.txt", "files": "val.zip",
+                                                  "num_images": 10000}})
+    assert load_card(path).splits["test"] == SplitFiles("t.txt", ("val.zip",), 10000)
+
+
+def test_the_task_type_key_is_no_part_of_the_task_definition():
+    # Always elevater: the definition (what a stored result is compared against) is that of
+    # the card's other fields, as before the key was a field.
+    from itra_bench.task_identity import task_definition
+    from itra_bench.vision_benchmark.task import ElevaterTask
+
+    card = find_card("cifar-10")
+    assert card.task_type == "elevater"
+    assert task_definition(ElevaterTask(card=card)) == task_definition(
+        ElevaterTask(card=replace(card, task_type="other")))

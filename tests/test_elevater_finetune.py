@@ -15,9 +15,10 @@ from itra_test_plugin import PixelModel
 from itra_bench.context import RunContext
 from itra_bench.errors import UserError
 from itra_bench.model import IMAGE, TEXT
+from itra_bench.model_building import build_model
 from itra_bench.registry import load_registry
 from itra_bench.results import iter_records
-from itra_bench.runner import RunConfig, build_model
+from itra_bench.runner import RunConfig
 from itra_bench.threads import torch_threads
 from itra_bench.vision_benchmark.cards import find_card
 from itra_bench.vision_benchmark.few_shot import sample_few_shot

@@ -18,10 +18,10 @@ from rich.console import Console
 
 from itra_bench.results import iter_records
 from itra_bench.sample_outcomes import check_outcomes, read_outcomes
-from itra_bench.tasks.elevater import score_predictions
 from itra_bench.vision_benchmark.cards import find_card
 from itra_bench.vision_benchmark.metrics import elevater_metric
 from itra_bench.vision_benchmark.submission import file_probabilities
+from itra_bench.vision_benchmark.task import score_predictions
 
 # One dataset per ELEVATER metric: accuracy, mean_per_class, roc_auc, 11point_mAP.
 DATASETS = ("cifar-10", "oxford-iiit-pets", "hateful-memes", "voc-2007-classification")
@@ -172,7 +172,7 @@ def test_roc_auc_outcomes_equal_sklearn_with_ties_from_rounding():
     assert metrics["roc_auc"] != metrics["roc_auc_unrounded"]
     from sklearn.metrics import roc_auc_score
 
-    from itra_bench.sample_outcomes import _roc_auc
+    from itra_bench.outcome_kinds import _roc_auc
 
     assert abs(_roc_auc(stored[:, 1], targets) - roc_auc_score(targets, stored[:, 1])) <= 1e-12
 

@@ -151,7 +151,7 @@ def test_no_tuning_uses_the_given_hyper_parameters(cli, tmp_path, data_root):
 
 def test_interrupted_suite_keeps_finished_datasets_and_resumes(cli, tmp_path, data_root,
                                                                monkeypatch):
-    import itra_bench.tasks.elevater as elevater
+    import itra_bench.vision_benchmark.task as elevater
 
     real = elevater.elevater_metric
     calls = {"n": 0}

@@ -211,8 +211,8 @@ def _tie_case() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_rounding_to_six_decimals_changes_11point_map_and_both_are_reported():
-    from itra_bench.tasks.elevater import score_predictions
     from itra_bench.vision_benchmark.submission import file_probabilities
+    from itra_bench.vision_benchmark.task import score_predictions
 
     probs, targets = _tie_case()
     exact = elevater_metric("11point_mAP", probs, targets)
@@ -273,13 +273,13 @@ def test_a_user_card_with_a_bad_key_names_file_and_key(cli, tmp_path):
     res = _run(cli, tmp_path, tmp_path, path)
     assert res.code == 2 and str(path) in res.err and "'num_clases'" in res.err, res
     assert "num_classes" in res.err
-    path = _user_card(tmp_path, protocol="elevater", metric="top1")
+    path = _user_card(tmp_path, task_type="elevater", metric="top1")
     res = _run(cli, tmp_path, tmp_path, path)
     assert res.code == 2 and str(path) in res.err and "'metric'" in res.err, res
 
 
 def test_a_builtin_card_is_a_valid_task_file(tmp_path):
-    from itra_bench.tasks.elevater import ElevaterTask
+    from itra_bench.vision_benchmark.task import ElevaterTask
     from itra_bench.yaml_tasks import load_task_file
 
     protocols = {n: p.item for n, p in load_registry().task_file_protocols.items()}

@@ -27,8 +27,8 @@ from itra_bench.results import iter_records
 from itra_bench.vision_benchmark.cards import load_card
 
 HELPERS = Path(__file__).parent / "helpers"
-PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.coco",
-           "--plugin", "itra_bench.tasks.msmarco")
+PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.coco.plugin",
+           "--plugin", "itra_bench.tasks.msmarco.plugin")
 
 pytestmark = [
     pytest.mark.slow,

@@ -91,8 +91,9 @@ SPECS = [
 
 
 def test_model_specs_and_pretrained_expand_home_and_variables(home):
+    from itra_bench.model_building import build_model
     from itra_bench.registry import load_registry
-    from itra_bench.runner import RunConfig, build_model
+    from itra_bench.runner import RunConfig
 
     _local_models(home / "weights")
     registry = load_registry([], [])
@@ -208,8 +209,8 @@ def test_a_failed_start_leaves_no_run_folder(train, tmp_path):
     data = digits_csv(tmp_path / "data", 64)
     logs = tmp_path / "logs"
     res = train("--train-data", data, "--logs", logs, "--batch-size", "1000", "--epochs", "1",
-                "--device", "cpu", "--workers", "0", "--image-model", "itra-demo",
-                "--text-model", "itra-demo", "--no-progress")
+                "--device", "cpu", "--workers", "0", "--image-tower", "openclip:itra-demo",
+                "--text-tower", "openclip:itra-demo", "--no-progress")
     assert res.code == 2 and "no full batch" in res.err, res
     assert not logs.exists() or not list(logs.iterdir()), list(logs.iterdir())
 

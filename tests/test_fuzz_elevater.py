@@ -24,9 +24,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from itra_bench.errors import UserError
-from itra_bench.tasks.elevater import ElevaterTask, elevater_card_task
 from itra_bench.vision_benchmark.cards import CARDS_DIR, find_card, load_card
 from itra_bench.vision_benchmark.readers import open_split
+from itra_bench.vision_benchmark.task import ElevaterTask, elevater_card_task
 
 # Bytes the parsers treat specially somewhere: separators, line ends, '@', digits and signs,
 # commas, NUL, invalid UTF-8, a BOM, YAML and JSON syntax.

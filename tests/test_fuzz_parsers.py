@@ -211,11 +211,12 @@ def _captions_train(folder: Path) -> Callable[[], Any]:
 
 
 def _task_protocols() -> dict[str, Any]:
-    from itra_bench.tasks import coco, msmarco, snli_ve, sts, tapc, wikisections, wordsim
+    import importlib
 
     out: dict[str, Any] = {}
-    for module in (coco, msmarco, snli_ve, sts, tapc, wikisections, wordsim):
-        out.update(module.itra_bench_task_file_protocols())
+    for benchmark in ("coco", "msmarco", "snli_ve", "sts", "tapc", "wikisections", "wordsim"):
+        plugin = importlib.import_module(f"itra_bench.tasks.{benchmark}.plugin")
+        out.update(plugin.itra_bench_task_file_protocols())
     return out
 
 
@@ -227,7 +228,7 @@ def _task_yaml(folder: Path) -> Callable[[], Any]:
 
 
 def _cards() -> list[bytes]:
-    from itra_bench.tasks import CARDS_DIR
+    import itra_bench.tasks
 
     builtin = [
         "name: pets\nprotocol: zeroshot\nroot: pets\nsplit: test\nclassnames: [cat, dog]\n"
@@ -239,7 +240,8 @@ def _cards() -> list[bytes]:
         "img_key: path\ncaption_key: text\n",
     ]
     return [c.encode() for c in builtin] + sorted(p.read_bytes()
-                                                  for p in CARDS_DIR.glob("*.yaml"))
+                                                  for p in Path(itra_bench.tasks.__file__)
+                                                  .parent.glob("*/cards/*.yaml"))
 
 
 COCO = json.dumps({
@@ -259,13 +261,13 @@ KARPATHY = json.dumps({"dataset": "coco", "images": [
 
 
 def _coco(folder: Path) -> Callable[[], Any]:
-    from itra_bench.datasets.coco_captions import CocoCaptions
+    from itra_bench.tasks.coco.captions import CocoCaptions
 
     return [lambda: CocoCaptions(folder / "captions.json", folder / "images")]
 
 
 def _karpathy(folder: Path) -> Callable[[], Any]:
-    from itra_bench.datasets.coco_captions import KarpathyCaptions
+    from itra_bench.tasks.coco.captions import KarpathyCaptions
 
     return [lambda: KarpathyCaptions(folder / "dataset.json", folder / "images", "test")]
 
@@ -295,7 +297,7 @@ def _sts_folder(folder: Path) -> None:
 
 
 def _sts_input(folder: Path) -> Callable[[], Any]:
-    from itra_bench.tasks.sts import read_senteval_sts
+    from itra_bench.tasks.sts.plugin import read_senteval_sts
 
     _sts_folder(folder)
     return [lambda: read_senteval_sts(folder, "x")]
@@ -306,13 +308,13 @@ def _sts_gold(folder: Path) -> Callable[[], Any]:
 
 
 def _stsb(folder: Path) -> Callable[[], Any]:
-    from itra_bench.tasks.sts import read_stsbenchmark
+    from itra_bench.tasks.sts.plugin import read_stsbenchmark
 
     return [lambda: read_stsbenchmark(folder / "sts-test.csv")]
 
 
 def _sick(folder: Path) -> Callable[[], Any]:
-    from itra_bench.tasks import sts
+    from itra_bench.tasks.sts import plugin as sts
 
     return [lambda: sts.read_sick(folder / "SICK.txt"),
             lambda: sts.read_sick(folder / "SICK.txt", semeval_set=("TEST",))]
@@ -328,7 +330,7 @@ WORDSIM = [
 
 
 def _wordsim(folder: Path) -> Callable[[], Any]:
-    from itra_bench.tasks.wordsim import read_word_pairs
+    from itra_bench.tasks.wordsim.plugin import read_word_pairs
 
     path = folder / "words.txt"
     return [*(lambda c=column: read_word_pairs(path, "auto", c)
@@ -348,7 +350,7 @@ def _msmarco_files(folder: Path) -> None:
 
 
 def _msmarco(folder: Path) -> Callable[[], Any]:
-    from itra_bench.datasets import msmarco
+    from itra_bench.tasks.msmarco import readers as msmarco
 
     _msmarco_files(folder)
 
@@ -373,8 +375,8 @@ VQA_ANNOTATIONS = json.dumps({"annotations": [
 
 
 def _vqa(folder: Path) -> Callable[[], Any]:
-    from itra_bench.datasets.vqav2 import answer_counts, answers_by_question_type, read_split
-    from itra_bench.datasets.vqav2 import read_annotations as read
+    from itra_bench.tasks.tapc.vqav2 import answer_counts, answers_by_question_type, read_split
+    from itra_bench.tasks.tapc.vqav2 import read_annotations as read
 
     (folder / "questions.json").write_bytes(VQA_QUESTIONS)
     (folder / "annotations.json").write_bytes(VQA_ANNOTATIONS)
@@ -398,7 +400,7 @@ SNLI_VE = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
 
 
 def _snli_ve(folder: Path) -> Callable[[], Any]:
-    from itra_bench.tasks.snli_ve import read_snli_ve
+    from itra_bench.tasks.snli_ve.plugin import read_snli_ve
 
     return [lambda: read_snli_ve(folder / "snli_ve_test.jsonl")]
 
@@ -431,7 +433,7 @@ def _result_samples() -> list[bytes]:
 def _readers_of_results(folder: Path) -> list[Callable[[], Any]]:
     from itra_bench.compare import compare_results
     from itra_bench.leaderboard import collate, write_leaderboard
-    from itra_bench.report import _columns
+    from itra_bench.report_data import chart_columns
     from itra_bench.vision_benchmark.summary import summarize
 
     root = folder / RESULTS
@@ -440,7 +442,7 @@ def _readers_of_results(folder: Path) -> list[Callable[[], Any]]:
     return [lambda: ResultStore(root).read(root / B_T2.relative_to(RESULTS)),
             lambda: write_leaderboard(root, folder / "board", []),
             lambda: summarize(root),
-            lambda: _columns(root, collate(root)),
+            lambda: chart_columns(root, collate(root)),
             lambda: compare_results(root, "a", "b", resamples=5, problems=[])]
 
 
@@ -494,7 +496,7 @@ def _cifar_pickles(meta: bool) -> list[bytes]:
 
 
 def _cifar(folder: Path) -> list[Callable[[], Any]]:
-    from itra_bench.datasets.torchvision_formats import CifarSplit
+    from itra_bench.tasks.classic.torchvision_formats import CifarSplit
 
     (folder / CIFAR).mkdir(exist_ok=True)
     for name, valid in (("batches.meta", _cifar_pickles(True)[0]),

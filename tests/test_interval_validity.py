@@ -15,7 +15,8 @@ from rich.console import Console
 
 from itra_bench.bootstrap import Interval
 from itra_bench.leaderboard import Leaderboard, score_with_interval
-from itra_bench.sample_outcomes import KINDS, SampleOutcomes, compare, interval
+from itra_bench.outcome_kinds import KINDS
+from itra_bench.sample_outcomes import SampleOutcomes, compare, interval
 
 #: Few resamples: quick (scikit-learn's AMI is one call per resample), and percentile ends
 #: nearer the extremes of the bootstrap distribution make holding the score harder.
@@ -231,7 +232,7 @@ def test_asymmetric_intervals_print_as_low_high_never_plus_minus():
     assert "13.13 [10.20, 15.90]" in board.to_markdown()
     assert "±" not in board.rows("markdown")[0]["digits-clustering"]
     # Scripts keep numbers.
-    assert board.rows("json")[0]["digits-clustering/ci_low"] == pytest.approx(10.20)
+    assert board.rows("json")[0]["digits-clustering/low"] == pytest.approx(10.20)
     # The terminal shows brackets as written, in cells and in the title (no rich markup).
     console = Console(file=io.StringIO(), width=200)
     board.print(console)

@@ -91,7 +91,7 @@ def test_paired_test_on_real_runs_matches_mcnemar_and_scipy(cli, tmp_path):
         assert row["p_value"] == pytest.approx(mcnemar, abs=0.02 + 0.1 * mcnemar), task
         ref = _scipy((hits_a.astype(float), hits_b.astype(float)),
                      lambda x, y: np.mean(y) - np.mean(x), paired=True)
-        _close(row["ci_low"] / 100, row["ci_high"] / 100, ref, ends=0.005, width=0.004)
+        _close(row["low"] / 100, row["high"] / 100, ref, ends=0.005, width=0.004)
 
 
 def _write_coco(root: Path, images: int = 60) -> None:
@@ -114,7 +114,7 @@ def _write_coco(root: Path, images: int = 60) -> None:
 
 def test_coco_retrieval_interval_matches_a_cluster_bootstrap_by_scipy(cli, tmp_path):
     _write_coco(tmp_path / "data")
-    _run(cli, tmp_path / "out", "--plugin", "itra_bench.tasks.coco", "--model", "pixel",
+    _run(cli, tmp_path / "out", "--plugin", "itra_bench.tasks.coco.plugin", "--model", "pixel",
          "--tasks", "coco2017-retrieval", "--data-root", tmp_path / "data")
     record, outcomes = _stored(tmp_path / "out")["coco2017-retrieval"]
     image_rank = outcomes.arrays["image_rank"]

@@ -126,9 +126,10 @@ def test_a_stale_memo_is_refused_not_used(cli, tmp_path, weights, builds):
 
 def test_parameter_counts_and_transform_come_from_the_memo_unchanged(tmp_path, weights):
     from itra_bench.lazy_model import LazyModel
+    from itra_bench.model_building import build_model
     from itra_bench.model_memo import ModelMemo, memo_key, watched_paths
     from itra_bench.registry import load_registry
-    from itra_bench.runner import RunConfig, build_model
+    from itra_bench.runner import RunConfig
 
     registry = load_registry([], [])
     config = RunConfig(model=f"openclip:{weights[0]}@{weights[1]}", tasks=["demo"])
@@ -174,9 +175,10 @@ def test_a_relative_spec_in_another_folder_is_another_model(tmp_path, monkeypatc
     import open_clip
 
     from itra_bench.lazy_model import LazyModel
+    from itra_bench.model_building import build_model
     from itra_bench.model_memo import ModelMemo
     from itra_bench.registry import load_registry
-    from itra_bench.runner import RunConfig, build_model
+    from itra_bench.runner import RunConfig
 
     for seed, name in ((0, "a"), (1, "b")):
         folder = tmp_path / name
@@ -203,9 +205,11 @@ def test_a_builder_led_elsewhere_by_the_environment_is_built_again(tmp_path, mon
     from itra_bench.lazy_model import LazyModel
     from itra_bench.model import EncoderModel
     from itra_bench.model_api import ModelBuilder
+    from itra_bench.model_building import build_model
     from itra_bench.model_memo import ModelMemo
-    from itra_bench.registry import PluginInfo, Provided, load_registry
-    from itra_bench.runner import RunConfig, build_model
+    from itra_bench.plugin_tables import Provided
+    from itra_bench.registry import PluginInfo, load_registry
+    from itra_bench.runner import RunConfig
 
     def build(rest, options):
         weights = Path(os.environ["ITRA_BENCH_TEST_WEIGHTS"])  # not named by the spec

@@ -432,7 +432,7 @@ def test_hf_mean_pooling_equals_sentence_transformers(minilm):
     _assert_built(sbert, {"text"})
     with torch.inference_mode():
         a, b = hf.encode_text(TEXTS), sbert.encode_text(TEXTS)  # texts of unequal length
-        cls = build_hf(str(minilm), ModelOptions(pooler="cls")).encode_text(TEXTS)
+        cls = build_hf(str(minilm), ModelOptions(text_pooler="cls")).encode_text(TEXTS)
     assert a.shape == b.shape == (3, 384)
     assert torch.allclose(a, b, atol=1e-5)
     assert not torch.allclose(a, cls, atol=1e-3)
@@ -456,7 +456,10 @@ def test_hf_text_encoder_fingerprint_refusal_and_random_init(tiny_bert, tmp_path
 
     fp = build_hf(str(tiny_bert), ModelOptions()).fingerprint
     assert build_hf(str(tiny_bert), ModelOptions()).fingerprint == fp
-    assert build_hf(str(tiny_bert), ModelOptions(pooler="cls")).fingerprint != fp
+    cls = build_hf(str(tiny_bert), ModelOptions(text_pooler="cls")).fingerprint
+    assert cls != fp
+    # `pooler`, the option's old name, still builds the same model.
+    assert build_hf(str(tiny_bert), ModelOptions(pooler="cls")).fingerprint == cls
     changed = tmp_path / "changed"
     shutil.copytree(tiny_bert, changed)
     _changed_copy(tiny_bert / "model.safetensors", changed)
@@ -470,8 +473,8 @@ def test_hf_text_encoder_fingerprint_refusal_and_random_init(tiny_bert, tmp_path
     assert a.fingerprint == b.fingerprint != fp
     with torch.inference_mode():
         assert torch.equal(a.encode_text(TEXTS), b.encode_text(TEXTS))
-    with pytest.raises(UserError, match="--pooler 'max'"):
-        build_hf(str(tiny_bert), ModelOptions(pooler="max"))
+    with pytest.raises(UserError, match="--text-pooler 'max'"):
+        build_hf(str(tiny_bert), ModelOptions(text_pooler="max"))
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
@@ -1040,3 +1043,12 @@ def test_models_encode_on_cuda_like_on_cpu(oc, tiny_hf_clip, tiny_bert, tiny_sbe
             if "text" in model.modalities:
                 assert torch.allclose(model.encode_text(TEXTS).cpu(), cpu["text"],
                                       rtol=1e-2, atol=1e-2), model.name
+
+
+def test_sbert_refuses_a_text_pooler_it_would_ignore(tmp_path):
+    # Before, sbert:PATH took --text-pooler and ignored it: results said "cls" pooling for a
+    # model that pooled by its own Pooling module.
+    from itra_bench.plugins.sbert_models import build_sbert
+
+    with pytest.raises(UserError, match="--text-pooler does not apply"):
+        build_sbert(str(tmp_path), ModelOptions(text_pooler="cls"))

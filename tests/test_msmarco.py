@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from itra_bench.context import RunContext
-from itra_bench.datasets.msmarco import iter_collection, read_qrels, read_queries
 from itra_bench.errors import UserError
-from itra_bench.passage_store import PassageStore
-from itra_bench.protocols.ranking import rank_run, ranking_metrics, search_inner_product
 from itra_bench.results import iter_records
+from itra_bench.tasks.msmarco.passage_store import PassageStore
+from itra_bench.tasks.msmarco.ranking import rank_run, ranking_metrics, search_inner_product
+from itra_bench.tasks.msmarco.readers import iter_collection, read_qrels, read_queries
 
-PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.msmarco")
+PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.msmarco.plugin")
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi".split()
 PYTREC_MEASURES = {"recip_rank", "recall_50", "recall_1000", "ndcg_cut_10"}
 
@@ -201,7 +201,7 @@ class _FailingModel(torch.nn.Module):
 
 
 def test_interrupted_encoding_resumes_from_last_checkpoint(tmp_path):
-    from itra_bench.tasks.msmarco import encode_collection
+    from itra_bench.tasks.msmarco.plugin import encode_collection
 
     make_msmarco(tmp_path, n_passages=100)
     collection = tmp_path / "msmarco" / "collection.tsv"

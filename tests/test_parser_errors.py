@@ -81,10 +81,10 @@ def test_task_yaml_with_bom_is_read(cli, tmp_path):
     assert load_task_file(task).name == "pets"
 
 
-def test_protocol_given_as_a_list(cli, tmp_path):
+def test_task_type_given_as_a_list(cli, tmp_path):
     task = tmp_path / "pets.yaml"
-    task.write_text("name: pets\nprotocol: [zeroshot]\nroot: pets\n")
-    one_clean_error(bench(cli, tmp_path, tmp_path, task), "pets.yaml", "'protocol'",
+    task.write_text("name: pets\ntask_type: [zeroshot]\nroot: pets\n")
+    one_clean_error(bench(cli, tmp_path, tmp_path, task), "pets.yaml", "'task_type'",
                     "a string", "zeroshot")
 
 
@@ -169,7 +169,7 @@ def test_sts_file_not_utf8_names_line_and_suggests_encoding(cli, tmp_path):
 
     # With the suggested key, the file is read as Latin-1.
     task.write_text(task.read_text() + "encoding: latin-1\n")
-    from itra_bench.tasks.sts import sts_task_from_file
+    from itra_bench.tasks.sts.plugin import sts_task_from_file
     from itra_bench.yaml_tasks import load_task_file
 
     sts = load_task_file(task, {"sts": sts_task_from_file})
@@ -210,8 +210,8 @@ def test_template_with_an_attribute_field_is_refused_before_encoding(tmp_path):
 
 
 def test_json_with_a_5000_digit_integer(tmp_path):
-    from itra_bench.datasets.coco_captions import CocoCaptions
-    from itra_bench.tasks.snli_ve import read_snli_ve
+    from itra_bench.tasks.coco.captions import CocoCaptions
+    from itra_bench.tasks.snli_ve.plugin import read_snli_ve
 
     coco = tmp_path / "captions.json"
     coco.write_text('{"images": [{"id": ' + "1" * 5000 + ', "file_name": "a.jpg"}], '
@@ -225,7 +225,7 @@ def test_json_with_a_5000_digit_integer(tmp_path):
 
 
 def test_msmarco_id_beyond_int64(tmp_path):
-    from itra_bench.datasets.msmarco import scan_collection
+    from itra_bench.tasks.msmarco.readers import scan_collection
 
     collection = tmp_path / "collection.tsv"
     collection.write_text("0\tfine\n9223372036854775808\ttoo big for int64\n")
@@ -238,7 +238,7 @@ def test_msmarco_id_beyond_int64(tmp_path):
 def test_coco_repeated_annotation_id_is_refused(tmp_path):
     """pycocotools keys captions by annotation id: two captions sharing one would both read
     as the last, a silently wrong caption set."""
-    from itra_bench.datasets.coco_captions import CocoCaptions
+    from itra_bench.tasks.coco.captions import CocoCaptions
 
     path = tmp_path / "captions.json"
     doc = {"images": [{"id": 1, "file_name": "a.jpg"}],
@@ -259,7 +259,7 @@ def test_coco_repeated_annotation_id_is_refused(tmp_path):
 
 
 def test_vqa_repeated_question_id_is_refused(tmp_path):
-    from itra_bench.datasets.vqav2 import read_annotations
+    from itra_bench.tasks.tapc.vqav2 import read_annotations
 
     ann = {"question_id": 1, "image_id": 2, "question_type": "what", "answer_type": "other",
            "multiple_choice_answer": "red", "answers": [{"answer": "red"}]}
@@ -271,7 +271,7 @@ def test_vqa_repeated_question_id_is_refused(tmp_path):
 
 def test_sts_gold_score_nan_is_refused(tmp_path):
     """float() reads "nan": the correlation would be nan, with exit 0."""
-    from itra_bench.tasks.sts import read_senteval_sts
+    from itra_bench.tasks.sts.plugin import read_senteval_sts
 
     (tmp_path / "STS.input.x.txt").write_text("a\tb\nc\td\ne\tf\n")
     (tmp_path / "STS.gs.x.txt").write_text("1.0\nnan\n3.0\n")
@@ -280,7 +280,7 @@ def test_sts_gold_score_nan_is_refused(tmp_path):
 
 
 def test_snli_ve_label_of_the_wrong_type(tmp_path):
-    from itra_bench.tasks.snli_ve import read_snli_ve
+    from itra_bench.tasks.snli_ve.plugin import read_snli_ve
 
     path = tmp_path / "snli_ve_dev.jsonl"
     path.write_text(json.dumps({"Flickr30K_ID": "1", "sentence1": "a", "sentence2": "b",
@@ -290,7 +290,7 @@ def test_snli_ve_label_of_the_wrong_type(tmp_path):
 
 
 def test_msmarco_files_with_a_bom_are_read(tmp_path):
-    from itra_bench.datasets.msmarco import read_qrels, read_queries
+    from itra_bench.tasks.msmarco.readers import read_qrels, read_queries
 
     (tmp_path / "queries.tsv").write_bytes(codecs.BOM_UTF8 + b"7\twhat is a cafe\n")
     (tmp_path / "qrels.tsv").write_bytes(codecs.BOM_UTF8 + b"7 0 3 1\n")

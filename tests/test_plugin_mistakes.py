@@ -69,15 +69,15 @@ BUILDERS = """
 def test_a_builder_that_raises_is_its_plugins_bug_in_itra_bench(cli, tmp_path, monkeypatch):
     plugin = write_plugin(tmp_path, monkeypatch, "raising_builder", BUILDERS)
     res = cli("run", "--model", "myscheme:x", *plugin, *TASK, "--output", tmp_path / "out")
-    assert_plugin_bug(res, "raising_builder", "model builder 'myscheme'", "raised KeyError")
+    assert_plugin_bug(res, "raising_builder", "model scheme 'myscheme'", "raised KeyError")
 
 
 def test_a_builder_that_raises_is_its_plugins_bug_in_itra_train(train, data, tmp_path,
                                                                monkeypatch):
     plugin = write_plugin(tmp_path, monkeypatch, "raising_builder", BUILDERS)
     res = train_run(train, data, tmp_path, *plugin, *ONE_EPOCH,
-                    "--image-model-builder", "myscheme", "--image-model", "x")
-    assert_plugin_bug(res, "raising_builder", "model builder 'myscheme'", "raised KeyError")
+                    "--image-tower", "myscheme:x")
+    assert_plugin_bug(res, "raising_builder", "model scheme 'myscheme'", "raised KeyError")
 
 
 def test_a_builders_user_error_stays_the_users(cli, tmp_path, monkeypatch):

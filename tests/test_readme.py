@@ -51,3 +51,28 @@ def test_demo_figures_are_found_and_name_one_demo():
         # One decimal in the text, two in the table: the same score.
         assert abs(float(figures.compare[task]["b"]) - float(score)) <= 0.05 + 1e-9, task
     assert set(re.findall(r"demo-v\d+", README)) == {f"demo-{DEMO_VERSION}"}
+
+
+def _python_blocks(section: str) -> list[str]:
+    """The ```python blocks of the README section headed ``section``, in order."""
+    start = README.index(f"\n{section}\n")
+    end = README.find("\n## ", start + 1)
+    return re.findall(r"```python\n(.*?)```", README[start:end if end > 0 else None], re.S)
+
+
+def test_python_api_section_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The code of "## Python API", exactly as printed, runs and gives what it says."""
+    blocks = _python_blocks("## Python API")
+    assert len(blocks) == 2 and "evaluate(" in blocks[0] and "nn.Module" in blocks[1]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default feature cache, ~/.cache/...
+    namespace: dict = {"__name__": "readme"}
+    exec(compile("\n".join(blocks), "README.md#python-api", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert 0 < float(out.splitlines()[0]) <= 1  # print(results.score("digits-knn"))
+    assert "digits-zeroshot" in out and "digits-knn" in out  # results.print()
+    score = namespace["score"]
+    assert (score.task, score.main_score, score.status) == ("digits-knn", "acc1", "done")
+    assert score.path.is_file() and score.path.parts[0] == "my-results"
+    assert namespace["rows"][0]["value"] == score.value
+    assert (tmp_path / ".cache" / "itra_bench" / "features").is_dir()

@@ -86,7 +86,7 @@ def test_model_scheme_clash_via_cli_exit_code_2(cli, tmp_path, monkeypatch):
     """)
     res = cli("list", "models", "--plugin", mod)
     assert res.code == 2
-    assert "model 'demo' is provided by two plugins" in res.err
+    assert "model scheme 'demo' is provided by two plugins" in res.err
     assert "'itra_train'" in res.err and "'clashing_models'" in res.err
 
 
@@ -169,28 +169,34 @@ def test_plugin_task_file_protocol(cli, tmp_path, monkeypatch):
                 return TaskResult({"value": self.value}, "value", 1)
 
         def from_file(doc, path):
-            v = check_fields(doc, {"name": (str, True, None), "protocol": (str, True, None),
-                                   "value": (float, True, None)}, path, "protocol constant")
+            v = check_fields(doc, {"name": (str, True, None), "task_type": (str, True, None),
+                                   "value": (float, True, None)}, path, "task type constant")
             return Constant(v["name"], v["value"])
 
         @hookimpl
         def itra_bench_task_file_protocols():
             return {"constant": from_file}
+
+        @hookimpl
+        def itra_bench_metrics():
+            from itra_bench import Metric
+
+            return [Metric("value", "the value the task file gives")]
     """)
     good = tmp_path / "c.yaml"
-    good.write_text("name: const\nprotocol: constant\nvalue: 0.25\n")
+    good.write_text("name: const\ntask_type: constant\nvalue: 0.25\n")
     res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--plugin", mod,
               "--tasks", good, "--output", tmp_path / "out", "--no-cache", "--no-progress")
     assert res.code == 0, res
     assert "25.00" in res.out
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: const\nprotocol: constant\nvalu: 1.0\n")
+    bad.write_text("name: const\ntask_type: constant\nvalu: 1.0\n")
     res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--plugin", mod,
               "--tasks", bad, "--output", tmp_path / "out", "--no-cache", "--no-progress")
     assert res.code == 2 and "unknown key 'valu' (did you mean 'value'?)" in res.err
     res = cli("run", "--model", "pixel", "--plugin", "itra_test_plugin", "--tasks", good,
               "--output", tmp_path / "out", "--no-cache", "--no-progress")
-    assert res.code == 2 and "protocol 'constant'" in res.err
+    assert res.code == 2 and "task type 'constant'" in res.err
 
 
 def test_core_never_imports_the_trainer():

@@ -266,6 +266,6 @@ def test_report_imports_no_deep_learning_stack(elevater_results, tmp_path):
     ("epoch_latest.pt", None), ("openclip:ViT-B-32@laion2b", None), ("my_epoch_2_model", None),
 ])
 def test_epoch_of_model_names(model, epoch):
-    from itra_bench.report import epoch_of
+    from itra_bench.report_data import epoch_of
 
     assert epoch_of(model) == epoch

@@ -15,7 +15,7 @@ from itra_bench.results import iter_records, model_dir_name
 
 MODELS = ("--model", "pixel", "--model", "pixel:dim8")
 
-#: A plugin of constant-score tasks: from task files (protocol `constant`) and from its task
+#: A plugin of constant-score tasks: from task files (task type `constant`) and from its task
 #: hook (NAMES_PLUGIN_TASKS: a JSON list of [name, [variant, ...]]).
 PLUGIN = """
     import json
@@ -39,13 +39,19 @@ PLUGIN = """
             return TaskResult({"value": 0.5}, "value", 1)
 
     def from_file(doc, path):
-        v = check_fields(doc, {"name": (str, True, None), "protocol": (str, True, None)},
-                         path, "protocol constant")
+        v = check_fields(doc, {"name": (str, True, None), "task_type": (str, True, None)},
+                         path, "task type constant")
         return Constant(v["name"])
 
     @hookimpl
     def itra_bench_task_file_protocols():
         return {"constant": from_file}
+
+    @hookimpl
+    def itra_bench_metrics():
+        from itra_bench import Metric
+
+        return [Metric("value", "a constant")]
 
     @hookimpl
     def itra_bench_tasks():
@@ -73,9 +79,9 @@ def _run(cli, tmp_path: Path, plugin: tuple[str, ...], *tasks: str | Path,
 def _task_file(folder: Path, file: str, name: str, protocol: str) -> Path:
     path = folder / file
     # A JSON string is a YAML string: the name arrives exactly as written.
-    path.write_text(f"name: {json.dumps(name)}\nprotocol: {protocol}\nroot: pets\n"
+    path.write_text(f"name: {json.dumps(name)}\ntask_type: {protocol}\nroot: pets\n"
                     if protocol == "clustering" else
-                    f"name: {json.dumps(name)}\nprotocol: {protocol}\n")
+                    f"name: {json.dumps(name)}\ntask_type: {protocol}\n")
     return path
 
 

@@ -11,15 +11,16 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+import itra_bench.tasks
 from itra_bench.datasets import text_files
 from itra_bench.errors import UserError
-from itra_bench.tasks import CARDS_DIR as TASK_CARDS
 from itra_bench.tasks import load_cards
-from itra_bench.tasks.sts import PROTOCOL
+from itra_bench.tasks.sts import plugin as sts
 from itra_bench.vision_benchmark import cards
 from itra_bench.yaml_tasks import load_task_file
 
-SHIPPED = sorted([*TASK_CARDS.glob("*.yaml"), *cards.CARDS_DIR.glob("*.yaml")])
+TASK_CARDS = Path(itra_bench.tasks.__file__).parent.glob("*/cards/*.yaml")
+SHIPPED = sorted([*TASK_CARDS, *cards.CARDS_DIR.glob("*.yaml")])
 needs_libyaml = pytest.mark.skipif(not yaml.__with_libyaml__, reason="libyaml not installed")
 
 
@@ -40,7 +41,7 @@ def test_shipped_files_are_parsed_by_libyaml(monkeypatch):
     used = []
     monkeypatch.setattr(yaml, "safe_load", lambda text: used.append(text))
     cards.load_card(cards.CARDS_DIR / "cifar-10.yaml")
-    load_cards(["sts12"], {PROTOCOL: lambda doc, path: SimpleNamespace(name="sts12")})
+    load_cards(sts.CARDS_DIR, {sts.PROTOCOL: lambda doc, path: SimpleNamespace(name=doc["name"])})
     assert used == []
 
 

@@ -11,18 +11,18 @@ import torch
 from itra_test_plugin import PixelModel
 from PIL import Image
 
-from itra_bench.datasets.vqav2 import COCO_IMAGE_PATTERN
-from itra_bench.protocols.vqa_accuracy import (
+from itra_bench.results import iter_records
+from itra_bench.tasks.tapc.plugin import candidate_pools
+from itra_bench.tasks.tapc.vqa_accuracy import (
     normalize_prediction,
     process_punctuation,
     vqa_accuracy,
     vqa_accuracy_metrics,
 )
-from itra_bench.results import iter_records
-from itra_bench.tasks.tapc import candidate_pools
-from itra_bench.vqa_statements import statement_for
+from itra_bench.tasks.tapc.vqa_statements import statement_for
+from itra_bench.tasks.tapc.vqav2 import COCO_IMAGE_PATTERN
 
-PLUGIN = "itra_bench.tasks.tapc"
+PLUGIN = "itra_bench.tasks.tapc.plugin"
 
 # --------------------------------------------------------------------------------------
 # Official accuracy, computed by hand: mean over the 10 leave-one-annotator-out subsets of

@@ -25,7 +25,10 @@ from test_msmarco import make_msmarco, reference_run
 from test_tapc import VAL, write_vqav2
 from text_data import sts_pairs, wiki_triplets, write_senteval_sts, write_triplets
 
-from itra_bench.protocols.entailment import (
+from itra_bench.results import iter_records
+from itra_bench.sample_outcomes import SampleOutcomes, read_outcomes
+from itra_bench.tasks.msmarco.ranking import rank_run
+from itra_bench.tasks.snli_ve.entailment import (
     LABELS,
     PairFeatures,
     TransferConfig,
@@ -34,13 +37,11 @@ from itra_bench.protocols.entailment import (
     predict,
     train_transfer_classifier,
 )
-from itra_bench.protocols.ranking import rank_run
-from itra_bench.protocols.vqa_accuracy import vqa_accuracy
-from itra_bench.results import iter_records
-from itra_bench.sample_outcomes import SampleOutcomes, read_outcomes
+from itra_bench.tasks.tapc.vqa_accuracy import vqa_accuracy
 
-TEXT_PLUGINS = ("--plugin", "itra_bench.tasks.sts", "--plugin", "itra_bench.tasks.wordsim",
-                "--plugin", "itra_bench.tasks.wikisections")
+TEXT_PLUGINS = ("--plugin", "itra_bench.tasks.sts.plugin",
+                "--plugin", "itra_bench.tasks.wordsim.plugin",
+                "--plugin", "itra_bench.tasks.wikisections.plugin")
 
 
 def run(cli, tmp_path: Path, data_root: Path, *tasks: object, model: str = "pixel",
@@ -165,7 +166,7 @@ def test_wikisections_outcomes_are_per_triplet_hits_ties_wrong(cli, tmp_path):
     res = run(cli, tmp_path, root, "wikisections")
     assert res.code == 0, res
     rec, outcomes = stored(tmp_path / "out", "wikisections-test", "means")
-    hits = outcomes.arrays["accuracy"]
+    hits = outcomes.arrays["acc1"]
     assert hits.shape == (12,) and set(np.unique(hits)) <= {0.0, 1.0}
     assert hits[4] == 0 and rec["details"]["ties"] >= 1
     assert int(hits.sum()) == rec["details"]["correct"]
@@ -196,7 +197,7 @@ def pytrec_per_query(run_scores: dict, qrels: dict) -> dict[str, list[float]]:
 def test_msmarco_outcomes_are_pytrec_evals_per_query_values(cli, tmp_path):
     data = make_msmarco(tmp_path)
     res = cli("run", "--model", "pixel:text-only", "--plugin", "itra_test_plugin",
-              "--plugin", "itra_bench.tasks.msmarco", "--data-root", tmp_path,
+              "--plugin", "itra_bench.tasks.msmarco.plugin", "--data-root", tmp_path,
               "--output", tmp_path / "out", "--cache-dir", tmp_path / "cache",
               "--workers", "0", "--batch-size", "16", "--no-progress",
               "--tasks", "msmarco-passage-dev")
@@ -211,7 +212,7 @@ def test_msmarco_outcomes_are_pytrec_evals_per_query_values(cli, tmp_path):
 
 
 def test_ranking_protocol_gives_zero_for_a_query_missing_from_the_run():
-    from itra_bench.protocols.ranking import ranking_metrics
+    from itra_bench.tasks.msmarco.ranking import ranking_metrics
 
     metrics = ranking_metrics({1: [5, 6, 7]}, {1: {7: 1}, 2: {3: 1}, 3: {4: 0}})
     arrays = metrics.samples.arrays
@@ -227,7 +228,7 @@ def test_tapc_outcomes_are_per_question_vqa_accuracy(cli, tmp_path):
     root = tmp_path / "data"
     write_vqav2(root)
     res = run(cli, tmp_path, root, "tapc-vqav2-val",
-              plugins=("--plugin", "itra_bench.tasks.tapc"))
+              plugins=("--plugin", "itra_bench.tasks.tapc.plugin"))
     assert res.code == 0, res
     rec, outcomes = stored(tmp_path / "out", "tapc-vqav2-val", "means")
     assert sorted(outcomes.arrays) == ["vqa_acc"]
@@ -240,7 +241,7 @@ def test_tapc_outcomes_are_per_question_vqa_accuracy(cli, tmp_path):
 # ---------------------------------------------------------------------------- SNLI-VE
 
 
-SNLI_PLUGINS = ("--plugin", "itra_bench.tasks.snli_ve")
+SNLI_PLUGINS = ("--plugin", "itra_bench.tasks.snli_ve.plugin")
 
 
 def test_snli_ve_zeroshot_outcomes_are_per_pair_hits(cli, tmp_path):
@@ -296,7 +297,7 @@ def test_snli_ve_transfer_outcomes_are_per_pair_hits(cli, tmp_path):
 
 
 def test_entailment_metrics_are_exact_fractions_with_outcomes():
-    from itra_bench.protocols.entailment import entailment_metrics
+    from itra_bench.tasks.snli_ve.entailment import entailment_metrics
 
     labels = torch.tensor([0, 1, 2] * 12 + [0])
     pred = labels.clone()

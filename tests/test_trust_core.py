@@ -41,8 +41,8 @@ def test_image_source_without_identity_is_refused(cli, tmp_path):
 def test_fingerprint_covers_provider_version_and_pooler():
     from itra_test_plugin import PixelModel
 
+    from itra_bench.model_building import effective_fingerprint
     from itra_bench.registry import PluginInfo
-    from itra_bench.runner import effective_fingerprint
 
     model = PixelModel()
     a = PluginInfo("p", "dist-a", "mod", "1.0")
@@ -322,16 +322,19 @@ def test_msmarco_subset_runs_are_their_own_family():
 
 
 def test_old_elevater_metric_names_read_as_todays(tmp_path):
+    from itra_bench.atomic_io import atomic_write_json
     from itra_bench.leaderboard import collate
-    from itra_bench.results import ResultStore
+    from itra_bench.results import SCHEMA, ResultStore
 
     store = ResultStore(tmp_path)
-    rec = {"model": {"name": "m", "fingerprint": "f" * 16, "modalities": ["image"]},
+    rec = {"schema": SCHEMA,
+           "model": {"name": "m", "fingerprint": "f" * 16, "modalities": ["image"]},
            "task": "dtd", "variant": "zeroshot", "protocol": "elevater", "suites": [],
            "main_score": "accuracy", "main_score_value": 0.5,
            "metrics": {"accuracy": 0.5, "mean_per_class": 0.4}, "num_samples": 3,
            "details": {}, "config": {}}
-    store.write(store.path("m", "f" * 16, "dtd", "zeroshot"), rec)
+    # As an older itra-bench wrote it: today's store refuses the old names on writing.
+    atomic_write_json(store.path("m", "f" * 16, "dtd", "zeroshot"), rec)
     board = collate(tmp_path)
     assert board.metrics[("m", "dtd[zeroshot]")] == {"acc1": 0.5,
                                                      "mean_per_class_recall_present": 0.4}
@@ -387,7 +390,7 @@ def test_task_definition_is_stable_across_processes():
     import sys
 
     code = ("from itra_bench.registry import load_registry\n"
-            "from itra_bench.runner import task_definition\n"
+            "from itra_bench.task_identity import task_definition\n"
             "r = load_registry()\n"
             "print(sorted((n, task_definition(p.item)) for n, p in r.tasks.items()))\n")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

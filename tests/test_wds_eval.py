@@ -17,7 +17,7 @@ from PIL import Image
 
 from itra_bench.results import iter_records
 
-PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.wds")
+PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.wds.plugin")
 CLASSES = ("bird", "cat", "dog")
 
 
@@ -137,7 +137,7 @@ def test_classification_equals_the_same_images_as_an_image_folder(cli, tmp_path,
 
 def test_zeroshot_reads_classnames_as_written_and_the_folder_templates(tmp_path):
     """clip-benchmark fills ``{c}`` with the class name as written (no ``_`` -> space)."""
-    from itra_bench.tasks.wds import wds_task
+    from itra_bench.tasks.wds.plugin import wds_task
 
     root = make_classification(tmp_path / "data", splits=("test",))
     (root / "classnames.txt").write_text("sea_bird\ncat\ndog\n\n")
@@ -169,7 +169,7 @@ def test_wds_path_shorthand_builds_the_folder_task(tmp_path, monkeypatch):
     from itra_bench.context import RunContext
     from itra_bench.errors import UserError
     from itra_bench.generic_tasks import ClassificationTask, ImageFolderData, RetrievalTask
-    from itra_bench.tasks.wds import wds_task_from_path
+    from itra_bench.tasks.wds.plugin import wds_task_from_path
 
     data = tmp_path / "data"
     make_classification(data, splits=("test",))

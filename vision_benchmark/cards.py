@@ -5,10 +5,11 @@ of a card file). The on-disk fields (root folder, index and zip files per split,
 format) are those of ELEVATER's dataset registry, so a data root downloaded for ELEVATER is
 read as it is.
 
-Card fields::
+Card fields (the fields of :class:`DatasetCard`, and per split of :class:`SplitFiles`, whose
+:func:`itra_bench.task_fields.key_rows` lists them with their help)::
 
     name: cifar-10                      # ELEVATER's dataset name
-    protocol: elevater                  # makes the card a task file (--tasks card.yaml)
+    task_type: elevater                 # makes the card a task file (--tasks card.yaml)
     aliases: [cifar10]                  # short config names users type
     suites: [elevater]
     type: multiclass                    # multiclass | multilabel
@@ -33,7 +34,7 @@ Card fields::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ import yaml
 
 from itra_bench.datasets.text_files import load_yaml
 from itra_bench.errors import UnknownNameError, UserError
+from itra_bench.task import BOOKKEEPING
+from itra_bench.task_fields import build, file_key, from_file, not_from_file, read_keys
+from itra_bench.vocabulary import current_task_file
 
 CARDS_DIR = Path(__file__).parent / "cards"
 TYPES = ("multiclass", "multilabel")
@@ -52,32 +56,42 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class SplitFiles:
-    """One split on disk: its index file (or COCO JSON) and the zip files it points into."""
+    """One split on disk: its index file (or COCO JSON) and the zip files it points into. Its
+    fields are the keys of a split of a card's ``splits``."""
 
-    index: str
-    files: tuple[str, ...] = ()
-    num_images: int | None = None
+    index: str = file_key(help="the index file (format index) or COCO JSON, relative to root")
+    files: tuple[str, ...] = file_key((), help="the zip files the index points into ([]: it "
+                                      "names plain image files); one may be given as a string")
+    num_images: int | None = file_key(None, required=True, help="the images the index lists "
+                                      "(checked on every read; 0: not distributed)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetCard:
-    """Everything itra-bench needs to know about one classification dataset."""
+    """Everything itra-bench needs to know about one classification dataset. Its fields are
+    the keys of a card file (see the module), in order."""
 
-    name: str
-    num_classes: int
-    type: str
-    metric: str
-    format: str
-    root: str
-    splits: dict[str, SplitFiles]
-    classnames: tuple[str, ...]
-    templates: tuple[str, ...]
-    aliases: tuple[str, ...] = ()
-    suites: tuple[str, ...] = ()
-    labelmap: str | None = None
-    source: str = ""
-    path: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    name: str = file_key(help="ELEVATER's dataset name")
+    #: Always ``elevater``: the key makes a card a task file (``--tasks card.yaml``).
+    task_type: str = file_key("elevater", help="elevater (a card is a task file of it; "
+                              "`protocol:` is the key's old name)", metadata=BOOKKEEPING)
+    aliases: tuple[str, ...] = file_key((), help="short config names users type")
+    suites: tuple[str, ...] = file_key((), help="the suites the dataset's task is a member of")
+    type: str = file_key(help=" | ".join(TYPES))
+    num_classes: int = file_key(help="the number of classes (>= 2)")
+    metric: str = file_key(help=f"{' | '.join(METRICS)} (ELEVATER's names; acc1, "
+                           "mean-per-class and mean_per_class_recall_present are accepted)")
+    format: str = file_key(help="index (zip@path label lines) | coco (COCO JSON)")
+    root: str = file_key(help="the dataset's folder, under --data-root")
+    labelmap: str | None = file_key(None, help="the label map (format index), relative to root")
+    splits: dict[str, SplitFiles] = file_key(help="split (train, val, test) -> {index, files, "
+                                             "num_images}; test is required")
+    classnames: tuple[str, ...] = file_key(help="the class names, num_classes of them")
+    templates: tuple[str, ...] = file_key(help="prompt templates, '{}' the class name")
+    source: str = file_key("", help="where the class names and templates come from")
+    path: str = not_from_file("")
+    extra: dict[str, Any] = file_key(default_factory=dict, help="anything else the dataset "
+                                     "needs (fer-2013: classname_synonyms)")
 
     @property
     def multilabel(self) -> bool:
@@ -105,31 +119,9 @@ class DatasetCard:
         return list(dict.fromkeys(out))
 
 
-# key -> (accepted type(s), required, default), for yaml_tasks.check_fields.
-_FIELDS: dict[str, tuple[Any, bool, Any]] = {
-    "name": (str, True, None),
-    "protocol": (str, False, "elevater"),
-    "aliases": (list, False, []),
-    "suites": (list, False, []),
-    "type": (str, True, None),
-    "num_classes": (int, True, None),
-    "metric": (str, True, None),
-    "format": (str, True, None),
-    "root": (str, True, None),
-    "labelmap": (str, False, None),
-    "splits": (dict, True, None),
-    "classnames": (list, True, None),
-    "templates": (list, True, None),
-    "source": (str, False, ""),
-    "extra": (dict, False, {}),
-}
-_SPLIT_FIELDS: dict[str, tuple[Any, bool, Any]] = {
-    "index": (str, True, None),
-    "files": ((list, str), False, []),
-    "num_images": (int, True, None),
-}
 #: What a card's file describes, in messages.
-WHAT = "an ELEVATER dataset card (protocol elevater; fields: itra_bench/vision_benchmark/cards.py)"
+WHAT = ("an ELEVATER dataset card (task type elevater; fields: "
+        "itra_bench/vision_benchmark/cards.py)")
 
 
 def _fail(path: Path, msg: str) -> UserError:
@@ -139,19 +131,19 @@ def _fail(path: Path, msg: str) -> UserError:
 def parse_card(doc: Any, path: Path) -> DatasetCard:
     """Validate a card's YAML document; every problem names the file and the field.
 
-    The same document is a task file of protocol ``elevater`` (``--tasks my-card.yaml``);
-    ``protocol`` may be left out of a card under ``cards/``.
+    The same document is a task file of task type ``elevater`` (``--tasks my-card.yaml``);
+    ``task_type`` may be left out of a card under ``cards/``. ``protocol``, its old name, is
+    read as it, with a note.
     """
     from itra_bench.protocols.templates import fill_template
     from itra_bench.vision_benchmark.metric_names import canonical_metric
-    from itra_bench.yaml_tasks import check_fields
 
     if not isinstance(doc, dict):
         raise _fail(path, f"expected a mapping of fields, got {type(doc).__name__}")
-    values = check_fields(doc, _FIELDS, path, WHAT)
-    if values["protocol"] != "elevater":
-        raise _fail(path, f"field 'protocol' is {values['protocol']!r}; a dataset card has "
-                          "protocol elevater")
+    values = read_keys(DatasetCard, current_task_file(doc, path), path, WHAT)
+    if values["task_type"] != "elevater":
+        raise _fail(path, f"field 'task_type' is {values['task_type']!r}; a dataset card has "
+                          "task type elevater")
     metric = canonical_metric(values["metric"])
     for key, value, allowed in (("type", values["type"], TYPES), ("metric", metric, METRICS),
                                 ("format", values["format"], FORMATS)):
@@ -176,16 +168,18 @@ def parse_card(doc: Any, path: Path) -> DatasetCard:
         if not isinstance(spec, dict):
             raise _fail(path, f"split {name!r} must be a mapping {{index, files, num_images}}, "
                               f"got {type(spec).__name__}")
-        fields = check_fields(spec, _SPLIT_FIELDS, path, f"split {name!r} of a dataset card")
-        files = [fields["files"]] if isinstance(fields["files"], str) else fields["files"]
-        if not all(isinstance(f, str) and f for f in files):
+        if isinstance(spec.get("files"), str):  # one file, named as a string
+            spec = {**spec, "files": [spec["files"]]}
+        files = spec.get("files")
+        if isinstance(files, list) and not all(isinstance(f, str) and f for f in files):
             raise _fail(path, f"split {name!r}: 'files' must be a list of file names")
-        if not fields["index"]:
+        split = from_file(SplitFiles, spec, path, f"split {name!r} of a dataset card")
+        if not split.index:
             raise _fail(path, f"split {name!r}: 'index' is empty")
-        if fields["num_images"] < 0:
+        if split.num_images < 0:
             raise _fail(path, f"split {name!r}: 'num_images' must be the number of images "
-                              f"its index lists (0: not distributed), got {fields['num_images']}")
-        splits[name] = SplitFiles(fields["index"], tuple(files), fields["num_images"])
+                              f"its index lists (0: not distributed), got {split.num_images}")
+        splits[name] = split
     classnames = values["classnames"]
     if len(classnames) != num_classes:
         raise _fail(path, f"field 'classnames' must list {num_classes} names "
@@ -198,13 +192,8 @@ def parse_card(doc: Any, path: Path) -> DatasetCard:
             fill_template(t, "x")
         except ValueError as exc:
             raise _fail(path, f"template {t!r}: {exc}") from None
-    return DatasetCard(
-        name=values["name"], num_classes=num_classes,
-        type=values["type"], metric=metric, format=values["format"], root=values["root"],
-        splits=splits, classnames=tuple(classnames), templates=tuple(templates),
-        aliases=tuple(values["aliases"]), suites=tuple(values["suites"]),
-        labelmap=values["labelmap"], source=values["source"], path=str(path),
-        extra=dict(values["extra"]))
+    return build(DatasetCard, values, metric=metric, splits=splits, path=str(path),
+                 extra=dict(values["extra"]))
 
 
 def load_card(path: str | Path) -> DatasetCard:

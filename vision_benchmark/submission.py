@@ -12,18 +12,24 @@ prepare_submit.py and the predictions written by its commands.)
 
 from __future__ import annotations
 
+import argparse
 import json
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich.console import Console
 
 from itra_bench.atomic_io import atomic_write, atomic_write_text
 from itra_bench.errors import UserError
+from itra_bench.tables import Column, Value, render
 from itra_bench.vision_benchmark import cards as _cards
 from itra_bench.vision_benchmark.cards import DatasetCard
+
+if TYPE_CHECKING:
+    from itra_bench.registry import Registry
 
 FIELDS = ("model_name", "dataset_name", "num_trainable_params", "num_params",
           "num_visual_params", "num_backbone_params", "n_shot", "rnd_seeds", "predictions")
@@ -181,3 +187,30 @@ def write_submission(folder: str | Path, out: str | Path,
             zf.writestr("all_predictions.json", payload)
 
     return atomic_write(out, write), entries
+
+
+def submit_command(args: argparse.Namespace, registry: Registry, console: Console) -> int:
+    """``itra-bench submit FOLDER -o ZIP [--variant PREFIX]``: combine the prediction files
+    under ``FOLDER`` into an EvalAI zip and print what it holds."""
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"folder not found: {folder}")
+    files = find_prediction_files(folder)
+    if args.variant:
+        files = [f for f in files if f.name.startswith(args.variant)]
+    # Every ELEVATER-format dataset the plugins know (the built-in 20 and plugin cards), so
+    # each prediction file is checked against its own card's counts.
+    cards = [card for p in registry.tasks.values()
+             if isinstance(card := getattr(p.item, "card", None), DatasetCard)]
+    path, entries = write_submission(folder, args.output, files, cards=cards)
+    columns = [Column("dataset", whole=True), Column("model", whole=True),
+               Column("n_shot", whole=True, align="right"), Column("seeds"),
+               Column("predictions", whole=True)]
+    rows: list[dict[str, Value]] = [
+        {"dataset": e["dataset_name"], "model": e["model_name"], "n_shot": e["n_shot"],
+         "seeds": ",".join(map(str, e["rnd_seeds"])),
+         "predictions": f"{len(e['predictions'])} x {len(e['predictions'][0])} x "
+                        f"{len(e['predictions'][0][0])}"} for e in entries]
+    render(rows, columns, "table", Console(), title=f"EvalAI submission {path}")
+    console.print(f"wrote {path} ({len(entries)} datasets)")
+    return 0

@@ -1,5 +1,7 @@
 """The ELEVATER summary: per model, mode and shot count, each dataset's metric in percent
-(mean and spread over seeds) and the average over datasets. A view of the results store."""
+(mean and spread over seeds) and the average over datasets. A view of the results store,
+which this plugin adds to ``itra-bench results`` (``elevater_summary.md`` and ``.csv``) and to
+the HTML report through the ``itra_bench_result_summaries`` hook (:func:`result_summary`)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,14 @@ from typing import Any
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
-from itra_bench.atomic_io import atomic_write_text
+from itra_bench import summaries
 from itra_bench.results import iter_records
 from itra_bench.tables import Column, render
+
+#: What the report says above the summary's tables.
+NOTE = ("Per model, mode and shot count: each dataset's ELEVATER metric in percent (mean ± "
+        "standard deviation over few-shot seeds), and the average over the datasets (as "
+        "`itra-bench results` prints it).")
 
 
 @dataclass
@@ -71,23 +78,25 @@ COLUMNS = [Column("dataset", whole=True), Column("metric", whole=True),
            Column("seeds", align="right", whole=True)]
 
 
-def table_rows(block: SummaryBlock) -> list[dict[str, str]]:
-    """One block's rows for :data:`COLUMNS`: each dataset, then the average when every
-    dataset has a seed in common."""
+def summary_table(block: SummaryBlock) -> summaries.SummaryTable:
+    """One block as a table of :data:`COLUMNS`: each dataset, then the average (the total
+    row, its score emphasised) when every dataset has a seed in common."""
     rows = [{"dataset": name, "metric": metric, "score %": _fmt(list(per_seed.values())),
              "seeds": str(len(per_seed))} for name, (metric, per_seed) in block.rows.items()]
     averages = block.seed_averages()
-    if averages:
-        rows.append({"dataset": "average", "metric": f"{len(block.rows)} datasets",
-                     "score %": _fmt(list(averages.values())), "seeds": str(len(averages))})
-    return rows
+    total = {"dataset": "average", "metric": f"{len(block.rows)} datasets",
+             "score %": _fmt(list(averages.values())), "seeds": str(len(averages))} \
+        if averages else None
+    return summaries.SummaryTable(f"ELEVATER {block.title}", COLUMNS, rows, total,
+                                  emphasis=("dataset", "score %"))
 
 
 def print_summary(blocks: list[SummaryBlock], console: Console) -> None:
     """Print each block as a terminal table that never cuts a name (stacked ``header:
     value`` lines when it cannot fit the console)."""
     for block in blocks:
-        render(table_rows(block), COLUMNS, "table", console, title=f"ELEVATER {block.title}")
+        table = summary_table(block)
+        render(table.all_rows(), table.columns, "table", console, title=table.title)
 
 
 class SummaryTable:
@@ -141,15 +150,16 @@ def to_csv(blocks: list[SummaryBlock]) -> str:
     return buf.getvalue()
 
 
-def write_summary(root: str | Path, out_dir: str | Path | None = None) -> list[SummaryBlock]:
-    """Write ``elevater_summary.md`` and ``elevater_summary.csv`` when ``root`` holds
-    ELEVATER results; returns the blocks (empty when there are none)."""
+def result_summary(root: Path) -> summaries.Summary | None:
+    """The ELEVATER summary of the results under ``root``: a table per model, mode and shot
+    count, and the files ``elevater_summary.md`` and ``elevater_summary.csv``; None when
+    ``root`` holds no ELEVATER result."""
     blocks = summarize(root)
-    if blocks:
-        out = Path(out_dir or root)
-        atomic_write_text(out / "elevater_summary.md", to_markdown(blocks))
-        atomic_write_text(out / "elevater_summary.csv", to_csv(blocks))
-    return blocks
+    if not blocks:
+        return None
+    return summaries.Summary([summary_table(b) for b in blocks],
+                             {"elevater_summary.md": to_markdown(blocks),
+                              "elevater_summary.csv": to_csv(blocks)}, NOTE)
 
 
 def describe(blocks: list[SummaryBlock]) -> list[Any]:

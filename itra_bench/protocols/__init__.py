@@ -17,11 +17,9 @@ flat ``dict[str, float]`` of metrics. None of them encodes images or reads files
 - :mod:`~itra_bench.protocols.clustering`: ``clustering_scores`` (k-means, then NMI and AMI).
 - :mod:`~itra_bench.protocols.similarity`: cosine of paired embeddings, Spearman and Pearson
   against gold scores (STS, word similarity), triplet accuracy.
-- :mod:`~itra_bench.protocols.ranking`: chunked inner-product search (faiss) and MRR@10,
-  recall@k, nDCG@10 of a ranked run against qrels.
-- :mod:`~itra_bench.protocols.entailment`: SNLI-VE's two-threshold rule and the text-to-image
-  transfer classifier.
-- :mod:`~itra_bench.protocols.vqa_accuracy`: the official VQA answer normalisation and accuracy.
+
+A protocol that a single benchmark uses lives in that benchmark's folder, beside its task
+(MS MARCO's ranking, SNLI-VE's entailment, TAP-C's VQA accuracy: ``tasks/<benchmark>/``).
 
 Import the function from its module, e.g.
 ``from itra_bench.protocols.retrieval import retrieval_metrics``.

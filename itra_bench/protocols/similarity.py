@@ -14,12 +14,13 @@ Definitions:
   average weighted by the files' numbers of pairs (both from SentEval's ``sts.py``);
 - triplet accuracy is the share of triplets whose anchor is strictly more similar (cosine) to
   the positive than to the negative, as sentence-transformers' ``TripletEvaluator``
-  (``cosine_accuracy``, margin 0): a tie counts as wrong.
+  (``cosine_accuracy``, margin 0): a tie counts as wrong. Results name it ``acc1``: top-1
+  accuracy over the two candidates.
 
 Per-sample outcomes (:mod:`itra_bench.sample_outcomes`): a correlation carries the system and
 gold score of each pair it used (kind ``correlation``; for ``sts_correlations`` the pairs of
 every file, pooled in file order, which recompute ``spearman`` and ``pearson``), a triplet
-accuracy the 0/1 outcome of each triplet (kind ``means``, array ``accuracy``). A correlation
+accuracy the 0/1 outcome of each triplet (kind ``means``, array ``acc1``). A correlation
 that is NaN (constant scores) carries none: it has nothing to resample.
 """
 
@@ -145,7 +146,7 @@ class TripletScores:
     correct: int
     ties: int
     n: int
-    #: 1.0 for each triplet counted correct, else 0.0 (array ``accuracy``, kind ``means``).
+    #: 1.0 for each triplet counted correct, else 0.0 (array ``acc1``, kind ``means``).
     samples: SampleOutcomes | None = field(default=None, repr=False, compare=False)
 
 
@@ -161,4 +162,4 @@ def triplet_accuracy(anchor: Tensor, positive: Tensor, negative: Tensor) -> Trip
     correct = int(hits.sum())
     n = anchor.shape[0]
     return TripletScores(accuracy=correct / n, correct=correct, ties=int((pos == neg).sum()),
-                         n=n, samples=SampleOutcomes("means", {"accuracy": hits}))
+                         n=n, samples=SampleOutcomes("means", {"acc1": hits}))

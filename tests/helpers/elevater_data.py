@@ -43,14 +43,14 @@ def tiny_card(card: DatasetCard, per_class: int = 4) -> DatasetCard:
 def use_tiny_cards(monkeypatch, names: Iterable[str], per_class: int = 4) -> None:
     """Make the built-in cards ``names`` describe tiny datasets (see :func:`tiny_card`) for the
     rest of the test: the registry's ELEVATER tasks, ``find_card`` and ``submit`` use them."""
-    import itra_bench.tasks.elevater as elevater_tasks
     import itra_bench.vision_benchmark.cards as cards_module
+    import itra_bench.vision_benchmark.plugin as elevater_plugin
 
     real = cards_module.builtin_cards()
     tiny = {find_card(n).name: tiny_card(find_card(n), per_class) for n in names}
     patched = tuple(tiny.get(c.name, c) for c in real)
     monkeypatch.setattr(cards_module, "builtin_cards", lambda: patched)
-    monkeypatch.setattr(elevater_tasks, "builtin_cards", lambda: patched)
+    monkeypatch.setattr(elevater_plugin, "builtin_cards", lambda: patched)
 
 
 def write_dataset(card: DatasetCard, data_root: Path, per_class: int = 4, seed: int = 0,

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from itra_bench import hookimpl
+from itra_bench import Metric, hookimpl
 from itra_bench.datasets.image_source import ImageSource
 from itra_bench.encoding import encode_images
 from itra_bench.model import IMAGE, EncoderModel, ModelBuilder
@@ -73,3 +73,8 @@ def itra_bench_model_builders():
 @hookimpl
 def itra_bench_tasks():
     return [AnonymousSourceTask(), NamedSourceTask()]
+
+
+@hookimpl
+def itra_bench_metrics():
+    return [Metric("mean", "the mean of the first feature column")]

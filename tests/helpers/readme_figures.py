@@ -50,7 +50,7 @@ class Figures:
     quick_start: dict[str, tuple[str, str, str]]
     #: task -> score as printed (the demo section).
     demo: dict[str, str]
-    #: the compare table: task -> {"a", "b", "difference", "ci_low", "ci_high", "p_value",
+    #: the compare table: task -> {"a", "b", "difference", "low", "high", "p_value",
     #: "significant"} as printed ("" where empty).
     compare: dict[str, dict[str, str]]
 
@@ -102,7 +102,7 @@ def parse(text: str | None = None) -> Figures:
         assert len(cells) == len(keys), f"README.md, Is B better than A?: columns of {line}"
         row = dict(zip(keys, cells, strict=True))
         low, high = row.pop("ci").strip("[]").split(",")
-        compare[task] = {**row, "ci_low": low.strip(), "ci_high": high.strip()}
+        compare[task] = {**row, "low": low.strip(), "high": high.strip()}
     assert len(compare) == 6, f"README.md, Is B better than A?: {len(compare)} table rows"
     return Figures(reference, quick_start, demo, compare)
 
@@ -141,7 +141,7 @@ def check(figures: Figures, records: dict[str, dict], compare_rows: dict[str, di
         if got is None:
             wrong.append(f"compare {task}: not in the demo's comparison")
             continue
-        for key in ("a", "b", "difference", "ci_low", "ci_high"):
+        for key in ("a", "b", "difference", "low", "high"):
             expect(f"compare {task} {key}", row[key], got[key])
         if exact and row["p_value"]:
             expect(f"compare {task} p", row["p_value"], got["p_value"])

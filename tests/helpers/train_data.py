@@ -23,7 +23,8 @@ def digits_csv(folder: Path, rows: int) -> Path:
 
 
 #: Settings of a tiny, fast run (the demo architecture, CPU, fp32, no workers).
-TINY = ["--image-model", "itra-demo", "--text-model", "itra-demo", "--batch-size", "32",
+TINY = ["--image-tower", "openclip:itra-demo", "--text-tower", "openclip:itra-demo",
+        "--batch-size", "32",
         "--lr", "2e-3", "--wd", "0.1", "--warmup", "2", "--workers", "0", "--device", "cpu",
         "--precision", "fp32", "--no-progress", "--log-every-n-steps", "1"]
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import torch
 from torchvision import transforms
 
-from itra_bench.errors import UserError
-from itra_bench.fingerprint import fingerprint
-from itra_bench.model import IMAGE, EncoderModel, ModelOptions
+from itra_bench import IMAGE, EncoderModel, ModelOptions, UserError, make_fingerprint
 
 DEFAULT_BINS = 8
 #: Every image is resized to this square so that a batch stacks into one tensor.
@@ -31,8 +29,8 @@ class ColorHistogram(EncoderModel):
         self.modalities = frozenset({IMAGE})
         # Name and bump "version" whenever the embedding could change: the fingerprint keys
         # the feature cache, so a stale one would silently serve old features.
-        self.fingerprint = fingerprint({"model": "colorhist", "bins": bins,
-                                        "image_size": IMAGE_SIZE, "version": 1})
+        self.fingerprint = make_fingerprint({"model": "colorhist", "bins": bins,
+                                             "image_size": IMAGE_SIZE, "version": 1})
         self.image_transform = transforms.Compose([
             transforms.Resize((IMAGE_SIZE, IMAGE_SIZE)),
             transforms.ToTensor(),  # RGB values in [0, 1]

@@ -1,5 +1,5 @@
 """``example-cosine``: a minimal training objective, to show the loss contract
-(``itra_bench.losses.LossSpec``)."""
+(``itra_bench.LossSpec``)."""
 
 from __future__ import annotations
 

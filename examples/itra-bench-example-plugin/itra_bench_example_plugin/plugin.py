@@ -6,8 +6,9 @@ data read only when a run asks for them.
 
 itra-bench imports this module on every command, ``itra-bench list`` and ``--help`` included,
 so it imports nothing heavy itself: the model module (and torchvision with it) is imported
-only when a ``colorhist`` model is built, torch by the task only in its ``run``, and the
-builder contract comes from the torch-free ``itra_bench.model_api``.
+only when a ``colorhist`` model is built and torch by the task only in its ``run``. Names
+from ``itra_bench`` load on first use, so importing the torch-free ones (``ModelBuilder``,
+``Task``, ...) here stays cheap; ``EncoderModel`` is imported for type checkers only.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from itra_bench import hookimpl
-from itra_bench.lazy_import import LazyFactory
-from itra_bench.losses import LossSpec
-from itra_bench.model_api import ModelBuilder, ModelOptions  # itra_bench.model imports torch
-from itra_bench.task import Task
+from itra_bench import LazyFactory, LossSpec, ModelBuilder, ModelOptions, Task, hookimpl
 from itra_bench_example_plugin.tasks import DigitsCentroidTask
 
 if TYPE_CHECKING:
-    from itra_bench.model import EncoderModel
+    from itra_bench import EncoderModel
 
 #: Task files shipped as package data (pyproject's package-data lists them).
 CARDS_DIR = Path(__file__).parent / "cards"
@@ -60,6 +57,6 @@ def itra_bench_tasks() -> list[Task]:
 @hookimpl
 def itra_bench_task_files() -> list[Path]:
     # Datasets as data: each YAML file is read like `--tasks FILE`. imagenette.yaml is an
-    # ELEVATER dataset card (protocol `elevater`), so it becomes an ELEVATER task with its
+    # ELEVATER dataset card (`task_type: elevater`), so it becomes an ELEVATER task with its
     # zero-shot, linear-probe and fine-tune modes, without a line of task code.
     return sorted(CARDS_DIR.glob("*.yaml"))

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from itra_bench.context import RunContext
-from itra_bench.model_api import IMAGE
-from itra_bench.task import Task, TaskResult
+from itra_bench import IMAGE, RunContext, Task, TaskResult
 
-if TYPE_CHECKING:  # itra_bench.model imports torch
-    from itra_bench.model import EncoderModel
+if TYPE_CHECKING:  # itra_bench.EncoderModel's module imports torch
+    from itra_bench import EncoderModel
 
 
 class DigitsCentroidTask(Task):
@@ -42,9 +40,7 @@ class DigitsCentroidTask(Task):
         import torch
         import torch.nn.functional as F
 
-        from itra_bench.datasets.digits import DigitsSplit
-        from itra_bench.encoding import encode_images
-        from itra_bench.protocols.classification_metrics import classification_metrics
+        from itra_bench import DigitsSplit, classification_metrics, encode_images
 
         train, test = DigitsSplit("train"), DigitsSplit("test")
         train_enc = encode_images(model, train, ctx, split="train")

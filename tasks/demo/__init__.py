@@ -1,0 +1,1 @@
+"""The ``demo`` suite on scikit-learn's digits: the plugin (``plugin.py``)."""

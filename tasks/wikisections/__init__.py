@@ -1,0 +1,1 @@
+"""Wikipedia sections triplets: the plugin (``plugin.py``) and the card (``cards/``)."""
