@@ -245,3 +245,26 @@ def test_the_task_type_key_is_no_part_of_the_task_definition():
     assert card.task_type == "elevater"
     assert task_definition(ElevaterTask(card=card)) == task_definition(
         ElevaterTask(card=replace(card, task_type="other")))
+
+
+def test_a_cards_task_definition_does_not_depend_on_where_the_card_lies(tmp_path):
+    # Before, the card's file path was part of the definition: the same built-in card in
+    # another checkout or virtual environment gave another definition, so its stored results
+    # were recomputed and results from two machines could not be compared.
+    import shutil
+
+    from itra_bench.task_identity import task_definition
+    from itra_bench.vision_benchmark.cards import CARDS_DIR, load_card
+    from itra_bench.vision_benchmark.task import ElevaterTask
+
+    here = load_card(CARDS_DIR / "cifar-10.yaml")
+    (tmp_path / "elsewhere").mkdir()
+    copy = shutil.copy(CARDS_DIR / "cifar-10.yaml", tmp_path / "elsewhere" / "cifar-10.yaml")
+    there = load_card(copy)
+    assert here.path != there.path
+    assert task_definition(ElevaterTask(card=here)) == task_definition(ElevaterTask(card=there))
+    # What the card says still counts.
+    changed = Path(copy).read_text().replace("a photo of a {}.", "a blurry photo of a {}.")
+    Path(copy).write_text(changed)
+    assert task_definition(ElevaterTask(card=load_card(copy))) != \
+        task_definition(ElevaterTask(card=here))

@@ -89,7 +89,9 @@ class DatasetCard:
     classnames: tuple[str, ...] = file_key(help="the class names, num_classes of them")
     templates: tuple[str, ...] = file_key(help="prompt templates, '{}' the class name")
     source: str = file_key("", help="where the class names and templates come from")
-    path: str = not_from_file("")
+    # Where the card lies names it in messages; it is no part of what the task computes (the
+    # same card in another checkout or environment is the same task).
+    path: str = not_from_file("", metadata=BOOKKEEPING)
     extra: dict[str, Any] = file_key(default_factory=dict, help="anything else the dataset "
                                      "needs (fer-2013: classname_synonyms)")
 
