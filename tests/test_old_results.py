@@ -123,3 +123,48 @@ def test_old_results_make_a_report(cli, old_results, tmp_path):
     assert res.code == 0, res
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "wikisections-test" in html and "pixel:dim16" in html
+
+
+@pytest.mark.slow
+def test_todays_code_gives_the_numbers_the_old_results_hold(cli, tmp_path, monkeypatch):
+    """The runs that wrote ``results_v1``, again on the same (seeded) data: every metric, main
+    score and interval is what the earlier main stored, renamed words apart."""
+    from elevater_data import use_tiny_cards, write_dataset
+    from text_data import sts_pairs, wiki_triplets, write_senteval_sts, write_triplets
+
+    from itra_bench.vision_benchmark.cards import find_card
+
+    datasets = ("cifar-10", "voc-2007-classification")
+    use_tiny_cards(monkeypatch, datasets, per_class=4)
+    root = tmp_path / "data"
+    for name in datasets:
+        write_dataset(find_card(name), root, per_class=4)
+    for k, name in enumerate(("FNWN", "headlines", "OnWN")):
+        write_senteval_sts(root / "STS" / "STS13-en-test", name,
+                           sts_pairs(10 + 2 * k, seed=30 + k))
+    write_triplets(root / "wikipedia-sections" / "test.csv", wiki_triplets(12, seed=3))
+    out = tmp_path / "out"
+    common = ("--plugin", "itra_test_plugin", "--data-root", root, "--output", out,
+              "--cache-dir", tmp_path / "cache", "--workers", "0", "--no-progress")
+    for model in ("pixel", "pixel:dim16"):
+        for tasks in ((*datasets, "sts13", "wikisections", "demo"),
+                      (*datasets, "--mode", "linear_probe", "--shots", "2", "--seeds", "0,1")):
+            res = cli("run", "--model", model, "--tasks", *tasks, *common)
+            assert res.code == 0, res
+
+    def by_key(folder: Path) -> dict[tuple[str, str, str], dict]:
+        return {(r["model"]["name"], r["task"], r["variant"]): r for _, r in iter_records(folder)}
+
+    old, new = by_key(OLD), by_key(out)
+    assert old.keys() == new.keys()
+    for key, was in old.items():
+        now = new[key]
+        assert now["main_score"] == was["main_score"], key
+        assert now["metrics"].keys() == was["metrics"].keys(), key
+        for metric, value in was["metrics"].items():
+            assert now["metrics"][metric] == pytest.approx(value, rel=1e-9, abs=1e-12), \
+                (key, metric)
+        assert now["main_score_value"] == pytest.approx(was["main_score_value"], rel=1e-9)
+        assert now["main_score_interval"] == pytest.approx(was["main_score_interval"],
+                                                           rel=1e-9), key
+        assert now["num_samples"] == was["num_samples"], key
