@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import doc_pages
 import pytest
 import torch
 from torch import nn
 from train_data import TINY, digits_csv, interrupted_at_epoch, train_run
-
-README = Path(__file__).parent.parent / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -227,30 +226,25 @@ def test_a_failed_resume_keeps_the_run_folder(train, tmp_path, finished_run):
 
 
 def _readme_commands(program: str) -> list[str]:
-    """The README's shell commands (in fenced blocks) that run ``program`` or its module
-    under torchrun, continuation lines joined."""
-    commands, fence, lines = [], None, []
-    for line in README.read_text().splitlines():
-        if line.lstrip().startswith("```"):
-            if fence is None:
-                fence, lines = line.strip().removeprefix("```"), []
+    """The shell commands (in fenced blocks) of the README and of every page of docs/ that run
+    ``program`` or its module under torchrun, continuation lines joined."""
+    commands = []
+    for name in doc_pages.pages():
+        for block in doc_pages.blocks(name):
+            if block.lang not in ("", *doc_pages.SHELL):
                 continue
-            if fence in ("", "bash", "sh", "shell", "console"):
-                for command in "\n".join(lines).replace("\\\n", " ").splitlines():
-                    command = command.strip().removeprefix("$ ")
-                    module = program.replace("-", "_") + ".cli"
-                    if re.match(rf"(\S+=\S+ )*({program}|torchrun .*{module})\b", command):
-                        commands.append(command)
-            fence = None
-        elif fence is not None:
-            lines.append(line)
+            for command in block.body.replace("\\\n", " ").splitlines():
+                command = command.strip().removeprefix("$ ")
+                module = program.replace("-", "_") + ".cli"
+                if re.match(rf"(\S+=\S+ )*({program}|torchrun .*{module})\b", command):
+                    commands.append(command)
     return commands
 
 
 def test_every_readme_training_command_states_its_epochs():
     # A command elided with "..." shows a flag (or its error), not a run.
     commands = [c for c in _readme_commands("itra-train") if not c.endswith("...")]
-    assert len(commands) >= 8
+    assert len(commands) >= 9
     assert [c for c in commands if "--epochs" not in c] == []
 
 

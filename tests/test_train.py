@@ -220,7 +220,8 @@ def test_itra_bench_train_is_itra_train(cli, data, tmp_path):
 @pytest.mark.slow
 def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
     """`itra-bench demo` from nothing: trains (about a minute), evaluates the held-out digits,
-    and gives the figures README.md quotes (quick start, the demo, the `compare` example)."""
+    and gives the figures the README and the docs quote (quick start, the demo, the `compare`
+    example)."""
     res = cli("demo", "--output", tmp_path / "results", "--no-progress")
     assert res.code == 0, res
     records = {json.loads(p.read_text())["task"]: json.loads(p.read_text())
@@ -237,9 +238,9 @@ def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
     assert again["main_score_value"] == zeroshot
     assert (cache / "logs" / "demo" / "checkpoints" / "epoch_10.pt").stat().st_mtime_ns == stamp
 
-    # The README's comparison: epoch 2 against epoch 10 of the demo run. Eight more epochs
-    # lift every digits task far beyond sampling noise, except retrieval, which stays near
-    # chance (5 images per caption share a digit) for both.
+    # The docs' comparison (docs/results/compare.md): epoch 2 against epoch 10 of the demo
+    # run. Eight more epochs lift every digits task far beyond sampling noise, except
+    # retrieval, which stays near chance (5 images per caption share a digit) for both.
     ckpts = cache / "logs" / "demo" / "checkpoints"
     res = cli("run", "--model", ckpts / "epoch_2.pt", "--model", ckpts / "epoch_10.pt",
               "--tasks", "demo", "--output", tmp_path / "epochs", "--no-progress")
@@ -253,13 +254,13 @@ def test_demo_trains_and_zero_shot_is_far_above_chance(cli, tmp_path):
     assert not rows["digits-retrieval"]["significant"], rows["digits-retrieval"]
     assert rows["avg:demo (5 tasks)"]["low"] > 0
 
-    # README.md quotes these very runs: exactly on the machine it names (torch version, CPU,
-    # instruction set), within readme_figures.TOLERANCE points elsewhere.
+    # The README and the docs quote these very runs: exactly on the machine they name (torch
+    # version, CPU, instruction set), within readme_figures.TOLERANCE points elsewhere.
     figures = readme_figures.parse()
     exact = figures.reference.is_this_machine()
     wrong = readme_figures.check(figures, records, rows, exact)
     assert not wrong, (
-        f"README.md's demo figures are not what the demo gives "
+        f"The demo figures of the README and docs/ are not what the demo gives "
         f"({'exactly, on its ' if exact else 'within the tolerance, off its '}reference "
         f"machine {figures.reference}); run its commands and paste their output:\n  "
         + "\n  ".join(wrong))

@@ -1,6 +1,6 @@
 """One word per concept: the metric registry (every metric a built-in task reports is
 declared; an undeclared one is its plugin's bug; clashes name both), the renamed words read
-from old result files, samples files, task files and settings, and the README's table."""
+from old result files, samples files, task files and settings, and the docs' table."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import doc_pages
 import numpy as np
 import pytest
 import torch
@@ -321,12 +322,11 @@ def test_the_text_pooler_keeps_its_old_names(tmp_path):
         _run_fields({"text_pooler": "max"})
 
 
-# -- the README ---------------------------------------------------------------------------
+# -- the docs -----------------------------------------------------------------------------
 
 def test_the_readme_vocabulary_table_is_the_codes():
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Vocabulary"):]
-    section = section[:section.index("\n### ")]
+    """The docs' Vocabulary page (once the README's section) shows the code's table."""
+    section = doc_pages.section(doc_pages.page("results/vocabulary.md"), "Vocabulary")
     rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
     assert rows == [w.markdown_row() for w in VOCABULARY]
 

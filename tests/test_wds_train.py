@@ -1,8 +1,9 @@
 """itra-train on WebDataset shards (``--dataset-type webdataset``, open_clip's flags).
 
-Shards are written from the digits CSV by the README's ``ShardWriter`` recipe
-(``wds_shards.csv_to_shards``): 64 samples, 8 a shard. Sample ids are ``shard << 32 |
-position``, so the ids a run trained on say which shards and samples it read.
+Shards are written from the digits CSV by the ``ShardWriter`` recipe of
+docs/training/shards.md (``wds_shards.csv_to_shards``, held to the page's code below): 64
+samples, 8 a shard. Sample ids are ``shard << 32 | position``, so the ids a run trained on say
+which shards and samples it read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import doc_pages
 import numpy as np
 import pytest
 import torch
@@ -58,6 +60,28 @@ def _epoch_ids(pattern: Path, rank: int, world: int, workers: int, epoch: int,
     data.set_epoch(epoch)
     loader = DataLoader(data, batch_size=None, num_workers=workers)
     return [b.indices.tolist() for b in loader]
+
+
+def _members(shard: Path) -> list[tuple[str, bytes]]:
+    with tarfile.open(shard) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+
+
+def test_the_docs_recipe_writes_what_the_tests_shards_are_written_with(tmp_path, monkeypatch):
+    """The recipe of docs/training/shards.md, run as printed beside a train.csv, writes the
+    samples that wds_shards.csv_to_shards (which makes the shards of these tests) writes."""
+    recipe = [b.body for b in doc_pages.blocks("training/shards.md") if b.lang == "python"]
+    assert len(recipe) == 1 and "ShardWriter" in recipe[0]
+    csv = digits_csv(tmp_path, 16)
+    (tmp_path / "train.csv").write_text(csv.read_text())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(recipe[0], "docs/training/shards.md", "exec"), {"__name__": "recipe"})
+    written = sorted((tmp_path / "shards").glob("*.tar"))
+    (tmp_path / "helper").mkdir()
+    expected = csv_to_shards(csv, str(tmp_path / "helper" / "%05d.tar"), 10000)
+    assert [p.name for p in written] == [p.name for p in expected] == ["00000.tar"]
+    assert _members(written[0]) == _members(expected[0])
+    assert len(_members(written[0])) == 2 * 16  # an image and a caption a sample
 
 
 def test_an_epoch_reads_every_sample_once_across_ranks_and_workers(shards):

@@ -1,26 +1,32 @@
-"""The demo's figures that README.md quotes, parsed from its text: the quick start's zero-shot
-score and interval, the demo section's scores and the machine they were made on, and the
-table of the `compare` example. Tests hold them to what the demo gives (``check``)."""
+"""The demo's figures that the README and the docs quote, parsed from their text: the quick
+start's zero-shot score and interval (README.md and docs/getting-started.md), the demo
+section's scores and the machine they were made on (docs/getting-started.md), and the table of
+the `compare` example (docs/results/compare.md). Tests hold them to what the demo gives
+(``check``)."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
-#: Off the README's reference machine (another CPU or torch version), how far a figure may
-#: be from the README's: it says "up to about a point" (an AVX2-only run moved by 0.74).
+import doc_pages
+from doc_pages import ROOT
+
+#: Where each quoted section is.
+QUICK_START = ("README.md", "docs/getting-started.md")
+DEMO = "docs/getting-started.md"
+COMPARE = "docs/results/compare.md"
+#: Off the docs' reference machine (another CPU or torch version), how far a figure may
+#: be from the docs': they say "up to about a point" (an AVX2-only run moved by 0.74).
 TOLERANCE = 1.5
-#: The README's names of instruction sets, as torch.backends.cpu.get_cpu_capability() says.
+#: The docs' names of instruction sets, as torch.backends.cpu.get_cpu_capability() says.
 CAPABILITIES = {"AVX-512": "AVX512", "AVX2": "AVX2"}
 
 
 @dataclass(frozen=True)
 class Reference:
-    """Where the README's figures come from, as it says: ``torch 2.14.1 on an AMD EPYC CPU
+    """Where the figures come from, as the demo section says: ``torch 2.14.1 on an AMD EPYC CPU
     with AVX-512``."""
 
     torch: str
@@ -32,7 +38,7 @@ class Reference:
                 and CAPABILITIES.get(self.isa) == capability)
 
     def is_this_machine(self) -> bool:
-        """Whether this machine has the README's torch version, CPU and instruction set."""
+        """Whether this machine has the docs' torch version, CPU and instruction set."""
         import torch
 
         spec = importlib.util.spec_from_file_location(
@@ -56,54 +62,54 @@ class Figures:
 
 
 def _search(pattern: str, text: str, where: str) -> re.Match:
-    # The README is wrapped anywhere: a space in the pattern matches any whitespace.
+    # The pages are wrapped anywhere: a space in the pattern matches any whitespace.
     match = re.search(pattern.replace(" ", r"\s+"), text)
-    assert match, f"README.md, {where}: no text matching {pattern!r} (reworded? update " \
+    assert match, f"{where}: no text matching {pattern!r} (reworded? update " \
                   f"tests/helpers/readme_figures.py)"
     return match
 
 
-def _section(text: str, heading: str) -> str:
-    start = text.index(heading)
-    end = text.find("\n## ", start + len(heading))
-    nxt = text.find("\n### ", start + len(heading))
-    ends = [e for e in (end, nxt) if e != -1]
-    return text[start:min(ends) if ends else len(text)]
-
-
-def parse(text: str | None = None) -> Figures:
-    text = README.read_text(encoding="utf-8") if text is None else text
-    quick = _section(text, "## Quick start")
+def _quick_start(text: str, where: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    quick = doc_pages.section(text, "Quick start")
     m = _search(r"zero-shot top-1 on the held-out digits is \*\*(?P<s>[\d.]+) %\*\* "
                 r"\(chance: 10 %\), with a 95 % bootstrap interval of (?P<lo>[\d.]+)-"
-                r"(?P<hi>[\d.]+) %", quick, "Quick start")
-    quick_start = {"digits-zeroshot": (m["s"], m["lo"], m["hi"])}
-    quick_torch = _search(r"torch (?P<v>\d+\.\d+\.\d+)", quick, "Quick start")["v"]
+                r"(?P<hi>[\d.]+) %", quick, where)
+    torch = _search(r"torch (?P<v>\d+\.\d+\.\d+)", quick, where)["v"]
+    return {"digits-zeroshot": (m["s"], m["lo"], m["hi"])}, torch
 
-    demo_text = _section(text, "### The demo\n")
+
+def parse(pages: dict[str, str] | None = None) -> Figures:
+    """The figures of ``pages`` (page name -> text; default: the files themselves)."""
+    pages = doc_pages.pages() if pages is None else pages
+    quick = [_quick_start(pages[name], f"{name}, Quick start") for name in QUICK_START]
+    assert all(q == quick[0] for q in quick), \
+        f"the quick starts of {' and '.join(QUICK_START)} quote different figures: {quick}"
+    quick_start, quick_torch = quick[0]
+
+    demo_text = doc_pages.section(pages[DEMO], "The demo")
     m = _search(r"zero-shot top-1 \*\*(?P<zs>[\d.]+) %\*\*, linear probe (?P<lp>[\d.]+) %, "
                 r"10-NN (?P<knn>[\d.]+) %, clustering NMI (?P<nmi>[\d.]+) %\. Retrieval's "
-                r"mean recall is low \((?P<ret>[\d.]+) %\)", demo_text, "The demo")
+                r"mean recall is low \((?P<ret>[\d.]+) %\)", demo_text, f"{DEMO}, The demo")
     demo = {"digits-zeroshot": m["zs"], "digits-linear-probe": m["lp"], "digits-knn": m["knn"],
             "digits-clustering": m["nmi"], "digits-retrieval": m["ret"]}
     m = _search(r"those of torch (?P<v>\d+\.\d+\.\d+) on an? (?P<cpu>[\w\s]+?) CPU with "
-                r"(?P<isa>AVX-512|AVX2)", demo_text, "The demo")
+                r"(?P<isa>AVX-512|AVX2)", demo_text, f"{DEMO}, The demo")
     reference = Reference(m["v"], " ".join(m["cpu"].split()), m["isa"])
     assert quick_torch == reference.torch, "the quick start and the demo section name " \
         f"different torch versions ({quick_torch}, {reference.torch})"
 
-    table = _section(text, "### Is B better than A?")
+    table = doc_pages.section(pages[COMPARE], "Is B better than A?")
     keys = ("a", "b", "difference", "ci", "p_value", "significant")
     compare = {}
     for line in table.splitlines():
         if not line.startswith("│ "):
             continue
         task, _, *cells = [c.strip() for c in line.strip("│").split("│")]
-        assert len(cells) == len(keys), f"README.md, Is B better than A?: columns of {line}"
+        assert len(cells) == len(keys), f"{COMPARE}: columns of {line}"
         row = dict(zip(keys, cells, strict=True))
         low, high = row.pop("ci").strip("[]").split(",")
         compare[task] = {**row, "low": low.strip(), "high": high.strip()}
-    assert len(compare) == 6, f"README.md, Is B better than A?: {len(compare)} table rows"
+    assert len(compare) == 6, f"{COMPARE}: {len(compare)} table rows"
     return Figures(reference, quick_start, demo, compare)
 
 
@@ -118,7 +124,8 @@ def _agree(printed: str, value: float, exact: bool) -> bool:
 
 def check(figures: Figures, records: dict[str, dict], compare_rows: dict[str, dict],
           exact: bool) -> list[str]:
-    """Every figure of the README that the demo's results disagree with, as one line each.
+    """Every figure of the README and the docs that the demo's results disagree with, one line
+    each.
 
     ``records``: result records of ``itra-bench run --model demo --tasks demo`` by task;
     ``compare_rows``: rows of ``itra-bench compare --format json`` by task."""
@@ -127,7 +134,7 @@ def check(figures: Figures, records: dict[str, dict], compare_rows: dict[str, di
     def expect(where: str, printed: str, value: float | None) -> None:
         if value is None or not _agree(printed, value, exact):
             shown = "none" if value is None else f"{value:.4f}"
-            wrong.append(f"{where}: README {printed}, the demo {shown}")
+            wrong.append(f"{where}: the docs {printed}, the demo {shown}")
 
     for task, (score, low, high) in figures.quick_start.items():
         rec, ci = records[task], records[task]["main_score_interval"]
@@ -146,6 +153,6 @@ def check(figures: Figures, records: dict[str, dict], compare_rows: dict[str, di
         if exact and row["p_value"]:
             expect(f"compare {task} p", row["p_value"], got["p_value"])
         if (row["significant"] == "*") != bool(got.get("significant")):
-            wrong.append(f"compare {task}: README Holm {row['significant']!r}, the demo "
+            wrong.append(f"compare {task}: the docs' Holm {row['significant']!r}, the demo "
                          f"significant={got.get('significant')}")
     return wrong

@@ -1,7 +1,7 @@
 """WebDataset shards for trainer tests, written from the trainer's CSV format.
 
-``csv_to_shards`` is the recipe the README shows (webdataset's ``ShardWriter``), so the
-tests run it as users would.
+``csv_to_shards`` is the recipe docs/training/shards.md shows (webdataset's ``ShardWriter``),
+so the tests run it as users would (tests/test_wds_train.py holds it to the page's code).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import webdataset as wds
 
 
 def csv_to_shards(src: Path, pattern: str, maxcount: int) -> list[Path]:
-    """The README recipe: every row of the tab-separated CSV ``src`` (``filepath``,
+    """The docs' recipe: every row of the tab-separated CSV ``src`` (``filepath``,
     ``title``) becomes a sample ``{key}.png`` + ``{key}.txt``; ``pattern`` such as
     ``shards/%05d.tar``, ``maxcount`` samples a shard. Returns the shards written."""
     with wds.ShardWriter(pattern, maxcount=maxcount, verbose=0) as sink:
