@@ -1,10 +1,11 @@
 """WebDataset shards against the CSV path: ``itra-train``'s data throughput on the same images.
 
 Both variants read the same JPEG bytes, once as one file per image named by a CSV (the
-default ``--dataset-type csv``) and once packed into tar shards by the README's ShardWriter
-recipe (``--dataset-type webdataset``). Each run builds a real ``Trainer`` (the ``itra-demo``
-model, its transform: decode, resize to 32 px, normalise) from the same flags apart from
-``--train-data`` / ``--train-num-samples`` and times one epoch of one of two modes:
+default ``--dataset-type csv``) and once packed into tar shards by the ShardWriter recipe
+of docs/training/shards.md (``--dataset-type webdataset``). Each run builds a real
+``Trainer`` (the ``itra-demo`` model, its transform: decode, resize to 32 px, normalise) from
+the same flags apart from ``--train-data`` / ``--train-num-samples`` and times one epoch of
+one of two modes:
 
 - **loader**: iterate the trainer's DataLoader for the epoch (``trainer.loader``, after the
   epoch is set as ``train_one_epoch`` sets it), nothing else: the data path alone.
@@ -51,7 +52,7 @@ from PIL import Image
 def make_data(root: Path, n: int, size: int, per_shard: int, seed: int = 0) -> tuple[Path, str]:
     """``n`` JPEGs (``size`` px, smooth colour fields with noise, about 10-20 kB each as
     web images are), their CSV, and shards of ``per_shard`` samples made from that CSV by
-    the README recipe. Returns the CSV and the shard pattern."""
+    the docs' recipe. Returns the CSV and the shard pattern."""
     import webdataset as wds
 
     rng = np.random.default_rng(seed)
@@ -67,7 +68,7 @@ def make_data(root: Path, n: int, size: int, per_shard: int, seed: int = 0) -> t
         rows.append(f"images/{i:06d}.jpg\tpicture number {i} of a colour field")
     csv_path = root / "train.csv"
     csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    # The README recipe, as written there.
+    # The recipe of docs/training/shards.md, as written there.
     import csv
 
     (root / "shards").mkdir()

@@ -1,7 +1,7 @@
 """The vocabulary: one word per concept across command lines, task files, result files and
 docs, and the words it replaced, which are still read where they were written.
 
-:data:`VOCABULARY` is the table (the README's "Vocabulary" section shows it); the renamed
+:data:`VOCABULARY` is the table (the docs' Vocabulary page shows it); the renamed
 words are in :data:`RENAMED_METRICS`, :data:`RENAMED_INTERVAL_ENDS`,
 :data:`RENAMED_CONFIG_KEYS` and :data:`RENAMED_TASK_FILE_KEYS`, which every reader of result
 files and task files goes through (:func:`current_record`, :func:`current_outcome_arrays`,
@@ -26,7 +26,7 @@ from itra_bench.errors import UserError
 @dataclass(frozen=True)
 class Word:
     """One concept, the one word for it, the old words still read, and where the word is
-    used (each as Markdown, as the README's table shows it)."""
+    used (each as Markdown, as the docs' table shows it)."""
 
     concept: str
     word: str
@@ -34,7 +34,7 @@ class Word:
     where: str = ""
 
     def markdown_row(self) -> str:
-        """The word's row of the README's "Vocabulary" table."""
+        """The word's row of the docs' Vocabulary table (docs/results/vocabulary.md)."""
         return f"| {self.concept} | {self.word} | {', '.join(self.old) or '-'} | {self.where} |"
 
 
@@ -48,7 +48,7 @@ class Word:
 #: the tables before, are read as these (:data:`RENAMED_INTERVAL_ENDS`).
 INTERVAL_ENDS: tuple[str, str] = ("low", "high")
 
-#: The vocabulary (the README's "Vocabulary" table, row for row).
+#: The vocabulary (the docs' Vocabulary table, row for row).
 VOCABULARY: tuple[Word, ...] = (
     Word("what names a model", "model spec (`openclip:ViT-B-32@laion2b_s34b_b79k`, "
          "`hf:FOLDER`, a checkpoint path)", (),

@@ -67,6 +67,11 @@ def test_shell_blocks_run_as_printed(tmp_path):
         assert res.returncode == 0, (
             f"{block.where}: exit code {res.returncode}\n{block.body}\n"
             f"stdout: {res.stdout[-3000:]}\nstderr: {res.stderr[-3000:]}")
+    # They ran: what the demo run, `compare`'s runs, `results` and `--format` write is there.
+    assert (work / "itra-results" / "leaderboard.md").is_file()
+    assert (work / "boards" / "leaderboard.csv").is_file()
+    assert len(list((work / "epochs").rglob("*.json"))) >= 10
+    assert (work / "tasks.json").is_file() and (work / "REPORT.md").is_file()
 
 
 def test_site_builds_strict(tmp_path):
