@@ -5,6 +5,9 @@ keeps their cached features apart from every other model's."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import re
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,8 +93,57 @@ def derived_fingerprint(model: EncoderModel) -> str:
             "e.g. itra_bench.make_fingerprint(config, [weights_file]); it keys the feature "
             "cache, so without it two models would share cached features.")
     cls = type(inner)
+    # The code and the preprocessing count as well as the weights: a notebook cell that
+    # redefines the class (same name, same seed) makes another model.
     return fingerprint({"class": f"{cls.__module__}.{cls.__qualname__}",
+                        "code": class_code_digest(cls),
+                        "transform": _transform_id(getattr(inner, "image_transform", None)),
                         "weights": state_dict_digest(inner)})
+
+
+def class_code_digest(cls: type) -> str:
+    """An id of the code of ``cls`` and its bases up to torch's own classes: the bytecode,
+    constants and names of every function they define (not line numbers, so that moving the
+    code does not change it)."""
+    digest = hashlib.sha256()
+    for klass in cls.__mro__:
+        if klass.__module__.split(".")[0] in ("torch", "builtins"):
+            continue
+        for name, value in sorted(vars(klass).items()):
+            for function in _functions(value):
+                digest.update(f"{klass.__qualname__}.{name}".encode())
+                _add_code(digest, function.__code__)
+    return digest.hexdigest()[:16]
+
+
+def _functions(value: Any) -> list[types.FunctionType]:
+    if isinstance(value, staticmethod | classmethod):
+        value = value.__func__
+    if isinstance(value, property):
+        return [f for f in (value.fget, value.fset, value.fdel) if f is not None]
+    return [value] if isinstance(value, types.FunctionType) else []
+
+
+def _add_code(digest: Any, code: types.CodeType) -> None:
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _add_code(digest, const)
+        else:
+            digest.update(repr(const).encode())
+
+
+def _transform_id(transform: Any) -> str | None:
+    """An id of an image transform: its code for a function, else its repr (torchvision's
+    lists each step and its settings) without memory addresses."""
+    if transform is None:
+        return None
+    if isinstance(transform, types.FunctionType):
+        digest = hashlib.sha256()
+        _add_code(digest, transform.__code__)
+        return digest.hexdigest()[:16]
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
 
 
 @contextlib.contextmanager

@@ -192,3 +192,30 @@ def test_results_print_the_run_summary(capsys):
 
 def test_evaluate_is_the_public_name():
     assert itra_bench.evaluate is evaluate
+
+
+def test_a_modules_fingerprint_follows_its_code_and_its_transform():
+    # In a notebook, a cell redefining `TinyEncoder` with another encode_image (same name,
+    # same weights) is another model: before, it shared the first one's fingerprint, so its
+    # cached features (and its "exists" results) were the first model's.
+    from itra_bench.in_memory_model import as_encoder_model, derived_fingerprint
+
+    def fingerprint_of(model: torch.nn.Module) -> str:
+        return derived_fingerprint(as_encoder_model(model))
+
+    first = fingerprint_of(TinyEncoder())
+    assert fingerprint_of(TinyEncoder()) == first  # the same code and weights: the same id
+
+    class TinyEncoder2(TinyEncoder):
+        def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.proj(images.flatten(1)))
+
+    TinyEncoder2.__name__ = TinyEncoder2.__qualname__ = "TinyEncoder"
+    TinyEncoder2.__module__ = TinyEncoder.__module__
+    assert fingerprint_of(TinyEncoder2()) != first
+
+    other_transform = TinyEncoder()
+    other_transform.image_transform = transforms.Compose(
+        [transforms.Grayscale(), transforms.Resize((8, 8)), transforms.ToTensor(),
+         transforms.Normalize([0.5], [0.5])])
+    assert fingerprint_of(other_transform) != first
