@@ -15,6 +15,7 @@ Values:
 
 - ``hookimpl``: the decorator of a plugin's hook implementations (``@itra_bench.hookimpl``).
 - ``IMAGE``, ``TEXT``: the modality names of ``EncoderModel.modalities``.
+- ``TEXT_POOLERS``: the token poolings ``--text-pooler`` chooses from (``cls``, ``mean``).
 - ``PRECISIONS``: the precisions a run takes (``fp32``, ``amp_bf16``, ``amp_fp16``);
   ``PRECISION_ALIASES``: old spellings still accepted, mapped to today's names.
 - ``DEFAULT_TIMEOUT``: seconds a rank of a distributed job waits for the others.
@@ -63,6 +64,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ModelOptions": ("itra_bench.model_api", "ModelOptions"),
     "IMAGE": ("itra_bench.model_api", "IMAGE"),
     "TEXT": ("itra_bench.model_api", "TEXT"),
+    "TEXT_POOLERS": ("itra_bench.model_api", "TEXT_POOLERS"),
     "make_fingerprint": ("itra_bench.fingerprint", "fingerprint"),
     "files_identity": ("itra_bench.fingerprint", "files_identity"),
     "state_dict_digest": ("itra_bench.weights", "state_dict_digest"),
@@ -144,7 +146,7 @@ __all__ = [
     "write_leaderboard", "resolve_tasks", "missing_task_data", "check_task_files",
     "parse_model_spec", "seed_everything", "Registry", "PluginInfo", "load_registry",
     "active_registry", "Command", "LazyFactory", "EncoderModel", "ModelBuilder", "ModelOptions",
-    "IMAGE", "TEXT", "make_fingerprint", "files_identity", "state_dict_digest",
+    "IMAGE", "TEXT", "TEXT_POOLERS", "make_fingerprint", "files_identity", "state_dict_digest",
     "refusal_reason", "Task", "TaskResult", "Variant", "SampleOutcomes", "Metric", "RunContext",
     "ImageSource", "ImageFiles", "to_rgb", "DigitsSplit", "captions_for", "encode_images",
     "encode_texts", "FeatureCache", "classification_metrics", "file_key", "not_from_file",
@@ -220,7 +222,7 @@ if TYPE_CHECKING:
     from itra_bench.losses import check_options as check_loss_options
     from itra_bench.metric_names import Metric
     from itra_bench.model import EncoderModel
-    from itra_bench.model_api import IMAGE, TEXT, ModelBuilder, ModelOptions
+    from itra_bench.model_api import IMAGE, TEXT, TEXT_POOLERS, ModelBuilder, ModelOptions
     from itra_bench.model_building import parse_model_spec
     from itra_bench.paths import expand_path, is_existing_file
     from itra_bench.precision import (

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from itra_bench.cli_types import Number, non_negative_int, positive_int
 from itra_bench.errors import UserError
+from itra_bench.model_api import TEXT_POOLERS
 from itra_bench.paths import expand_path
 from itra_bench.precision import precision_name
 from itra_bench.run_flags import RUN_FLAGS
 from itra_bench.run_settings import KEYWORDS, protocol_options
+from itra_bench.vocabulary import RENAMED_CONFIG_KEYS
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -324,12 +326,14 @@ def _run_fields(settings: Mapping[str, Any]) -> tuple[dict[str, Any], str | None
     """The RunConfig fields ``settings`` give (checked by the rules of the command line's
     flags), and the output folder (None: none given)."""
     known = set(RunSettings.__annotations__)
-    if "pooler" in settings:
-        if "text_pooler" in settings:
-            raise UserError("evaluate(): give text_pooler alone (pooler is its old name)")
-        warnings.warn("evaluate(pooler=...) is deprecated; use text_pooler=",
-                      DeprecationWarning, stacklevel=3)
-        settings = {("text_pooler" if k == "pooler" else k): v for k, v in settings.items()}
+    # The settings are the keys of a result's config: their renamed words are the same.
+    for old, new in RENAMED_CONFIG_KEYS.items():
+        if old in settings:
+            if new in settings:
+                raise UserError(f"evaluate(): give {new} alone ({old} is its old name)")
+            warnings.warn(f"evaluate({old}=...) is deprecated; use {new}=",
+                          DeprecationWarning, stacklevel=3)
+            settings = {(new if k == old else k): v for k, v in settings.items()}
     for key in settings:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
@@ -354,8 +358,9 @@ def _run_fields(settings: Mapping[str, Any]) -> tuple[dict[str, Any], str | None
                 raise UserError(f"evaluate(): {exc}") from None
         elif key == "device" and not isinstance(value, str):
             problem = f"must be a device name such as 'cpu' or 'cuda:0', got {value!r}"
-        elif key == "text_pooler" and value not in (None, "cls", "mean"):
-            problem = f"must be 'cls', 'mean' or None, got {value!r}"
+        elif key == "text_pooler" and value is not None and value not in TEXT_POOLERS:
+            problem = (f"must be {', '.join(map(repr, TEXT_POOLERS))} or None, "
+                       f"got {value!r}")
         elif key in _PATHS:
             value = _path_setting(key, value)
         if problem is not None:

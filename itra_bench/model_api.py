@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 IMAGE = "image"
 TEXT = "text"
+#: The token poolings of transformer text encoders that ``--text-pooler`` chooses from.
+TEXT_POOLERS = ("cls", "mean")
 
 
 @dataclass(frozen=True, init=False)

@@ -24,6 +24,7 @@ from yacs.config import CfgNode
 from itra_bench import (
     PRECISION_ALIASES,
     PRECISIONS,
+    TEXT_POOLERS,
     Number,
     UserError,
     add_run_flag,
@@ -374,8 +375,9 @@ def validate(cfg: CfgNode) -> None:
             raise UserError(f"{_flag(key)} {cfg[key]!r} names no model scheme; give a model "
                             "spec SCHEME:MODEL such as openclip:RN50 (`itra-bench list "
                             "models`)")
-    if cfg.text_pooler not in ("", "cls", "mean"):
-        raise UserError(f"--text-pooler must be cls or mean, got {cfg.text_pooler!r}")
+    if cfg.text_pooler and cfg.text_pooler not in TEXT_POOLERS:
+        raise UserError(f"--text-pooler must be {' or '.join(TEXT_POOLERS)}, got "
+                        f"{cfg.text_pooler!r}")
     for key in ("distill_image", "distill_text"):
         if cfg[key] not in DISTILL:
             raise UserError(f"{_flag(key)} must be image or text, got {cfg[key]!r}")

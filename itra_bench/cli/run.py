@@ -14,6 +14,7 @@ from itra_bench.cli.deprecated_flags import add_deprecated_alias
 from itra_bench.cli_types import non_negative_int, positive_int
 from itra_bench.commands import Command
 from itra_bench.errors import UserError
+from itra_bench.model_api import TEXT_POOLERS
 from itra_bench.paths import expand_path
 from itra_bench.registry import Registry
 from itra_bench.run_flags import add_run_flag, task_options
@@ -43,7 +44,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--weights-cache", metavar="DIR", type=expand_path,
                      help="where pretrained tags are looked up (default: the libraries' own "
                           "caches, e.g. ~/.cache/huggingface and torch.hub.get_dir())")
-    run.add_argument("--text-pooler", dest="text_pooler", choices=("cls", "mean"),
+    run.add_argument("--text-pooler", dest="text_pooler", choices=TEXT_POOLERS,
                      help="token pooling of transformer text encoders")
     add_deprecated_alias(run, "--pooler", "--text-pooler", choices=("cls", "mean"))
     for name in ("device", "precision", "batch_size", "workers", "seed"):
