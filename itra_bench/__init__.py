@@ -133,6 +133,18 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "load_yaml": ("itra_bench.datasets.text_files", "load_yaml"),
     "csv_records": ("itra_bench.datasets.text_files", "csv_records"),
     "check_no_nul": ("itra_bench.datasets.text_files", "check_no_nul"),
+    # Data where users keep it: paths, URLs, pipe: commands
+    "is_remote": ("itra_bench.transport", "is_remote"),
+    "is_pipe": ("itra_bench.transport", "is_pipe"),
+    "Retry": ("itra_bench.transport", "Retry"),
+    "TransportError": ("itra_bench.transport", "TransportError"),
+    "LocationStat": ("itra_bench.transport", "LocationStat"),
+    "RemoteStream": ("itra_bench.transport", "RemoteStream"),
+    "stat_location": ("itra_bench.transport", "stat_location"),
+    "stat_locations": ("itra_bench.transport", "stat_locations"),
+    "read_location": ("itra_bench.transport", "read_location"),
+    "download_location": ("itra_bench.transport", "download_location"),
+    "join_location": ("itra_bench.transport", "join_location"),
     # Processes and threads
     "World": ("itra_bench.distributed", "World"),
     "init_distributed": ("itra_bench.distributed", "init_distributed"),
@@ -159,7 +171,9 @@ __all__ = [
     "positive_int", "non_negative_int", "positive_float", "non_negative_float", "seed_int",
     "unit_float", "expand_path", "is_existing_file", "atomic_write", "atomic_write_text",
     "atomic_torch_save", "remove_stale_temp_files", "writing_into", "load_yaml", "csv_records",
-    "check_no_nul", "World", "init_distributed", "broadcast_from_main", "torch_threads",
+    "check_no_nul", "is_remote", "is_pipe", "Retry", "TransportError", "LocationStat",
+    "RemoteStream", "stat_location", "stat_locations", "read_location", "download_location",
+    "join_location", "World", "init_distributed", "broadcast_from_main", "torch_threads",
 ]
 
 
@@ -243,4 +257,17 @@ if TYPE_CHECKING:
     from itra_bench.task_fields import file_key, key_rows, not_from_file, read_keys
     from itra_bench.task_selection import resolve_tasks
     from itra_bench.threads import torch_threads
+    from itra_bench.transport import (
+        LocationStat,
+        RemoteStream,
+        Retry,
+        TransportError,
+        download_location,
+        is_pipe,
+        is_remote,
+        join_location,
+        read_location,
+        stat_location,
+        stat_locations,
+    )
     from itra_bench.weights import refusal_reason, state_dict_digest
