@@ -305,6 +305,11 @@ def _encode_chunks(model: EncoderModel, source: ImageSource, ctx: RunContext, ke
         batches = list(_ChunkBatches([(start, end)], batch_size))
         mine = shard(len(batches), world)
         plan.append((start, end, batches[mine.start:mine.stop]))
+    # Before the workers start, so that they share what it fetched (duck-typed sources of
+    # plugins written before the method existed have none).
+    prepare = getattr(source, "prepare", None)
+    if prepare is not None:
+        prepare()
     # Only the missing rows are decoded: the batch sampler starts at the first of them.
     loader = DataLoader(
         _Decoded(source, model.image_transform),

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 
+#: Where ``itra-bench run`` keeps encoded features unless ``--cache-dir`` says otherwise.
+DEFAULT_CACHE_DIR = "~/.cache/itra_bench/features"
+
 
 def expand_path(text: str) -> str:
     """``text`` with a leading ``~`` (or ``~user``) and ``$VAR`` / ``${VAR}`` expanded, as a

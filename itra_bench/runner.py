@@ -38,7 +38,7 @@ from itra_bench.feature_cache import FeatureCache, FeatureMemory
 from itra_bench.model import EncoderModel
 from itra_bench.model_building import build_model, check_pretrained, require_fingerprint
 from itra_bench.model_memo import ModelMemo
-from itra_bench.paths import expand_path
+from itra_bench.paths import DEFAULT_CACHE_DIR, expand_path
 from itra_bench.precision import check_precision
 from itra_bench.progress import ProgressReporter
 from itra_bench.registry import PluginInfo, Registry, activated
@@ -64,7 +64,7 @@ class RunConfig:
     seed: int = 0
     data_root: str = "."
     output: str = "itra-results"
-    cache_dir: str | None = "~/.cache/itra_bench/features"
+    cache_dir: str | None = DEFAULT_CACHE_DIR
     overwrite: bool = False
     skip_corrupt: bool = False
     pretrained: str | None = None

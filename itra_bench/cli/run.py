@@ -15,7 +15,7 @@ from itra_bench.cli_types import non_negative_int, positive_int
 from itra_bench.commands import Command
 from itra_bench.errors import UserError
 from itra_bench.model_api import TEXT_POOLERS
-from itra_bench.paths import expand_path
+from itra_bench.paths import DEFAULT_CACHE_DIR, expand_path
 from itra_bench.registry import Registry
 from itra_bench.run_flags import add_run_flag, task_options
 
@@ -54,7 +54,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                           "%(default)s; 0: no intervals)")
     add_run_flag(run, "data_root")
     run.add_argument("--output", default="itra-results", type=expand_path, help="results folder")
-    run.add_argument("--cache-dir", default="~/.cache/itra_bench/features", type=expand_path,
+    run.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, type=expand_path,
                      help="feature cache folder")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     run.add_argument("--cache-chunk-rows", type=positive_int, metavar="N",

@@ -35,6 +35,11 @@ class ImageSource:
         """Where image ``index`` comes from (a path, or a zip member), for error messages."""
         return f"image #{index}"
 
+    def prepare(self) -> None:
+        """Make the images readable before any is read: called once, in the main process,
+        before images are encoded, and only when some must be (not when every feature is
+        cached). A source of remote data fetches it here; the default does nothing."""
+
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """``img`` as an 8-bit RGB image, the one conversion evaluation and training share.

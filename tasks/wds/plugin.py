@@ -19,6 +19,7 @@ sets ``templates``. The layout is described in :mod:`itra_bench.tasks.wds.webdat
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +32,13 @@ from itra_bench.generic_tasks import ClassificationTask, RetrievalTask
 from itra_bench.protocols.templates import fill_template
 from itra_bench.task import Task, TaskResult
 from itra_bench.task_fields import build, file_key, read_keys
+from itra_bench.tasks.wds.folder_access import (
+    RECORDS,
+    FolderAccess,
+    location,
+    offline_requested,
+    read_text,
+)
 from itra_bench.tasks.wds.webdataset_source import (
     CAPTION_KEY,
     CLASSNAMES,
@@ -38,10 +46,10 @@ from itra_bench.tasks.wds.webdataset_source import (
     LAYOUT,
     TEMPLATES,
     WebDatasetSplit,
-    dataset_type,
     read_lines,
-    shard_paths,
+    shard_locations,
 )
+from itra_bench.transport import is_pipe, is_remote, stat_locations
 
 if TYPE_CHECKING:
     from itra_bench.model import EncoderModel
@@ -69,22 +77,32 @@ class WebDatasetFolder:
     temperature: float = file_key(0.07, help="knn: the temperature of similarity weighting")
 
 
+def folder_location(root: str, data_root: Path) -> str:
+    """Where the folder ``root`` of a task is: a URL or ``pipe:`` command as written, a
+    relative path under ``--data-root``."""
+    return root if is_remote(root) else str(Path(data_root) / root)
+
+
 @dataclass
 class WebDatasetData:
     """The splits of a webdataset folder with ``cls`` labels; a relative ``root`` is under
-    ``--data-root``."""
+    ``--data-root``, a URL is read as :mod:`itra_bench.transport` reads it. ``access`` says
+    how remote data is read (set by the task when it runs)."""
 
     root: str
     layout: str = LAYOUT
+    access: FolderAccess | None = None
 
-    def folder(self, data_root: Path) -> Path:
-        return Path(data_root) / self.root
+    def folder(self, data_root: Path) -> str:
+        return folder_location(self.root, data_root)
 
     def split(self, data_root: Path, name: str) -> WebDatasetSplit:
-        return WebDatasetSplit(self.folder(data_root), name)
+        return WebDatasetSplit(self.folder(data_root), name, access=self.access)
 
     def required_paths(self, data_root: Path, splits: list[str]) -> list[Path]:
-        root = self.folder(data_root)
+        if is_remote(self.root):
+            return []  # checked by check_files, over the network
+        root = Path(self.folder(data_root))
         return [root / CLASSNAMES, *(root / s for s in splits)]
 
 
@@ -95,32 +113,55 @@ class WebDatasetCaptionData:
     root: str
     split: str = "test"
     layout: str = LAYOUT
+    access: FolderAccess | None = None
 
-    def folder(self, data_root: Path) -> Path:
-        return Path(data_root) / self.root
+    def folder(self, data_root: Path) -> str:
+        return folder_location(self.root, data_root)
 
     def load(self, data_root: Path) -> WebDatasetSplit:
-        return WebDatasetSplit(self.folder(data_root), self.split, labels=CAPTION_KEY)
+        return WebDatasetSplit(self.folder(data_root), self.split, labels=CAPTION_KEY,
+                               access=self.access)
 
     def required_paths(self, data_root: Path) -> list[Path]:
-        return [self.folder(data_root) / self.split]
+        if is_remote(self.root):
+            return []
+        return [Path(self.folder(data_root)) / self.split]
 
 
-def _check_type(root: Path, retrieval: bool) -> None:
-    kind = dataset_type(root)
+def _access(ctx: RunContext) -> FolderAccess:
+    """How the task reads remote data in this run: what was read is kept beside the feature
+    cache (nowhere with --no-cache)."""
+    return FolderAccess.default(ctx.cache.root / RECORDS if ctx.cache is not None else None)
+
+
+def _check_type(root: str, retrieval: bool, access: FolderAccess | None = None) -> None:
+    where = location(root, DATASET_TYPE)
+    text = read_text(where, "dataset type", access, optional=True)
+    if text is None:
+        return
+    kind = text.strip().lower() or "classification"
     if kind == "multilabel":
-        raise UserError(f"{root / DATASET_TYPE} says multilabel: multilabel webdatasets "
+        raise UserError(f"{where} says multilabel: multilabel webdatasets "
                         "(npy labels) are not supported; evaluate a single-label dataset.")
-    if (root / DATASET_TYPE).is_file() and (kind == "retrieval") != retrieval:
+    if (kind == "retrieval") != retrieval:
         want = "retrieval" if retrieval else "a classification task"
-        raise UserError(f"{root / DATASET_TYPE} says {kind!r} but the task asks for {want}; "
+        raise UserError(f"{where} says {kind!r} but the task asks for {want}; "
                         "set `task:` to match the data.")
 
 
-def read_templates(root: Path) -> list[str]:
+def _check_shards(root: str, splits: list[str]) -> None:
+    """Every shard of ``splits`` is there: present (a local folder), or answered for by its
+    server (a remote one, unless offline: then the run's records are its evidence)."""
+    for split in splits:
+        shards = shard_locations(root, split)
+        if is_remote(root) and not is_pipe(root):
+            stat_locations(shards, what="shard")
+
+
+def read_templates(root: str, access: FolderAccess | None = None) -> list[str]:
     """The folder's zero-shot prompt templates, each checked to hold the class name slot."""
-    path = root / TEMPLATES
-    templates = read_lines(path, "prompt template")
+    path = location(root, TEMPLATES)
+    templates = read_lines(path, "prompt template", access)
     for line_no, template in enumerate(templates, 1):
         try:
             fill_template(template, "cat")
@@ -136,37 +177,42 @@ class WebDatasetClassificationTask(ClassificationTask):
 
     templates_from_file: bool = True
 
-    def _root(self, data_root: Path) -> Path:
+    def _root(self, data_root: Path) -> str:
         return self.data.folder(data_root)
 
     def required_paths(self, data_root: Path, options: Mapping[str, Any]) -> list[Path]:
         paths = super().required_paths(data_root, options)
-        if self.protocol == "zeroshot" and self.templates_from_file:
-            paths.append(self._root(data_root) / TEMPLATES)
+        if self.protocol == "zeroshot" and self.templates_from_file \
+                and not is_remote(self.data.root):
+            paths.append(Path(self._root(data_root)) / TEMPLATES)
         return paths
 
     def check_files(self, data_root: Path, options: Mapping[str, Any]) -> list[str]:
+        if is_remote(self.data.root) and offline_requested():
+            return []  # no network: the run reads what earlier runs kept, or says what is not
         try:
-            self._resolved(data_root)
-            for split in self._splits():
-                shard_paths(self._root(data_root) / split)
+            self._resolved(data_root, FolderAccess())
+            _check_shards(self._root(data_root), self._splits())
         except UserError as exc:
             return [str(exc)]
         return []
 
-    def _resolved(self, data_root: Path) -> ClassificationTask:
-        """This task with the folder's class names and templates filled in."""
+    def _resolved(self, data_root: Path, access: FolderAccess | None = None
+                  ) -> ClassificationTask:
+        """This task with the folder's class names and templates filled in, and reading
+        remote data as ``access`` says."""
+        access = access or FolderAccess.default()
         root = self._root(data_root)
-        _check_type(root, retrieval=False)
-        classnames = read_lines(root / CLASSNAMES, "class name")
+        _check_type(root, retrieval=False, access=access)
+        classnames = read_lines(location(root, CLASSNAMES), "class name", access)
         templates = self.templates
         if self.protocol == "zeroshot" and self.templates_from_file:
-            templates = read_templates(root)
+            templates = read_templates(root, access)
         return replace(self, classnames=classnames, templates=templates,
-                       templates_from_file=False)
+                       templates_from_file=False, data=replace(self.data, access=access))
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
-        return ClassificationTask.run(self._resolved(ctx.data_root), model, ctx)
+        return ClassificationTask.run(self._resolved(ctx.data_root, _access(ctx)), model, ctx)
 
 
 @dataclass
@@ -174,16 +220,20 @@ class WebDatasetRetrievalTask(RetrievalTask):
     """Image-text retrieval on a webdataset folder whose samples carry ``txt`` captions."""
 
     def check_files(self, data_root: Path, options: Mapping[str, Any]) -> list[str]:
+        if is_remote(self.data.root) and offline_requested():
+            return []
         try:
-            _check_type(self.data.folder(data_root), retrieval=True)
-            shard_paths(self.data.folder(data_root) / self.data.split)
+            _check_type(self.data.folder(data_root), retrieval=True, access=FolderAccess())
+            _check_shards(self.data.folder(data_root), [self.data.split])
         except UserError as exc:
             return [str(exc)]
         return []
 
     def run(self, model: EncoderModel, ctx: RunContext) -> TaskResult:
-        _check_type(self.data.folder(ctx.data_root), retrieval=True)
-        return RetrievalTask.run(self, model, ctx)
+        access = _access(ctx)
+        _check_type(self.data.folder(ctx.data_root), retrieval=True, access=access)
+        return RetrievalTask.run(replace(self, data=replace(self.data, access=access)),
+                                 model, ctx)
 
 
 def _make(name: str, folder: WebDatasetFolder, *, description: str = "",
@@ -204,8 +254,16 @@ def _make(name: str, folder: WebDatasetFolder, *, description: str = "",
         templates_from_file=templates is None, **kwargs)
 
 
-def _default_task(root: Path) -> str:
-    return "retrieval" if dataset_type(root) == "retrieval" else DEFAULT_TASK
+def _default_task(root: str) -> str:
+    try:
+        text = read_text(location(root, DATASET_TYPE), "dataset type", optional=True)
+    except UserError:
+        if not offline_requested():
+            raise
+        # Offline, and never read beside the default cache: the run reads the type from its
+        # own --cache-dir and refuses a retrieval folder taken for classification.
+        text = None
+    return "retrieval" if (text or "").strip().lower() == "retrieval" else DEFAULT_TASK
 
 
 def wds_task(doc: dict[str, Any], path: Path) -> Task:
@@ -215,6 +273,13 @@ def wds_task(doc: dict[str, Any], path: Path) -> Task:
     # A relative root is under --data-root, unknown here, so the default does not look at
     # the folder; a dataset_type.txt that disagrees is refused when the task is checked.
     task = values["task"] or DEFAULT_TASK
+    if is_remote(values["root"]) and not is_pipe(values["root"]):
+        values["root"] = remote_folder(values["root"])
+    if is_pipe(values["root"]):
+        # A file may name data, never a command to run (as it never names code to import).
+        raise UserError(f"{path}: key 'root' is a pipe: command; a task file cannot run "
+                        "commands. Name the folder by a path or URL, or give the command "
+                        f"on the command line: --tasks '{PREFIX}{values['root']}'.")
     if task not in TASKS:
         raise UserError(f"{path}: key 'task' must be one of {', '.join(TASKS)}, got {task!r}")
     for t in values["templates"] or []:
@@ -238,18 +303,49 @@ def wds_task(doc: dict[str, Any], path: Path) -> Task:
 PREFIX = "wds:"
 
 
+_HF_TREE = re.compile(r"^(https://huggingface\.co/datasets/[^/]+/[^/]+)/tree/(.+)$")
+
+
+def remote_folder(url: str) -> str:
+    """The location of a remote folder's files: a Hugging Face dataset page
+    (``https://huggingface.co/datasets/USER/REPO/tree/BRANCH``, what clip-benchmark takes) is
+    read through its ``resolve`` URLs; any other URL as written."""
+    match = _HF_TREE.match(url.rstrip("/"))
+    return f"{match.group(1)}/resolve/{match.group(2)}" if match else url.rstrip("/")
+
+
+def _label(root: str) -> str:
+    """A folder's name without clip-benchmark's ``wds_`` prefix (the repository's name for a
+    Hugging Face URL, the path's last part for a pipe: command's ``{file}`` folder)."""
+    if is_pipe(root):
+        root = root.split("{file}", 1)[0].rstrip("/ ")
+    hf = _HF_TREE.match(root.rstrip("/")) or re.match(
+        r"^https://huggingface\.co/datasets/[^/]+/([^/]+)/resolve/", root)
+    name = hf.group(1).rsplit("/", 1)[-1] if hf else re.split(r"[/\s]", root.rstrip("/"))[-1]
+    return name.removeprefix("wds_") or name
+
+
 def wds_task_from_path(path: str) -> Task:
-    """The task of ``--tasks wds:PATH``: the ``test`` split of the webdataset folder PATH
-    (relative to the working directory), zero-shot classification unless its
+    """The task of ``--tasks wds:PATH``: the ``test`` split of the webdataset folder PATH (a
+    folder relative to the working directory, a URL, or a ``pipe:`` command with ``{file}``
+    where each file's path in the folder goes), zero-shot classification unless its
     ``dataset_type.txt`` says retrieval. Its name is ``wds/<folder name without wds_>``."""
     if path.startswith(PREFIX):
         path = path[len(PREFIX):]
     if not path.strip():
         raise UserError(f"--tasks {PREFIX}: give the folder after the colon, e.g. "
                         f"{PREFIX}/data/wds_vtab-cifar10")
-    root = Path(path).expanduser().absolute()
-    label = root.name.removeprefix("wds_") or root.name
-    return _make(f"wds/{label}", WebDatasetFolder(str(root), _default_task(root)),
+    if is_pipe(path) and "{file}" not in path:
+        raise UserError(f"--tasks {PREFIX}{path}: a pipe: command names a folder's files by "
+                        "the placeholder {file} (their path in the folder), e.g. "
+                        f"'{PREFIX}pipe:aws s3 cp s3://bucket/wds_cifar10/{{file}} -'")
+    if is_remote(path):
+        root = path if is_pipe(path) else remote_folder(path)
+        label = _label(path)
+    else:
+        local = Path(path).expanduser().absolute()
+        root, label = str(local), local.name.removeprefix("wds_") or local.name
+    return _make(f"wds/{label}", WebDatasetFolder(root, _default_task(root)),
                  description=f"clip-benchmark webdataset folder {root}")
 
 

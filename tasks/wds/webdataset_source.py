@@ -8,6 +8,10 @@ Layout (what ``clip_benchmark_export_wds`` writes and its ``build_wds_dataset`` 
     ROOT/<split>/nshards.txt                     the number of shards, N
     ROOT/<split>/0.tar ... ROOT/<split>/<N-1>.tar
 
+ROOT is a local folder or a remote one: a URL (``https://``, ``s3://``, ...) or a ``pipe:``
+command with ``{file}`` where each file's path goes (:mod:`remote_split` says how remote
+shards are checked, identified and fetched).
+
 Each sample is the run of consecutive tar members sharing a key (``s0000042.webp``,
 ``s0000042.cls``), grouped as the ``webdataset`` library groups them. Its image is the first
 of the members ``webp``, ``png``, ``jpg``, ``jpeg`` present; its label is ``cls`` (an
@@ -21,58 +25,57 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from itra_bench.datasets.image_source import ImageSource
-from itra_bench.errors import MissingDataError, UserError
-from itra_bench.fingerprint import files_identity
+from itra_bench import ImageSource, MissingDataError, UserError, files_identity, is_remote
+from itra_bench.tasks.wds.folder_access import FolderAccess, location, read_text
+from itra_bench.tasks.wds.layout import (
+    CAPTION_KEY,
+    CLASSNAMES,
+    DATASET_TYPE,
+    IMAGE_KEYS,
+    LABEL_KEY,
+    LAYOUT,
+    NSHARDS,
+    TEMPLATES,
+)
+from itra_bench.tasks.wds.remote_split import RemoteShards, remote_shard_locations
 
 # numpy and PIL load with the shards: the wds task plugin imports this module for every
 # command, `itra-bench --help` and `list` included.
 if TYPE_CHECKING:
     from PIL import Image
 
-#: Image members in the order clip-benchmark looks for them.
-IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
-LABEL_KEY = "cls"
-CAPTION_KEY = "txt"
-CLASSNAMES = "classnames.txt"
-TEMPLATES = "zeroshot_classification_templates.txt"
-DATASET_TYPE = "dataset_type.txt"
-NSHARDS = "nshards.txt"
-
-LAYOUT = (f"ROOT/{CLASSNAMES}, ROOT/{TEMPLATES} and ROOT/<split>/{NSHARDS} with shards "
-          "ROOT/<split>/0.tar .. <N-1>.tar (clip-benchmark's webdataset layout; samples hold an "
-          f"image ({' / '.join(IMAGE_KEYS)}) and a label ({LABEL_KEY}) or captions "
-          f"({CAPTION_KEY}, one a line))")
+__all__ = ["CAPTION_KEY", "CLASSNAMES", "DATASET_TYPE", "IMAGE_KEYS", "LABEL_KEY", "LAYOUT",
+           "NSHARDS", "TEMPLATES", "WebDatasetSplit", "dataset_type", "read_lines",
+           "shard_locations", "shard_paths"]
 
 _BLOCK = 512
 _META = re.compile(r"__[^/]*__($|/)")
 
 
-def dataset_type(root: Path) -> str:
+def dataset_type(root: str | Path, access: FolderAccess | None = None) -> str:
     """The folder's ``dataset_type.txt`` ("classification" when there is none)."""
-    path = root / DATASET_TYPE
-    if not path.is_file():
-        return "classification"
-    return _read_text(path).strip().lower() or "classification"
+    text = read_text(location(root, DATASET_TYPE), "dataset type", access, optional=True)
+    return (text or "").strip().lower() or "classification"
 
 
-def read_lines(path: Path, what: str) -> list[str]:
-    """The stripped lines of ``path`` (a class name or template each), without trailing
-    blank lines; a blank line before the last entry is refused, since it would shift every
-    later entry (a label is a line number)."""
-    if not path.is_file():
-        raise MissingDataError(f"{what} file not found: {path} does not exist. Expected "
-                               f"layout: {LAYOUT}")
-    lines = [line.strip() for line in _read_text(path).splitlines()]
+def read_lines(where: str | Path, what: str, access: FolderAccess | None = None) -> list[str]:
+    """The stripped lines of the file at ``where`` (a path or location; a class name or
+    template each), without trailing blank lines; a blank line before the last entry is
+    refused, since it would shift every later entry (a label is a line number)."""
+    try:
+        text = read_text(str(where), what, access)
+    except MissingDataError as exc:
+        raise MissingDataError(f"{exc} Expected layout: {LAYOUT}") from None
+    lines = [line.strip() for line in (text or "").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
-        raise UserError(f"{path} is empty; write one {what} a line.")
+        raise UserError(f"{where} is empty; write one {what} a line.")
     blank = [i + 1 for i, line in enumerate(lines) if not line]
     if blank:
-        raise UserError(f"{path}, line {blank[0]}: blank line; write one {what} a line, "
+        raise UserError(f"{where}, line {blank[0]}: blank line; write one {what} a line, "
                         "with no blank lines between them.")
     return lines
 
@@ -82,6 +85,15 @@ def _read_text(path: Path) -> str:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8.") from None
+
+
+def shard_locations(root: str | Path, split: str, access: FolderAccess | None = None
+                    ) -> list[str]:
+    """The shards of ``split`` that its ``nshards.txt`` announces: checked to exist for a
+    local folder (:func:`shard_paths`), listed for a remote one (checked when read)."""
+    if is_remote(str(root)):
+        return remote_shard_locations(str(root), split, access or FolderAccess.default())
+    return [str(p) for p in shard_paths(Path(root) / split)]
 
 
 def shard_paths(split_dir: Path) -> list[Path]:
@@ -133,7 +145,7 @@ def _nonzero(path: Path, start: int, length: int) -> bool:
         return bool(f.read(length).strip(b"\0"))
 
 
-def _add_member(samples: list[_Sample], info: tarfile.TarInfo, path: Path) -> None:
+def _add_member(samples: list[_Sample], info: tarfile.TarInfo, shard: str) -> None:
     """Add one tar member to ``samples``, grouped and named as webdataset does."""
     name = info.name
     if not info.isreg():
@@ -152,29 +164,30 @@ def _add_member(samples: list[_Sample], info: tarfile.TarInfo, path: Path) -> No
     if not samples or samples[-1].key != prefix:
         samples.append(_Sample(prefix, {}))
     if suffix in samples[-1].members:
-        raise UserError(f"shard {path}, sample {prefix!r}: key {suffix!r} occurs twice in one "
+        raise UserError(f"shard {shard}, sample {prefix!r}: key {suffix!r} occurs twice in one "
                         "sample; give every member of a sample its own extension.")
     samples[-1].members[suffix] = (info.offset_data, info.size)
 
 
-def _index_shard(path: Path) -> list[_Sample]:
-    """The samples of one uncompressed tar shard, members located by byte offset."""
+def _index_shard(path: Path, shard: str) -> list[_Sample]:
+    """The samples of the uncompressed tar shard ``path`` (``shard`` in messages: its path or
+    URL), members located by byte offset."""
     size = path.stat().st_size
     if size == 0:
-        raise UserError(f"shard {path} is empty (0 bytes); re-create or re-download it.")
+        raise UserError(f"shard {shard} is empty (0 bytes); re-create or re-download it.")
     with path.open("rb") as f:
         if f.read(2) == b"\x1f\x8b":
-            raise UserError(f"shard {path} is gzip-compressed; only plain .tar shards can be "
+            raise UserError(f"shard {shard} is gzip-compressed; only plain .tar shards can be "
                             "read by index (decompress it: gunzip -c x.tar.gz > x.tar).")
     samples: list[_Sample] = []
     try:
         tar = tarfile.open(path, mode="r:")
     except tarfile.TarError as exc:
         if not _nonzero(path, 0, size):
-            raise UserError(f"shard {path} holds no samples (only tar's end-of-archive "
+            raise UserError(f"shard {shard} holds no samples (only tar's end-of-archive "
                             "blocks); re-create or re-download it, or correct nshards.txt."
                             ) from None
-        raise UserError(f"shard {path} is not a tar file ({exc}); re-create or re-download "
+        raise UserError(f"shard {shard} is not a tar file ({exc}); re-create or re-download "
                         "it.") from None
     last = "its first member"
     cut = False
@@ -182,7 +195,7 @@ def _index_shard(path: Path) -> list[_Sample]:
         try:
             for info in tar:
                 last = f"member {info.name!r}"
-                _add_member(samples, info, path)
+                _add_member(samples, info, shard)
         except tarfile.TarError:
             # "unexpected end of data": the member just read runs past the end of the file.
             # Its sample is kept; reading the cut member fails and names it.
@@ -191,15 +204,15 @@ def _index_shard(path: Path) -> list[_Sample]:
     # tarfile stops quietly at a damaged header, and at the end of a file cut between two
     # members: refuse rather than read part of a shard.
     if not cut and end >= size:
-        raise UserError(f"shard {path} ends after {last} without tar's end-of-archive blocks: "
+        raise UserError(f"shard {shard} ends after {last} without tar's end-of-archive blocks: "
                         "it is probably truncated; re-create or re-download it.")
     if not cut and _nonzero(path, end, _BLOCK):
-        raise UserError(f"shard {path} is damaged: no valid tar header at byte {end} "
+        raise UserError(f"shard {shard} is damaged: no valid tar header at byte {end} "
                         f"(after {last}), so the samples after it cannot be located "
                         "(--skip-corrupt cannot skip them); re-create or re-download the "
                         "shard.")
     if not samples:
-        raise UserError(f"shard {path} holds no samples; re-create or re-download it, or "
+        raise UserError(f"shard {shard} holds no samples; re-create or re-download it, or "
                         "correct nshards.txt.")
     return samples
 
@@ -218,22 +231,49 @@ class WebDatasetSplit(ImageSource):
     caption of the sample's image, as clip-benchmark splits them).
     """
 
-    def __init__(self, root: str | Path, split: str, labels: str = LABEL_KEY) -> None:
-        self.root = Path(root).absolute()
+    def __init__(self, root: str | Path, split: str, labels: str = LABEL_KEY,
+                 access: FolderAccess | None = None) -> None:
+        remote = is_remote(str(root))
+        self.root: str | Path = str(root) if remote else Path(root).absolute()
         self.split = split
+        access = access or FolderAccess.default()
         if labels == LABEL_KEY:
-            self.classes = read_lines(self.root / CLASSNAMES, "class name")
-        self.shards = shard_paths(self.root / split)
+            self.classes = read_lines(location(self.root, CLASSNAMES), "class name", access)
+        self._remote: RemoteShards | None = None
+        if not remote:
+            self.shards: list[Path | None] = list(shard_paths(Path(self.root) / split))
+            self.shard_names = [str(p) for p in self.shards]
+            self._use(self._index(self.shards, labels))  # type: ignore[arg-type]
+            self.identity = "webdataset:" + files_identity(
+                self.shards, salt=f"{self.root}\0{split}")  # type: ignore[arg-type]
+            return
+        self._remote = shards = RemoteShards(str(self.root), split, labels, access)
+        self.shard_names = shards.locations
+        self.shards = shards.local
+        index = shards.recorded_index()
+        if index is None:
+            # Read now: the labels are needed whether or not the features are cached.
+            index = self._index(shards.fetch(), labels)
+            shards.save_record(index)
+        self._use(index)
+        self.identity = shards.identity  # type: ignore[assignment]
+
+    def _index(self, paths: list[Path], labels: str) -> dict[str, Any]:
+        """The split's samples: where each image lies (shard, byte offset, size), its member
+        name, and its label or captions."""
+        import torch
+
         shard_of: list[int] = []
         offsets: list[int] = []
         sizes: list[int] = []
-        self.names: list[str] = []
-        self.targets: list[int] = []
-        self.captions: list[str] = []
-        self.text_to_image: list[int] = []
-        for shard_no, shard in enumerate(self.shards):
-            with shard.open("rb") as f:
-                for sample in _index_shard(shard):
+        names: list[str] = []
+        targets: list[int] = []
+        captions: list[str] = []
+        text_to_image: list[int] = []
+        for shard_no, path in enumerate(paths):
+            shard = self.shard_names[shard_no]
+            with path.open("rb") as f:
+                for sample in _index_shard(path, shard):
                     image_key = next((k for k in IMAGE_KEYS if k in sample.members), None)
                     if image_key is None:
                         raise UserError(
@@ -242,24 +282,36 @@ class WebDatasetSplit(ImageSource):
                             "Every sample needs one image member.")
                     offset, size = sample.members[image_key]
                     if labels == LABEL_KEY:
-                        self.targets.append(self._label(shard, sample, f))
+                        targets.append(self._label(shard, sample, f))
                     else:
                         for caption in self._captions(shard, sample, f):
-                            self.captions.append(caption)
-                            self.text_to_image.append(len(offsets))
+                            captions.append(caption)
+                            text_to_image.append(len(offsets))
                     shard_of.append(shard_no)
                     offsets.append(offset)
                     sizes.append(size)
-                    self.names.append(f"{sample.key}.{image_key}")
-        import numpy as np
+                    names.append(f"{sample.key}.{image_key}")
+        return {"shard_of": torch.tensor(shard_of, dtype=torch.int32),
+                "offsets": torch.tensor(offsets, dtype=torch.int64),
+                "sizes": torch.tensor(sizes, dtype=torch.int64),
+                "names": names, "targets": targets, "captions": captions,
+                "text_to_image": text_to_image}
 
-        self._shard_of = np.asarray(shard_of, dtype=np.int32)
-        self._offsets = np.asarray(offsets, dtype=np.int64)
-        self._sizes = np.asarray(sizes, dtype=np.int64)
-        self.identity = "webdataset:" + files_identity(
-            self.shards, salt=f"{self.root}\0{split}")
+    def _use(self, index: dict[str, Any]) -> None:
+        self._shard_of = index["shard_of"].numpy()
+        self._offsets = index["offsets"].numpy()
+        self._sizes = index["sizes"].numpy()
+        self.names: list[str] = list(index["names"])
+        self.targets: list[int] = list(index["targets"])
+        self.captions: list[str] = list(index["captions"])
+        self.text_to_image: list[int] = list(index["text_to_image"])
 
-    def _member(self, shard: Path, sample: _Sample, key: str, f: io.BufferedReader) -> bytes:
+    def prepare(self) -> None:
+        """Fetch a remote split's shards, unless done already (a local split is ready)."""
+        if self._remote is not None:
+            self.shards = list(self._remote.fetch())
+
+    def _member(self, shard: str, sample: _Sample, key: str, f: io.BufferedReader) -> bytes:
         if key not in sample.members:
             raise UserError(f"shard {shard}, sample {sample.key!r}: no {key!r} member (it has "
                             f"{', '.join(sample.members)}). Every sample of this split needs "
@@ -272,7 +324,7 @@ class WebDatasetSplit(ImageSource):
                             "short (the shard is truncated); re-create or re-download it.")
         return data
 
-    def _label(self, shard: Path, sample: _Sample, f: io.BufferedReader) -> int:
+    def _label(self, shard: str, sample: _Sample, f: io.BufferedReader) -> int:
         data = self._member(shard, sample, LABEL_KEY, f)
         try:
             label = int(data)  # as webdataset decodes .cls
@@ -282,10 +334,10 @@ class WebDatasetSplit(ImageSource):
         if not 0 <= label < len(self.classes):
             raise UserError(f"shard {shard}, sample {sample.key!r}: key {LABEL_KEY!r} is "
                             f"{label}, outside the {len(self.classes)} classes of "
-                            f"{self.root / CLASSNAMES} (0..{len(self.classes) - 1}).")
+                            f"{location(self.root, CLASSNAMES)} (0..{len(self.classes) - 1}).")
         return label
 
-    def _captions(self, shard: Path, sample: _Sample, f: io.BufferedReader) -> list[str]:
+    def _captions(self, shard: str, sample: _Sample, f: io.BufferedReader) -> list[str]:
         data = self._member(shard, sample, CAPTION_KEY, f)
         try:
             captions = data.decode("utf-8").splitlines()
@@ -303,7 +355,11 @@ class WebDatasetSplit(ImageSource):
     def read_bytes(self, index: int) -> bytes:
         """The encoded image bytes of sample ``index`` (raises on a cut-short member)."""
         offset, size = int(self._offsets[index]), int(self._sizes[index])
-        with self.shards[self._shard_of[index]].open("rb") as f:
+        path = self.shards[self._shard_of[index]]
+        if path is None:  # a remote split read without prepare(): fetch it now
+            self.prepare()
+            path = self.shards[self._shard_of[index]]
+        with path.open("rb") as f:  # type: ignore[union-attr]
             f.seek(offset)
             data = f.read(size)
         if len(data) != size:
@@ -316,4 +372,4 @@ class WebDatasetSplit(ImageSource):
         return Image.open(io.BytesIO(self.read_bytes(index)))
 
     def describe(self, index: int) -> str:
-        return f"{self.shards[self._shard_of[index]]}:{self.names[index]}"
+        return f"{self.shard_names[self._shard_of[index]]}:{self.names[index]}"
