@@ -203,8 +203,9 @@ _HELP = {
     "lock_image": "freeze the image tower (LiT)",
     "lock_text": "freeze the text tower",
     "train_data": "CSV of image paths and captions (relative paths: from the CSV's folder), "
-                  "or webdataset shards: 'shards/{00000..00999}.tar', several patterns "
-                  "joined by '::'",
+                  "or webdataset shards: 'shards/{00000..00999}.tar', a URL pattern "
+                  "(https://, s3://, gs://, file://) or 'pipe:COMMAND' (braces expanded "
+                  "over the command), several patterns joined by '::'",
     "dataset_type": "auto (shards when every --train-data pattern ends in .tar, .tar.gz or "
                     ".tgz, else csv) | csv | webdataset",
     "train_num_samples": "webdataset: samples per epoch (required; the steps per epoch are "

@@ -10,18 +10,25 @@ by (seed, epoch), dealt to the ranks, then to each rank's DataLoader workers, so
 workers read the same shard in an epoch; with it, each worker draws shards with replacement
 from a generator seeded by (seed, epoch, rank, worker). Either way an epoch's data depends
 only on the seed and the epoch number, so a resumed run reads what an uninterrupted one does.
+
+Shards are local files, or locations the host's transport reads (``http(s)://`` and other
+fsspec URLs, ``pipe:COMMAND``): a remote shard is streamed once from start to end, with
+retries that resume where a read stopped, so it yields the same bytes, and the same
+training, as the local file.
 """
 
 from __future__ import annotations
 
 import io
 import random
+import re
 import tarfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from braceexpand import braceexpand
@@ -29,7 +36,17 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import base_plus_ext
 
-from itra_bench import MissingDataError, UserError, to_rgb
+from itra_bench import (
+    MissingDataError,
+    RemoteStream,
+    Retry,
+    TransportError,
+    UserError,
+    is_pipe,
+    is_remote,
+    stat_locations,
+    to_rgb,
+)
 
 from .data import Batch, DecodeFailure, collate
 
@@ -44,15 +61,29 @@ SHUFFLE_BUFFER = 2000
 #: Bits of a sample id that hold its position in its shard; the rest hold the shard number.
 POSITION_BITS = 32
 _BLOCK = 512
+#: Bytes a remote shard is read ahead by: one transport call per megabyte rather than two
+#: or three per sample (a call crosses to fsspec's event-loop thread).
+_REMOTE_BUFFER = 1 << 20
+_WORD = re.compile(r"\S+")
 
 
 def looks_like_shards(spec: str) -> bool:
-    """Whether ``--train-data`` names tar shards (every ``::``-separated part ends in a tar
-    suffix, before or after brace expansion): what ``--dataset-type auto`` reads as a
-    webdataset."""
+    """Whether ``--train-data`` names tar shards: what ``--dataset-type auto`` reads as a
+    webdataset. Every ``::``-separated part must end in a tar suffix, before or after brace
+    expansion; a URL's query (``?token=...``) does not count, and a ``pipe:`` command needs
+    one word of it to end so (``pipe:aws s3 cp s3://b/{0..9}.tar -``)."""
     parts = [p for p in str(spec).split("::") if p]
-    return bool(parts) and all(any(e.endswith(TAR_SUFFIXES) for e in _expand_one(p, 1))
+    return bool(parts) and all(any(_names_a_tar(e) for e in _expand_one(p, 1))
                                for p in parts)
+
+
+def _names_a_tar(location: str) -> bool:
+    if is_pipe(location):
+        return any(w.endswith(TAR_SUFFIXES) for w in _WORD.findall(location))
+    if is_remote(location):
+        return urlsplit(location).path.endswith(TAR_SUFFIXES) or \
+            location.endswith(TAR_SUFFIXES)
+    return location.endswith(TAR_SUFFIXES)
 
 
 def _expand_one(pattern: str, limit: int | None = None) -> list[str]:
@@ -64,17 +95,26 @@ def _expand_one(pattern: str, limit: int | None = None) -> list[str]:
     return out
 
 
-def expand_shards(spec: str) -> list[Path]:
-    """The shard files of ``--train-data``: ``::``-separated patterns, each brace-expanded
-    (``shards/{00000..00999}.tar``), in order. Every file must exist and hold data."""
+def expand_shards(spec: str) -> list[str]:
+    """The shard locations of ``--train-data``: ``::``-separated patterns, each
+    brace-expanded (``shards/{00000..00999}.tar``, ``https://host/{00000..00999}.tar``,
+    ``pipe:cat shards/{00000..00999}.tar``: the braces of a ``pipe:`` command expand over
+    the whole command, as in open_clip), in order.
+
+    Every local file must exist and hold data; every URL is asked for its size first (one
+    HEAD request each for HTTP), so a shard that is missing (404), refused (401, 403) or
+    empty stops the run here, before any training, with the URL and its pattern. A
+    ``pipe:`` command cannot be checked without running it: a failing one is found when
+    its shard is read."""
     patterns = [p for p in str(spec).split("::") if p.strip()]
     if not patterns:
         raise UserError("--train-data is empty; give shard files such as "
                         "'shards/{00000..00099}.tar'")
-    shards: list[Path] = []
+    shards: list[str] = []
     for pattern in patterns:
         names = _expand_one(pattern)
-        paths = [Path(name).expanduser() for name in names]
+        local = [n for n in names if not is_remote(n)]
+        paths = [Path(name).expanduser() for name in local]
         missing = [p for p in paths if not p.is_file()]
         if missing:
             what = "matches no file" if len(missing) == len(paths) else \
@@ -83,17 +123,41 @@ def expand_shards(spec: str) -> list[Path]:
                 f"--train-data {pattern!r} {what}: the first missing is {missing[0]} "
                 "(braces such as {00000..00099} are expanded, '::' separates patterns; "
                 "relative paths are read from the working directory)")
-        shards.extend(paths)
-    seen: dict[Path, str] = {}
-    for path in shards:
-        # Two names of one file would give two readers the same samples in an epoch.
-        real = path.resolve()
+        _check_urls(pattern, [n for n in names if is_remote(n) and not is_pipe(n)])
+        # A local name as before: its path, ~ expanded (messages name it so).
+        shards.extend(n if is_remote(n) else str(Path(n).expanduser()) for n in names)
+    if any(is_remote(s) for s in shards):
+        # Read here, in the main process, so that a bad ITRA_BENCH_NET_* value is one
+        # message before training rather than an error in every DataLoader worker.
+        Retry.from_env()
+    seen: dict[str, str] = {}
+    for shard in shards:
+        # Two names of one file would give two readers the same samples in an epoch. A URL
+        # is compared as written: two URLs of one file cannot be told apart from here.
+        real = shard if is_remote(shard) else str(Path(shard).resolve())
         if real in seen:
-            raise UserError(f"--train-data names shard {path} twice (also as {seen[real]}); "
+            raise UserError(f"--train-data names shard {shard} twice (also as {seen[real]}); "
                             "each shard may appear once")
-        seen[real] = str(path)
-        check_shard(path)
+        seen[real] = shard
+        if not is_remote(shard):
+            check_shard(Path(shard))
     return shards
+
+
+def _check_urls(pattern: str, urls: list[str]) -> None:
+    """Stat every URL of ``pattern`` (in parallel): one error, naming the URL and the
+    pattern, for the first that is missing, refused, unreachable or empty."""
+    if not urls:
+        return
+    try:
+        stats = stat_locations(urls, what="shard")
+    except TransportError as exc:
+        # The transport's message names the URL; the pattern says where it came from.
+        raise type(exc)(f"--train-data {pattern!r}: {exc}") from None
+    for stat in stats:
+        if stat.size == 0:
+            raise UserError(f"shard {stat.location} is empty (0 bytes); re-create it or leave "
+                            f"it out of --train-data (pattern {pattern!r})")
 
 
 def check_shard(path: Path) -> None:
@@ -119,22 +183,34 @@ class _Raw:
 
     sample_id: int
     key: str
-    shard: Path
+    shard: str
     members: dict[str, bytes]
     passes: int  # how many times the worker read its shards before this one (0: first)
 
 
-def read_shard(path: Path, shard_no: int) -> Iterator[tuple[int, str, dict[str, bytes]]]:
-    """The samples of one shard: ``(id, key, {suffix: bytes})``, grouped as webdataset
-    groups tar members. Raises :class:`ShardError` naming the shard and member at a damaged
-    header, a member cut short, a key repeated within a sample, or a shard without samples."""
+def read_shard(location: str | Path, shard_no: int
+               ) -> Iterator[tuple[int, str, dict[str, bytes]]]:
+    """The samples of one shard (a local path, a URL or a ``pipe:`` command): ``(id, key,
+    {suffix: bytes})``, grouped as webdataset groups tar members. Raises
+    :class:`ShardError` naming the shard and member at a damaged header, a member cut short,
+    a key repeated within a sample, or a shard without samples, and the transport's
+    ``TransportError`` for a remote shard that cannot be read after every retry.
+
+    The shard is read from start to end, never seeked: a remote stream cannot seek."""
+    path = str(location)
     position = 0
     key: str | None = None
     members: dict[str, bytes] = {}
-    with path.open("rb") as f:
-        compressed = f.read(2) == b"\x1f\x8b"
-        f.seek(0)
-        reader = _compressed_members(path, f) if compressed else _plain_members(path, f)
+    # A local file is opened plainly (buffered by the OS and io); a remote one through the
+    # transport, which retries and resumes, with a read-ahead buffer in front.
+    f: Any = io.BufferedReader(RemoteStream(path, what="shard"), _REMOTE_BUFFER) \
+        if is_remote(path) else open(path, "rb")  # noqa: SIM115 - closed below
+    with f:
+        # The first block says whether the shard is gzip-compressed; it is handed on with
+        # the stream rather than read again.
+        head = f.read(_BLOCK)
+        reader = _compressed_members(path, _Prefixed(head, f)) \
+            if head[:2] == b"\x1f\x8b" else _plain_members(path, f, head)
         for name, data in reader:
             prefix, suffix = base_plus_ext(name)
             if prefix is None or _is_meta(name):
@@ -161,8 +237,40 @@ def _octal(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
-def _plain_members(path: Path, f: Any) -> Iterator[tuple[str, bytes]]:
-    """``(name, data)`` of the regular files of an uncompressed tar, read header by header.
+class _Prefixed(io.RawIOBase):
+    """``head`` followed by the rest of ``stream``: the bytes read to sniff a shard's
+    format, put back in front without seeking (for tarfile, which needs only ``read``)."""
+
+    def __init__(self, head: bytes, stream: Any) -> None:
+        super().__init__()
+        self.head, self.stream = head, stream
+
+    def readable(self) -> bool:
+        """Always: the stream is read-only."""
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all the rest with -1): the head first, then the stream."""
+        if not self.head:
+            return self.stream.read(n)
+        if n is None or n < 0:
+            data, self.head = self.head + self.stream.read(), b""
+            return data
+        data, self.head = self.head[:n], self.head[n:]
+        if len(data) < n:
+            data += self.stream.read(n - len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` as :meth:`read` would; the count of bytes put in it."""
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _plain_members(path: str, f: Any, head: bytes) -> Iterator[tuple[str, bytes]]:
+    """``(name, data)`` of the regular files of an uncompressed tar, read header by header
+    (``head``: the first block, already read from ``f``).
 
     tarfile spends about 70 us on a member; this reads the ustar, pax and GNU long-name
     headers that tar writers (Python's tarfile, GNU tar) emit in a few, and is stricter:
@@ -172,8 +280,10 @@ def _plain_members(path: Path, f: Any) -> Iterator[tuple[str, bytes]]:
     offset = 0
     last = "its first member"
     long_name: str | None = None
+    header = head
     while True:
-        header = f.read(_BLOCK)
+        if offset:
+            header = f.read(_BLOCK)
         if not header:
             raise ShardError(f"shard {path} ends after {last} without tar's end-of-archive "
                              "blocks: it is probably truncated; re-create or re-download it")
@@ -206,7 +316,9 @@ def _plain_members(path: Path, f: Any) -> Iterator[tuple[str, bytes]]:
                              "shard")
         pad = -size % _BLOCK
         if pad:
-            f.seek(pad, 1)
+            # Read, not seeked past: a remote stream only reads. Padding cut short shows at
+            # the next header (the shard then ends without end-of-archive blocks).
+            f.read(pad)
         offset += _BLOCK + size + pad
         kind = header[156:157]
         if kind == b"L":  # GNU long name: the next member's name
@@ -227,7 +339,7 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
-def _compressed_members(path: Path, f: Any) -> Iterator[tuple[str, bytes]]:
+def _compressed_members(path: str, f: Any) -> Iterator[tuple[str, bytes]]:
     """``(name, data)`` of the regular files of a gzip-compressed tar (tarfile's stream)."""
     last = "its first member"
     try:
@@ -263,14 +375,15 @@ class WebDatasetImageText(IterableDataset):
     Sample ids (``Batch.indices``) are ``shard number << 32 | position in the shard``.
     """
 
-    def __init__(self, shards: list[Path], batch_size: int, batches: int, rank: int,
-                 world_size: int, seed: int, resampled: bool = False,
+    def __init__(self, shards: list[str] | list[Path], batch_size: int, batches: int,
+                 rank: int, world_size: int, seed: int, resampled: bool = False,
                  skip_corrupt: bool = False, num_samples: int = 0,
                  transform: Callable[[Image.Image], torch.Tensor] | None = None,
                  teacher_transform: Callable[[Image.Image], torch.Tensor] | None = None,
                  shuffle_buffer: int = SHUFFLE_BUFFER) -> None:
         super().__init__()
-        self.shards, self.batch_size, self.batches = list(shards), batch_size, batches
+        self.shards = [str(s) for s in shards]
+        self.batch_size, self.batches = batch_size, batches
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.resampled, self.skip_corrupt = resampled, skip_corrupt
         self.num_samples = num_samples
@@ -324,6 +437,12 @@ class WebDatasetImageText(IterableDataset):
                 for sample_id, key, members in read_shard(path, shard_no):
                     found = True
                     yield _Raw(sample_id, key, path, members, passes)
+            except TransportError as exc:
+                # The network (or a pipe's command) failed after every retry: not a corrupt
+                # sample, so --skip-corrupt does not skip it; training on without the shard
+                # would silently change what an epoch reads.
+                yield DecodeFailure(str(exc))
+                return
             except ShardError as exc:
                 if not self.skip_corrupt:
                     yield DecodeFailure(f"{exc} (or pass --skip-corrupt to skip the rest of "
