@@ -66,9 +66,13 @@ class Number:
         return value
 
 
+#: Integers of 1 or more (counts, sizes).
 positive_int = Number(int, low=1)
+#: Integers of 0 or more (worker counts, epochs to skip).
 non_negative_int = Number(int, low=0)
+#: Numbers above 0 (learning rates, temperatures, timeouts).
 positive_float = Number(float, low=0, low_open=True)
+#: Numbers of 0 or more (weight decay, warm-up fractions).
 non_negative_float = Number(float, low=0)
 #: Seeds: every generator that is seeded (Python's, NumPy's, torch's) takes these.
 seed_int = Number(int, low=0, high=2**32 - 1)

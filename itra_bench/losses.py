@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
     from itra_bench.registry import PluginInfo
 
-#: LossSpec.direction values.
+#: ``LossSpec.direction``: the objective is symmetric (image to text and text to image).
 BIDIRECTIONAL = "bidirectional"
+#: ``LossSpec.direction``: the student is pulled towards a frozen teacher, one way.
 STUDENT_TO_TEACHER = "student-to-teacher"
 #: The keywords the trainer itself passes to every factory (never ``--loss-options``).
 TRAINER_KEYWORDS = ("student_dim", "teacher_dim", "prototypes")

@@ -14,7 +14,9 @@ from itra_bench.paths import expand_path
 if TYPE_CHECKING:
     from itra_bench.model import EncoderModel
 
+#: The image modality: a model that lists it in ``EncoderModel.modalities`` encodes images.
 IMAGE = "image"
+#: The text modality: a model that lists it in ``EncoderModel.modalities`` encodes text.
 TEXT = "text"
 #: The token poolings of transformer text encoders that ``--text-pooler`` chooses from.
 TEXT_POOLERS = ("cls", "mean")

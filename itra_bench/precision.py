@@ -17,6 +17,7 @@ from itra_bench.errors import UserError
 if TYPE_CHECKING:
     import torch
 
+#: The precisions a run takes (``--precision``): float32, or autocast to bfloat16 / float16.
 PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
 #: Old spellings of precisions, still accepted (itra-train once called float16 ``amp``).
 PRECISION_ALIASES = {"amp": "amp_fp16"}

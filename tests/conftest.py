@@ -53,6 +53,16 @@ def cli(capsys, tmp_path):
     return _in_process(capsys, main)
 
 
+@pytest.fixture
+def quick_network_retries(monkeypatch):
+    """Three tries of a remote read, a few milliseconds apart, online: tests exercise the
+    retries, not patience. Set in os.environ, so forked DataLoader workers see them too."""
+    monkeypatch.setenv("ITRA_BENCH_NET_ATTEMPTS", "3")
+    monkeypatch.setenv("ITRA_BENCH_NET_BACKOFF", "0.01")
+    monkeypatch.setenv("ITRA_BENCH_NET_TIMEOUT", "10")
+    monkeypatch.delenv("ITRA_BENCH_OFFLINE", raising=False)
+
+
 @pytest.fixture(autouse=True)
 def _wide_plain_console(monkeypatch):
     # Rich wraps long messages at the terminal width; tests match on whole phrases.

@@ -20,13 +20,7 @@ PLUGINS = ("--plugin", "itra_test_plugin", "--plugin", "itra_bench.tasks.wds.plu
 SHARD = "wds_toy/test/1.tar"
 
 
-@pytest.fixture(autouse=True)
-def _quick_retries(monkeypatch):
-    # Three tries, a few milliseconds apart: the tests exercise retries, not patience.
-    monkeypatch.setenv("ITRA_BENCH_NET_ATTEMPTS", "3")
-    monkeypatch.setenv("ITRA_BENCH_NET_BACKOFF", "0.01")
-    monkeypatch.setenv("ITRA_BENCH_NET_TIMEOUT", "5")
-    monkeypatch.delenv("ITRA_BENCH_OFFLINE", raising=False)
+pytestmark = pytest.mark.usefixtures("quick_network_retries")
 
 
 @pytest.fixture

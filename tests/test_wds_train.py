@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 from train_data import digits_csv, epoch_records, train_run
-from wds_shards import csv_to_shards, png, write_tar
+from wds_shards import csv_to_shards, digits_shards, png, write_tar
 from wds_train_check import install
 
 from itra_train import checkpoint
@@ -38,10 +38,7 @@ SMALL = ("--batch-size", "16", "--train-num-samples", str(ROWS))
 def shards(tmp_path_factory) -> Path:
     """``folder/shards/00000.tar .. 00007.tar``; returns the brace pattern."""
     folder = tmp_path_factory.mktemp("wds")
-    csv = digits_csv(folder, ROWS)
-    (folder / "shards").mkdir()
-    written = csv_to_shards(csv, str(folder / "shards" / "%05d.tar"), PER_SHARD)
-    assert len(written) == SHARDS
+    assert len(digits_shards(folder, ROWS, PER_SHARD)) == SHARDS
     return folder / "shards" / "{00000..00007}.tar"
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 from shard_server import ShardServer
-from train_data import digits_csv, epoch_records, train_run
-from wds_shards import csv_to_shards, write_tar
+from train_data import epoch_records, train_run
+from wds_shards import digits_shards, write_tar
 
 from itra_train import checkpoint, wds_data
 from itra_train.trainer import Trainer
@@ -35,23 +35,14 @@ PATTERN = "shards/{00000..00007}.tar"
 VICTIM = "shards/00003.tar"
 
 
-@pytest.fixture(autouse=True)
-def _quick_retries(monkeypatch):
-    # Few, short retries, so that a failure that lasts is given up in well under a second.
-    # Set in os.environ: forked DataLoader workers read them there too.
-    monkeypatch.setenv("ITRA_BENCH_NET_ATTEMPTS", "3")
-    monkeypatch.setenv("ITRA_BENCH_NET_BACKOFF", "0.01")
-    monkeypatch.setenv("ITRA_BENCH_NET_TIMEOUT", "10")
+pytestmark = pytest.mark.usefixtures("quick_network_retries")
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """A folder holding ``shards/00000.tar .. 00007.tar`` (the served folder)."""
     folder = tmp_path_factory.mktemp("wds-urls")
-    csv = digits_csv(folder, ROWS)
-    (folder / "shards").mkdir()
-    written = csv_to_shards(csv, str(folder / "shards" / "%05d.tar"), PER_SHARD)
-    assert len(written) == SHARDS
+    assert len(digits_shards(folder, ROWS, PER_SHARD)) == SHARDS
     return folder
 
 

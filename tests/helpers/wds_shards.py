@@ -46,3 +46,13 @@ def png(seed: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (seed % 256, (7 * seed) % 256, 90)).save(buf, format="png")
     return buf.getvalue()
+
+
+def digits_shards(folder: Path, rows: int, per_shard: int) -> list[Path]:
+    """``folder/shards/00000.tar ..``: ``rows`` digits (``train_data.digits_csv``) written by
+    the docs' recipe, ``per_shard`` samples a shard. Returns the shards written."""
+    from train_data import digits_csv
+
+    csv = digits_csv(folder, rows)
+    (folder / "shards").mkdir()
+    return csv_to_shards(csv, str(folder / "shards" / "%05d.tar"), per_shard)
