@@ -258,3 +258,30 @@ def test_huggingface_tree_url_reads_through_resolve():
                          "tree/main") == \
         "https://huggingface.co/datasets/clip-benchmark/wds_vtab-cifar10/resolve/main"
     assert remote_folder("https://example.org/wds_x/") == "https://example.org/wds_x"
+
+
+def test_an_encoding_interrupted_midway_resumes_from_its_chunks(cli, tmp_path, data, server,
+                                                               monkeypatch):
+    """The remote split's identity (from the server's ETags) is the same on the rerun, so the
+    chunks the interrupted run encoded are used, not encoded again."""
+    from itra_test_plugin import PixelModel
+
+    encode = PixelModel.encode_image
+    calls = {"n": 0}
+
+    def interrupted(self, images):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as Ctrl-C, after two batches (two chunks) were encoded
+        return encode(self, images)
+
+    task = f"wds:{server.url}/wds_toy"
+    chunked = ("--cache-chunk-rows", "4", "--batch-size", "4")
+    monkeypatch.setattr(PixelModel, "encode_image", interrupted)
+    code, found, _ = run(cli, tmp_path, task, "out", *chunked)
+    assert code != 0 and found == {}
+    monkeypatch.setattr(PixelModel, "encode_image", encode)
+    code, found, text = run(cli, tmp_path, task, "out", *chunked)
+    assert code == 0 and "resuming the encoding at row 8 of 15" in text, text
+    _, local, _ = run(cli, tmp_path, f"wds:{data / 'wds_toy'}", "local", "--no-cache")
+    assert found == local
