@@ -285,3 +285,23 @@ def test_an_encoding_interrupted_midway_resumes_from_its_chunks(cli, tmp_path, d
     assert code == 0 and "resuming the encoding at row 8 of 15" in text, text
     _, local, _ = run(cli, tmp_path, f"wds:{data / 'wds_toy'}", "local", "--no-cache")
     assert found == local
+
+
+def test_kept_shards_spare_fetching_for_the_next_model(cli, tmp_path, data, server,
+                                                      monkeypatch):
+    monkeypatch.setenv("ITRA_BENCH_SHARD_CACHE", str(tmp_path / "shards"))
+    url = f"wds:{server.url}/wds_toy"
+    assert run(cli, tmp_path, url, "one")[0] == 0
+    assert shard_gets(server) == 4 and len(list((tmp_path / "shards").glob("*.tar"))) == 4
+    # Another model must encode: its shards come from the kept copies, not the server.
+    code, found, _ = run(cli, tmp_path, url, "two", model="pixel:dim16")
+    _, local, _ = run(cli, tmp_path, f"wds:{data / 'wds_toy'}", "local", "--no-cache",
+                      model="pixel:dim16")
+    assert code == 0 and found == local and shard_gets(server) == 4
+    # A shard the server changed (a new version) is fetched again, and only that one.
+    _change_shard(data)
+    code, found, _ = run(cli, tmp_path, url, "three", model="pixel:dim16")
+    _, local, _ = run(cli, tmp_path, f"wds:{data / 'wds_toy'}", "local2", "--no-cache",
+                      model="pixel:dim16")
+    assert code == 0 and found == local
+    assert shard_gets(server) == 5 and server.count(SHARD, "GET") == 2

@@ -33,6 +33,7 @@ from itra_bench import (
     UserError,
     atomic_torch_save,
     download_location,
+    expand_path,
     is_pipe,
     stat_locations,
 )
@@ -48,6 +49,9 @@ from itra_bench.tasks.wds.layout import LAYOUT, NSHARDS
 RECORD_FORMAT = 1
 #: Shards fetched at once.
 FETCH_THREADS = 4
+#: The environment variable naming a folder where fetched shards are kept between runs (as
+#: clip-benchmark's ``cache_dir``), so that evaluating another model fetches nothing again.
+SHARD_CACHE_ENV = "ITRA_BENCH_SHARD_CACHE"
 
 
 def remote_shard_locations(root: str, split: str, access: FolderAccess) -> list[str]:
@@ -64,6 +68,21 @@ def remote_shard_locations(root: str, split: str, access: FolderAccess) -> list[
         raise UserError(f"{where}: expected the number of shards (a positive integer), got "
                         f"{text[:40]!r}.")
     return [location(root, split, f"{i}.tar") for i in range(count)]
+
+
+def shard_cache() -> Path | None:
+    """The folder ``ITRA_BENCH_SHARD_CACHE`` names, where fetched shards are kept between runs
+    (None: fetched shards are temporary)."""
+    text = os.environ.get(SHARD_CACHE_ENV, "").strip()
+    return Path(expand_path(text)) if text else None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _remove(folder: str, owner: int) -> None:
@@ -138,8 +157,10 @@ class RemoteShards:
         return None
 
     def fetch(self) -> list[Path]:
-        """Every shard, copied to a temporary folder (removed when this object is), checked
-        against the SHA-256 of the record where the index came from one."""
+        """Every shard as a local file: fetched to a temporary folder (removed when this
+        object is), or kept in ``ITRA_BENCH_SHARD_CACHE`` under its location and version (and
+        taken from there while the server gives the same version). Each is checked against
+        the SHA-256 of the record where the index came from one."""
         if all(p is not None for p in self.local):
             return self.local  # type: ignore[return-value]
         if self.access.offline:
@@ -147,20 +168,31 @@ class RemoteShards:
                             f"{self.split!r} of {self.root} must be encoded (their features "
                             "are not in the cache for this model and transform); unset it "
                             "so that the shards can be read.")
-        if self._spool is None:
-            self._spool = Path(tempfile.mkdtemp(prefix="itra-bench-shards-"))
-            weakref.finalize(self, _remove, str(self._spool), os.getpid())
         todo = [i for i, p in enumerate(self.local) if p is None]
+        kept = shard_cache()
+        expected = self.shas
 
-        def fetch_one(i: int) -> str:
-            return download_location(self.locations[i], self._spool / f"{i}.tar",
-                                     size=self.stats[i][0], what="shard")
+        def fetch_one(i: int) -> tuple[Path, str]:
+            size, version = self.stats[i]
+            if kept is not None and version:
+                # Named by location and version: a shard the server changed is a new name.
+                name = hashlib.sha256(f"{self.locations[i]}\0{version}".encode()).hexdigest()
+                dest = kept / f"{name[:40]}.tar"
+                if dest.is_file() and (size is None or dest.stat().st_size == size):
+                    sha = _file_sha256(dest)
+                    if expected is None or expected[i] == sha:
+                        return dest, sha
+                    dest.unlink(missing_ok=True)  # damaged on disk since: fetched again
+                kept.mkdir(parents=True, exist_ok=True)
+            else:
+                dest = self._spool_folder() / f"{i}.tar"
+            return dest, download_location(self.locations[i], dest, size=size, what="shard")
 
         threads = 1 if any(is_pipe(x) for x in self.locations) else FETCH_THREADS
         with ThreadPoolExecutor(max_workers=min(threads, len(todo))) as pool:
-            shas = list(pool.map(fetch_one, todo))
-        expected = self.shas
-        for i, sha in zip(todo, shas, strict=True):
+            fetched = list(pool.map(fetch_one, todo))
+        shas = [sha for _, sha in fetched]
+        for i, (path, sha) in zip(todo, fetched, strict=True):
             if expected is not None and expected[i] != sha:
                 self.drop_record()
                 raise TransportError(
@@ -168,7 +200,7 @@ class RemoteShards:
                     "indexed, though the server still describes it alike (same size and "
                     f"version: {self.stats[i][1]}); the record is removed: run again to read "
                     "the split anew.")
-            self.local[i] = self._spool / f"{i}.tar"
+            self.local[i] = path
         if expected is None:
             self.shas = [""] * len(self.locations)
             for i, sha in zip(todo, shas, strict=True):
@@ -176,6 +208,13 @@ class RemoteShards:
         if self.identity is None:
             self.identity = self._identity(self.shas)
         return self.local  # type: ignore[return-value]
+
+    def _spool_folder(self) -> Path:
+        """The temporary folder of this split's fetched shards (removed with this object)."""
+        if self._spool is None:
+            self._spool = Path(tempfile.mkdtemp(prefix="itra-bench-shards-"))
+            weakref.finalize(self, _remove, str(self._spool), os.getpid())
+        return self._spool
 
     def save_record(self, index: dict[str, Any]) -> None:
         """Keep the split's index (and the shards' descriptions) for later runs."""
