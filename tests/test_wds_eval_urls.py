@@ -78,11 +78,12 @@ def test_linear_probe_task_file_with_a_url_root_equals_local(cli, tmp_path, data
     assert code == 0 and remote == local and local["lp"]
 
 
-def test_pipe_command_with_file_placeholder_equals_local(cli, tmp_path, data):
+@pytest.mark.parametrize("form", ["pipe:cat {folder}/{{file}}", "file://{folder}"])
+def test_pipe_command_and_fsspec_url_equal_local(cli, tmp_path, data, form):
     _, local, _ = run(cli, tmp_path, f"wds:{data / 'wds_toy'}", "local", "--no-cache")
-    code, piped, _ = run(cli, tmp_path, f"wds:pipe:cat {data / 'wds_toy'}/{{file}}", "pipe",
-                         "--no-cache")
-    assert code == 0 and piped == local
+    remote = form.format(folder=data / "wds_toy")
+    code, found, text = run(cli, tmp_path, f"wds:{remote}", "remote", "--no-cache")
+    assert code == 0 and found == local, text
 
 
 def test_pipe_command_without_placeholder_is_refused(cli, tmp_path, data):
