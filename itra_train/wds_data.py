@@ -206,11 +206,10 @@ def read_shard(location: str | Path, shard_no: int
     f: Any = io.BufferedReader(RemoteStream(path, what="shard"), _REMOTE_BUFFER) \
         if is_remote(path) else open(path, "rb")  # noqa: SIM115 - closed below
     with f:
-        # The first block says whether the shard is gzip-compressed; it is handed on with
-        # the stream rather than read again.
-        head = f.read(_BLOCK)
-        reader = _compressed_members(path, _Prefixed(head, f)) \
-            if head[:2] == b"\x1f\x8b" else _plain_members(path, f, head)
+        # Peeked, not read: the first bytes say whether the shard is gzip-compressed, and
+        # neither reader can seek back to them (both files are io.BufferedReader).
+        reader = _compressed_members(path, f) if f.peek(2)[:2] == b"\x1f\x8b" \
+            else _plain_members(path, f)
         for name, data in reader:
             prefix, suffix = base_plus_ext(name)
             if prefix is None or _is_meta(name):
@@ -237,40 +236,8 @@ def _octal(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
-class _Prefixed(io.RawIOBase):
-    """``head`` followed by the rest of ``stream``: the bytes read to sniff a shard's
-    format, put back in front without seeking (for tarfile, which needs only ``read``)."""
-
-    def __init__(self, head: bytes, stream: Any) -> None:
-        super().__init__()
-        self.head, self.stream = head, stream
-
-    def readable(self) -> bool:
-        """Always: the stream is read-only."""
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (all the rest with -1): the head first, then the stream."""
-        if not self.head:
-            return self.stream.read(n)
-        if n is None or n < 0:
-            data, self.head = self.head + self.stream.read(), b""
-            return data
-        data, self.head = self.head[:n], self.head[n:]
-        if len(data) < n:
-            data += self.stream.read(n - len(data))
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        """Fill ``buffer`` as :meth:`read` would; the count of bytes put in it."""
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-
-def _plain_members(path: str, f: Any, head: bytes) -> Iterator[tuple[str, bytes]]:
-    """``(name, data)`` of the regular files of an uncompressed tar, read header by header
-    (``head``: the first block, already read from ``f``).
+def _plain_members(path: str, f: Any) -> Iterator[tuple[str, bytes]]:
+    """``(name, data)`` of the regular files of an uncompressed tar, read header by header.
 
     tarfile spends about 70 us on a member; this reads the ustar, pax and GNU long-name
     headers that tar writers (Python's tarfile, GNU tar) emit in a few, and is stricter:
@@ -280,10 +247,8 @@ def _plain_members(path: str, f: Any, head: bytes) -> Iterator[tuple[str, bytes]
     offset = 0
     last = "its first member"
     long_name: str | None = None
-    header = head
     while True:
-        if offset:
-            header = f.read(_BLOCK)
+        header = f.read(_BLOCK)
         if not header:
             raise ShardError(f"shard {path} ends after {last} without tar's end-of-archive "
                              "blocks: it is probably truncated; re-create or re-download it")
