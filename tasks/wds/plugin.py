@@ -37,7 +37,6 @@ from itra_bench.tasks.wds.folder_access import (
     FolderAccess,
     location,
     offline_requested,
-    read_text,
 )
 from itra_bench.tasks.wds.webdataset_source import (
     CAPTION_KEY,
@@ -46,6 +45,7 @@ from itra_bench.tasks.wds.webdataset_source import (
     LAYOUT,
     TEMPLATES,
     WebDatasetSplit,
+    dataset_type,
     read_lines,
     shard_locations,
 )
@@ -136,10 +136,9 @@ def _access(ctx: RunContext) -> FolderAccess:
 
 def _check_type(root: str, retrieval: bool, access: FolderAccess | None = None) -> None:
     where = location(root, DATASET_TYPE)
-    text = read_text(where, "dataset type", access, optional=True)
-    if text is None:
+    kind = dataset_type(root, access)
+    if kind is None:
         return
-    kind = text.strip().lower() or "classification"
     if kind == "multilabel":
         raise UserError(f"{where} says multilabel: multilabel webdatasets "
                         "(npy labels) are not supported; evaluate a single-label dataset.")
@@ -256,14 +255,14 @@ def _make(name: str, folder: WebDatasetFolder, *, description: str = "",
 
 def _default_task(root: str) -> str:
     try:
-        text = read_text(location(root, DATASET_TYPE), "dataset type", optional=True)
+        kind = dataset_type(root)
     except UserError:
         if not offline_requested():
             raise
         # Offline, and never read beside the default cache: the run reads the type from its
         # own --cache-dir and refuses a retrieval folder taken for classification.
-        text = None
-    return "retrieval" if (text or "").strip().lower() == "retrieval" else DEFAULT_TASK
+        kind = None
+    return "retrieval" if kind == "retrieval" else DEFAULT_TASK
 
 
 def wds_task(doc: dict[str, Any], path: Path) -> Task:

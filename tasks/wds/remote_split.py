@@ -43,7 +43,7 @@ from itra_bench.tasks.wds.folder_access import (
     never_read_offline,
     read_text,
 )
-from itra_bench.tasks.wds.layout import LAYOUT, NSHARDS
+from itra_bench.tasks.wds.layout import LAYOUT, NSHARDS, shard_count
 
 #: The version of the record's format; a record of another is read again from the server.
 RECORD_FORMAT = 1
@@ -62,12 +62,7 @@ def remote_shard_locations(root: str, split: str, access: FolderAccess) -> list[
     except MissingDataError:
         raise MissingDataError(f"{where} not found: a webdataset split names its shard count "
                                f"there. Expected layout: {LAYOUT}") from None
-    text = (text or "").strip()
-    count = int(text) if text.isdigit() else -1
-    if count < 1:
-        raise UserError(f"{where}: expected the number of shards (a positive integer), got "
-                        f"{text[:40]!r}.")
-    return [location(root, split, f"{i}.tar") for i in range(count)]
+    return [location(root, split, f"{i}.tar") for i in range(shard_count(text or "", where))]
 
 
 def shard_cache() -> Path | None:

@@ -38,6 +38,7 @@ from itra_bench.tasks.wds.layout import (
     LAYOUT,
     NSHARDS,
     TEMPLATES,
+    shard_count,
 )
 from itra_bench.tasks.wds.remote_split import RemoteShards, remote_shard_locations
 
@@ -54,10 +55,11 @@ _BLOCK = 512
 _META = re.compile(r"__[^/]*__($|/)")
 
 
-def dataset_type(root: str | Path, access: FolderAccess | None = None) -> str:
-    """The folder's ``dataset_type.txt`` ("classification" when there is none)."""
+def dataset_type(root: str | Path, access: FolderAccess | None = None) -> str | None:
+    """What the folder's ``dataset_type.txt`` says ("classification" when it is empty);
+    None when the folder has none."""
     text = read_text(location(root, DATASET_TYPE), "dataset type", access, optional=True)
-    return (text or "").strip().lower() or "classification"
+    return None if text is None else text.strip().lower() or "classification"
 
 
 def read_lines(where: str | Path, what: str, access: FolderAccess | None = None) -> list[str]:
@@ -80,13 +82,6 @@ def read_lines(where: str | Path, what: str, access: FolderAccess | None = None)
     return lines
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8.") from None
-
-
 def shard_locations(root: str | Path, split: str, access: FolderAccess | None = None
                     ) -> list[str]:
     """The shards of ``split`` that its ``nshards.txt`` announces: checked to exist for a
@@ -106,14 +101,7 @@ def shard_paths(split_dir: Path) -> list[Path]:
     if not nshards_file.is_file():
         raise MissingDataError(f"{nshards_file} not found: a webdataset split names its shard "
                                f"count there. Expected layout: {LAYOUT}")
-    text = _read_text(nshards_file).strip()
-    try:
-        count = int(text)
-    except ValueError:
-        count = -1
-    if count < 1:
-        raise UserError(f"{nshards_file}: expected the number of shards (a positive integer), "
-                        f"got {text[:40]!r}.")
+    count = shard_count(read_text(str(nshards_file), "shard count") or "", str(nshards_file))
     paths = [split_dir / f"{i}.tar" for i in range(count)]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
