@@ -202,29 +202,42 @@ class _Missing(TransportError, MissingDataError):
     """A location that does not exist (404, no such file)."""
 
 
-def _with_retries(location: str, what: str, retry: Retry, action: Callable[[], Any],
-                  on_retry: Callable[[str], None] | None = None) -> Any:
+class _Tries:
+    """The tries of one read of ``location``: after a failure, the pause before the next,
+    or the error that ends the read."""
+
+    def __init__(self, location: str, what: str, retry: Retry) -> None:
+        self.location, self.what, self.retry = location, what, retry
+        self.restart()
+
+    def restart(self) -> None:
+        """Every try again (the read works again after a failure)."""
+        self.count, self._pauses = 1, self.retry.pauses()
+
+    def failed(self, exc: Exception) -> None:
+        """Sleep before the next try after ``exc``, or raise the error that ends the read
+        (``exc`` is permanent, or the tries are spent)."""
+        kind, reason = classify(exc)
+        pause = next(self._pauses, None) if kind == "transient" else None
+        if pause is None:
+            raise _give_up(self.location, self.what, kind, reason, self.count) from exc
+        print(f"itra-bench: {self.what} {self.location}: {reason}; trying again in "
+              f"{pause:.1f} s (try {self.count + 1} of {self.retry.attempts})",
+              file=sys.stderr, flush=True)
+        time.sleep(pause)
+        self.count += 1
+
+
+def _with_retries(location: str, what: str, retry: Retry, action: Callable[[], Any]) -> Any:
     """``action()``, tried again after transient failures as ``retry`` allows."""
-    pauses = retry.pauses()
-    tries = 0
+    tries = _Tries(location, what, retry)
     while True:
-        tries += 1
         try:
             return action()
         except TransportError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified below; unknown kinds re-raised
-            kind, reason = classify(exc)
-            pause = next(pauses, None) if kind == "transient" else None
-            if pause is None:
-                raise _give_up(location, what, kind, reason, tries) from exc
-            (on_retry or _report_retry)(f"{what} {location}: {reason}; trying again in "
-                                        f"{pause:.1f} s (try {tries + 1} of {retry.attempts})")
-            time.sleep(pause)
-
-
-def _report_retry(message: str) -> None:
-    print(f"itra-bench: {message}", file=sys.stderr, flush=True)
+        except Exception as exc:  # noqa: BLE001 - classified: what no try mends is raised
+            tries.failed(exc)
 
 
 def _filesystem(location: str, retry: Retry) -> tuple[Any, str]:
@@ -306,9 +319,8 @@ class RemoteStream(io.RawIOBase):
         self.position = 0
         self._stream: Any = None
         self._ended = False
-        self._tries = 1
+        self._tries = _Tries(location, what, self.retry)
         self._failed_at = 0
-        self._pauses = self.retry.pauses()
 
     def readable(self) -> bool:
         return True
@@ -374,27 +386,19 @@ class RemoteStream(io.RawIOBase):
         while want != 0:
             try:
                 data = self._read_some(_COPY_BLOCK if want < 0 else want)
-            except Exception as exc:  # noqa: BLE001 - classified; what no try mends is raised
+            except Exception as exc:  # noqa: BLE001 - classified: what no try mends is raised
                 self._drop()
                 self._failed_at = self.position
-                kind, reason = classify(exc)
-                pause = next(self._pauses, None) if kind == "transient" else None
-                if pause is None:
-                    raise _give_up(self.location, self.what, kind, reason, self._tries) \
-                        from exc
-                _report_retry(f"{self.what} {self.location}: {reason}; trying again in "
-                              f"{pause:.1f} s (try {self._tries + 1} of {self.retry.attempts})")
-                time.sleep(pause)
-                self._tries += 1
+                self._tries.failed(exc)
                 continue
             if not data:
                 break
             parts.append(data)
             self.position += len(data)
-            if self._tries > 1 and self.position - self._failed_at >= _PROGRESS:
+            if self._tries.count > 1 and self.position - self._failed_at >= _PROGRESS:
                 # Well past the last failure: the connection works again, and a later failure
                 # gets the whole number of tries (a read that keeps progressing ends).
-                self._tries, self._pauses = 1, self.retry.pauses()
+                self._tries.restart()
             if want > 0:
                 want -= len(data)
         return b"".join(parts)
